@@ -1,0 +1,160 @@
+"""The Niño 3.4 / ONI monthly table (NOAA ERSSTv5, compiled by Brian McNoldy).
+
+The file has free-text header lines, then the header row
+`YEAR MON/MMM NINO34_MEAN NINO34_CLIM NINO34_ANOM ONI PHASE` and one whitespace-separated
+row per month. `-99.99` marks a missing value and PHASE `M` a missing phase; both become
+null. It is written whole to the Delta table `nino34`, one commit per changed file.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from shoal.errors import SchemaError, SourceError
+from shoal.lineage import Provenance, SourceFile
+from shoal.sources import IngestReport, register_source
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from shoal.catalog import Catalog
+
+DATASET = "nino34"
+COLUMNS = ("YEAR", "MON/MMM", "NINO34_MEAN", "NINO34_CLIM", "NINO34_ANOM", "ONI", "PHASE")
+VALUES = {"NINO34_MEAN": "nino34_mean", "NINO34_CLIM": "nino34_clim", "NINO34_ANOM": "nino34_anom", "ONI": "oni"}
+PHASES = {"E", "L", "N", "M"}
+MISSING = -99.99
+SCHEMA = pa.schema(
+    [("month", pa.date32())]
+    + [(name, pa.float64()) for name in VALUES.values()]
+    + [("phase", pa.string())]
+)
+SAMPLE = Path(__file__).parent / "sample_data" / "ONI_NINO34_1854-2020.txt"
+_FIX = "expected the ONI table format (header row 'YEAR MON/MMM NINO34_MEAN ... PHASE', one row per month)"
+
+
+def _text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise SourceError(path, f"cannot read the file ({error.strerror})", fix="check the path") from error
+    if b"\0" in raw:
+        raise SourceError(path, "not a text file (it contains NUL bytes)", fix=_FIX)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise SourceError(path, "not UTF-8 text", fix=_FIX, line=line) from error
+
+
+def _header_index(path: Path, lines: list[str]) -> int:
+    for index, line in enumerate(lines):
+        tokens = line.split()
+        if tokens[:1] == ["YEAR"]:
+            missing = [c for c in COLUMNS if c not in tokens]
+            if missing:
+                raise SchemaError(path, f"header row lacks column(s) {', '.join(missing)}", fix=_FIX, line=index + 1)
+            return index
+    problem = "the file is empty" if not "".join(lines).strip() else "no header row starting with 'YEAR' found"
+    raise SourceError(path, problem, fix=_FIX)
+
+
+def _frame(path: Path, lines: list[str], header: int) -> tuple[pd.DataFrame, list[int]]:
+    import pandas as pd
+
+    body = "\n".join(lines[header:])
+    try:
+        frame = pd.read_csv(io.StringIO(body), sep=r"\s+", dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as error:
+        found = re.search(r"line (\d+), saw (\d+)", str(error))
+        line = header + int(found.group(1)) if found else None
+        seen = f"{found.group(2)} fields" if found else "a malformed row"
+        raise SourceError(path, f"expected {len(COLUMNS)} fields, found {seen}", fix=_FIX, line=line) from error
+    # pandas skips blank lines: map each row back to its line number for error messages.
+    line_numbers = [header + 1 + i for i, text in enumerate(lines[header:]) if text.strip()][1:]
+    if frame.empty:
+        raise SourceError(path, "the header row is not followed by any data row", fix=_FIX, line=header + 1)
+    return frame, line_numbers
+
+
+def _numbers(path: Path, frame: pd.DataFrame, column: str, lines: list[int]) -> pd.Series:
+    import pandas as pd
+
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna()
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise SchemaError(
+            path, f"column {column}: expected a number, found {frame[column].iloc[row]!r}", fix=_FIX, line=lines[row]
+        )
+    return values
+
+
+def read_oni(path: str | Path) -> pa.Table:
+    """Parse an ONI table into Arrow (`SCHEMA`), validating every row.
+
+    Raises:
+        SourceError: unreadable, empty, not text, or not the ONI layout.
+        SchemaError: a missing column, a non-numeric value, a bad month or phase, a duplicate month.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    lines = _text(path).splitlines()
+    header = _header_index(path, lines)
+    frame, line_numbers = _frame(path, lines, header)
+    year = _numbers(path, frame, "YEAR", line_numbers)
+    month = _numbers(path, frame, "MON/MMM", line_numbers)
+    bad_date = ~(month.between(1, 12) & year.between(1800, 2200) & (year % 1 == 0) & (month % 1 == 0))
+    if bad_date.any():
+        row = int(bad_date.to_numpy().argmax())
+        raise SchemaError(path, f"expected a year and a month 1-12, found {year.iloc[row]} {month.iloc[row]}", fix=_FIX, line=line_numbers[row])
+    months = pd.to_datetime({"year": year, "month": month, "day": 1})
+    duplicated = months.duplicated()
+    if duplicated.any():
+        row = int(duplicated.to_numpy().argmax())
+        raise SchemaError(path, f"month {months.iloc[row]:%Y-%m} appears twice", fix="keep one row per month", line=line_numbers[row])
+    phase = frame["PHASE"]
+    bad_phase = ~phase.isin(PHASES)
+    if bad_phase.any():
+        row = int(bad_phase.to_numpy().argmax())
+        raise SchemaError(path, f"column PHASE: expected one of E, L, N, M, found {phase.iloc[row]!r}", fix=_FIX, line=line_numbers[row])
+    columns = {"month": pa.array(months.dt.date, pa.date32())}
+    for source, name in VALUES.items():
+        values = _numbers(path, frame, source, line_numbers)
+        columns[name] = pa.array(values.where(values != MISSING), pa.float64(), from_pandas=True)
+    columns["phase"] = pa.array(phase.where(phase != "M"), pa.string(), from_pandas=True)
+    return pa.table(columns, schema=SCHEMA).sort_by("month")
+
+
+@register_source("oni", dataset=DATASET, description="Niño 3.4 / ONI monthly index table")
+def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
+    """Ingest one ONI table file into `nino34`; the same file again is a no-op.
+
+    A file that changed replaces the table in one new commit (mode overwrite).
+    """
+    if len(paths) != 1:
+        return IngestReport(DATASET, None, failures=(f"oni: expected exactly one table file, got {len(paths)}",))
+    path = Path(paths[0])
+    exists = catalog.exists(DATASET)
+    try:
+        table = read_oni(path)
+    except SourceError as error:
+        return IngestReport(DATASET, catalog.latest_version(DATASET) if exists else None, failures=(str(error),))
+    source = SourceFile.of(path)
+    previous = catalog.lineage(DATASET) if exists else None
+    if previous is not None and [s.sha256 for s in previous.sources] == [source.sha256]:
+        return IngestReport(DATASET, catalog.latest_version(DATASET), unchanged=(str(path),))
+    version = catalog.write_table(
+        DATASET,
+        table,
+        mode="overwrite",
+        provenance=Provenance(sources=(source,), parameters={"source": "oni"}, message=f"ingest {path.name}"),
+    )
+    return IngestReport(DATASET, version, committed=(str(path),))

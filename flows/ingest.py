@@ -1,0 +1,57 @@
+"""Ingest flows: thin Prefect wrappers over the registered sources of `shoal.datasets`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import Task, flow, get_run_logger, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from pydantic import FilePath
+
+from shoal.catalog import Catalog
+from shoal.datasets.oni import SAMPLE
+from shoal.errors import ShoalError
+from shoal.sources import IngestReport, get_source
+
+
+class IngestFailed(ShoalError):
+    """Some inputs of an ingest flow failed; the good ones were committed."""
+
+
+def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry I/O hiccups, never bad input: a ShoalError will fail the same way again."""
+    try:
+        state.result()
+    except ShoalError:
+        return False
+    except Exception:  # noqa: BLE001 (anything else may be transient: retry it)
+        return True
+    return False
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+def ingest_source(source: str, paths: list[Path], home: str | None) -> IngestReport:
+    """Run one registered source's ingest against the catalog at `home`."""
+    report = get_source(source).ingest(Catalog(home), paths)
+    logger = get_run_logger()
+    logger.info(
+        "%s -> %s version %s: %d committed, %d unchanged, %d failed",
+        source, report.dataset, report.version, len(report.committed), len(report.unchanged), len(report.failures),
+    )
+    for failure in report.failures:
+        logger.error(failure)
+    return report
+
+
+def finish(report: IngestReport) -> IngestReport:
+    """Fail the flow run when any input failed (after the good ones were committed)."""
+    if report.failures:
+        raise IngestFailed("; ".join(report.failures))
+    return report
+
+
+@flow(name="ingest-oni", log_prints=False)
+def ingest_oni(path: FilePath = SAMPLE, home: str | None = None) -> IngestReport:
+    """Ingest the Niño 3.4 / ONI table into the `nino34` Delta table."""
+    return finish(ingest_source(source="oni", paths=[path], home=home))

@@ -1,0 +1,234 @@
+"""The catalog: named, versioned tables and arrays under one home, with lineage.
+
+On-disk contract (readable without shoal):
+    <home>/tables/<name>   a Delta Lake table
+    <home>/arrays/<name>   an Icechunk repository (xarray over Zarr v3), branch main
+Every commit carries its `Lineage` as JSON under the commit-metadata key "shoal".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from shoal import arrays, tables
+from shoal.errors import CatalogError
+from shoal.lineage import InputVersion, Lineage, Provenance
+from shoal.settings import is_url, resolve_home
+
+if TYPE_CHECKING:
+    import polars as pl
+    import pyarrow as pa
+    import xarray as xr
+
+    from shoal.tables import TableData, WriteMode
+
+Kind = Literal["table", "array"]
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_FOLDERS: dict[Kind, str] = {"table": "tables", "array": "arrays"}
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A dataset in the listing."""
+
+    name: str
+    kind: Kind
+    version: int
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """A dataset version and the versions it was computed from, recursively."""
+
+    name: str
+    kind: Kind
+    version: int | str
+    lineage: Lineage | None
+    parents: tuple[LineageNode, ...] = field(default=())
+
+
+def validate_name(name: str) -> str:
+    """Return `name` if it is a valid dataset name, else raise `CatalogError`."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise CatalogError(
+            f"invalid dataset name {name!r}: expected [a-z][a-z0-9_]* (at most 64 characters), "
+            "e.g. 'nino34' or 'sst_features'"
+        )
+    return name
+
+
+class Catalog:
+    """Tables and arrays under one home (a local folder or an object-store URL).
+
+    Args:
+        home: the catalog home; default `$SHOAL_HOME`, else `~/.local/share/shoal`.
+    """
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = resolve_home(home)
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.home!r})"
+
+    def uri(self, kind: Kind, name: str) -> str:
+        """Where dataset `name` of `kind` lives; never outside the home."""
+        validate_name(name)
+        if is_url(self.home):
+            return f"{self.home}/{_FOLDERS[kind]}/{name}"
+        path = Path(self.home, _FOLDERS[kind], name).resolve()
+        if not path.is_relative_to(Path(self.home).resolve()):
+            raise CatalogError(f"dataset {name!r} resolves to {path}, outside the home {self.home}")
+        return str(path)
+
+    def _lock_path(self, name: str) -> Path | None:
+        return None if is_url(self.home) else Path(self.home, ".locks", f"{name}.lock")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_table(
+        self,
+        name: str,
+        data: TableData,
+        *,
+        provenance: Provenance,
+        mode: WriteMode = "append",
+        predicate: str | None = None,
+    ) -> int:
+        """Write an Arrow table, a polars frame or a stream of record batches as ONE commit.
+
+        Args:
+            name: the table.
+            data: the rows.
+            provenance: sources, inputs and parameters recorded as lineage.
+            mode: "append" or "overwrite".
+            predicate: with mode "overwrite", replace only the rows where this SQL holds.
+
+        Returns:
+            The new Delta version.
+        """
+        self._refuse_other_kind(name, "table")
+        uri = self.uri("table", name)
+        if not is_url(uri):
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+
+    def array_session(self, name: str) -> arrays.ArraySession:
+        """A writable session on array `name` (created when missing); commit it once."""
+        self._refuse_other_kind(name, "array")
+        return arrays.ArraySession(self.uri("array", name), name, self._lock_path(name))
+
+    def _refuse_other_kind(self, name: str, kind: Kind) -> None:
+        other: Kind = "array" if kind == "table" else "table"
+        if self._exists(other, name):
+            raise CatalogError(f"{name!r} is already an {other}; choose another name for the {kind}")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read_table(self, name: str, *, version: int | None = None) -> pa.Table:
+        """Table `name` at `version` (default latest) as Arrow."""
+        return tables.read_table(self.uri("table", name), name, version)
+
+    def scan_table(self, name: str, *, version: int | None = None) -> pl.LazyFrame:
+        """Table `name` at `version` (default latest) as a polars LazyFrame."""
+        return tables.scan_table(self.uri("table", name), name, version)
+
+    def open_array(self, name: str, *, version: int | str | None = None) -> xr.Dataset:
+        """Array `name` at `version` (number, snapshot id, or latest) as a lazy xarray Dataset."""
+        return arrays.open_array(self.uri("array", name), name, version)
+
+    # -- listing and lineage ---------------------------------------------------------------
+
+    def _names(self, kind: Kind) -> list[str]:
+        import pyarrow.fs as pafs
+
+        root = f"{self.home}/{_FOLDERS[kind]}"
+        filesystem, path = pafs.FileSystem.from_uri(root if is_url(root) else Path(root).as_uri())
+        selector = pafs.FileSelector(path, allow_not_found=True)
+        return sorted(
+            info.base_name
+            for info in filesystem.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and NAME_PATTERN.fullmatch(info.base_name)
+        )
+
+    def _exists(self, kind: Kind, name: str) -> bool:
+        return name in self._names(kind)
+
+    def exists(self, name: str) -> bool:
+        """Whether a table or an array called `name` exists."""
+        validate_name(name)
+        return self._exists("table", name) or self._exists("array", name)
+
+    def latest_version(self, name: str) -> int:
+        """The newest version number of `name`."""
+        return self.history(name)[0].version
+
+    def kind(self, name: str) -> Kind:
+        """Whether `name` is a table or an array; `CatalogError` when it is neither."""
+        validate_name(name)
+        for kind in ("table", "array"):
+            if self._exists(kind, name):
+                return kind
+        raise CatalogError(f"no dataset named {name!r} in {self.home}; see `shoal catalog ls`")
+
+    def list(self) -> list[DatasetInfo]:
+        """Every dataset with its latest version, tables first, by name."""
+        found = []
+        for kind in ("table", "array"):
+            for name in self._names(kind):
+                latest = self.history(name)[0]
+                found.append(DatasetInfo(name, kind, latest.version, latest.created_at))
+        return found
+
+    def history(self, name: str) -> list[tables.TableVersion] | list[arrays.ArrayVersion]:
+        """All versions of `name`, newest first, each with its lineage."""
+        if self.kind(name) == "table":
+            return tables.history(self.uri("table", name), name)
+        return arrays.history(self.uri("array", name), name)
+
+    def describe(self, name: str, *, version: int | str | None = None) -> dict[str, object]:
+        """Kind, schema or dims, rows or shape, and lineage of one version."""
+        kind = self.kind(name)
+        if kind == "table":
+            facts = tables.describe(self.uri(kind, name), name, _table_version(name, version))
+        else:
+            facts = arrays.describe(self.uri(kind, name), name, version)
+        lineage = self.lineage(name, version=facts["version"])
+        return {"name": name, "kind": kind, **facts, "lineage": lineage.to_dict() if lineage else None}
+
+    def lineage(self, name: str, *, version: int | str | None = None) -> Lineage | None:
+        """The lineage recorded with one version (default latest)."""
+        kind = self.kind(name)
+        if kind == "array":
+            return arrays.resolve(self.uri(kind, name), name, version).lineage
+        wanted = _table_version(name, version)
+        for entry in tables.history(self.uri(kind, name), name):
+            if wanted is None or entry.version == wanted:
+                return entry.lineage
+        raise CatalogError(f"table {name!r} has no version {version}; see `shoal catalog history {name}`")
+
+    def lineage_tree(self, name: str, *, version: int | str | None = None) -> LineageNode:
+        """Walk the inputs of a version back to its source files."""
+        kind = self.kind(name)
+        lineage = self.lineage(name, version=version)
+        if version is None:
+            version = self.history(name)[0].version
+        parents = tuple(self._parent(item) for item in (lineage.inputs if lineage else ()))
+        return LineageNode(name=name, kind=kind, version=version, lineage=lineage, parents=parents)
+
+    def _parent(self, item: InputVersion) -> LineageNode:
+        try:
+            return self.lineage_tree(item.name, version=item.version)
+        except CatalogError:  # the input was deleted or vacuumed: show it, unresolved
+            return LineageNode(name=item.name, kind=item.kind, version=item.version, lineage=None)  # type: ignore[arg-type]
+
+
+def _table_version(name: str, version: int | str | None) -> int | None:
+    if version is None or isinstance(version, int):
+        return version
+    if not version.isdigit():
+        raise CatalogError(f"table {name!r}: version must be a whole number, got {version!r}")
+    return int(version)

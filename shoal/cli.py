@@ -1,0 +1,215 @@
+"""The `shoal` command line: ingest, inspect the catalog, run the demo.
+
+Exit codes: 0 success; 1 some inputs failed and the rest were committed; 2 nothing done.
+Errors print one line (no traceback unless --debug). Heavy imports live inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal.catalog import Catalog, LineageNode
+    from shoal.sources import IngestReport
+
+app = typer.Typer(
+    help="shoal: a data pipeline and feature store for scientific ML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Inspect datasets, versions and lineage.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="A version number or snapshot id.")]
+
+
+class _State:
+    home: str | None = None
+    debug: bool = False
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _catalog() -> Catalog:
+    from shoal.catalog import Catalog
+
+    return Catalog(_State.home)
+
+
+def _console():  # noqa: ANN202 (rich is imported lazily)
+    from rich.console import Console
+
+    return Console(soft_wrap=True)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.callback()
+def main(
+    home: Annotated[str | None, typer.Option(help="Catalog home (path or URL); default $SHOAL_HOME, else ~/.local/share/shoal.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    """shoal: a data pipeline and feature store for scientific ML."""
+    _State.home, _State.debug = home, debug
+
+
+def _report(report: IngestReport) -> None:
+    console = _console()
+    for path in report.committed:
+        console.print(f"[green]committed[/] {path}")
+    for path in report.unchanged:
+        console.print(f"[dim]unchanged[/] {path} (same sha256 as the latest version)")
+    for failure in report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    console.print(f"{report.dataset}: version {report.version}; {len(report.committed)} committed, "
+                  f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="A registered source, e.g. 'oni'.")],
+    paths: Annotated[list[Path], typer.Argument(help="Files to ingest.")],
+) -> None:
+    """Ingest source files into the catalog (one commit per call)."""
+    from shoal.sources import get_source
+
+    _report(get_source(source).ingest(_catalog(), paths))
+
+
+@catalog_app.command("ls")
+def catalog_ls(as_json: JsonFlag = False) -> None:
+    """List every dataset with its kind and latest version."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    found = _catalog().list()
+    if as_json:
+        _print_json([asdict(info) for info in found])
+        return
+    table = Table("name", "kind", "version", "updated")
+    for info in found:
+        table.add_row(info.name, info.kind, str(info.version), info.updated_at)
+    _console().print(table)
+
+
+@catalog_app.command("show")
+def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = False) -> None:
+    """Kind, schema or dims, rows or shape, and lineage of one version."""
+    facts = _catalog().describe(name, version=version)
+    if as_json:
+        _print_json(facts)
+        return
+    console = _console()
+    lineage = facts.pop("lineage")
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            console.print(f"[bold]{key}[/]:")
+            for inner_key, inner in value.items():
+                console.print(f"  {inner_key}: {inner}")
+        else:
+            console.print(f"[bold]{key}[/]: {value}")
+    if lineage:
+        console.print("[bold]lineage[/]:")
+        for key, value in lineage.items():
+            console.print(f"  {key}: {value}")
+
+
+@catalog_app.command("history")
+def catalog_history(name: str, as_json: JsonFlag = False) -> None:
+    """Every version of a dataset, newest first."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    versions = _catalog().history(name)
+    if as_json:
+        _print_json([asdict(v) for v in versions])
+        return
+    table = Table("version", "created", "what", "rows / shape", "sources")
+    for entry in versions:
+        lineage = entry.lineage
+        size = "" if lineage is None else str(lineage.rows if lineage.rows is not None else lineage.shape)
+        sources = "" if lineage is None else ", ".join(Path(s.path).name for s in lineage.sources)
+        what = (lineage.message if lineage and lineage.message else getattr(entry, "operation", ""))
+        table.add_row(str(entry.version), entry.created_at, what, size, sources)
+    _console().print(table)
+
+
+def _tree(node: LineageNode, branch: Any) -> None:
+    label = f"[bold]{node.name}[/] ({node.kind}) version {node.version}"
+    if node.lineage is not None:
+        label += f" — {node.lineage.created_at}, shoal {node.lineage.shoal_version}"
+    child = branch.add(label)
+    if node.lineage is not None:
+        for source in node.lineage.sources:
+            child.add(f"file {source.path} sha256 {source.sha256[:16]}… {source.bytes} bytes")
+    for parent in node.parents:
+        _tree(parent, child)
+
+
+@catalog_app.command("lineage")
+def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = False) -> None:
+    """Walk a version's inputs back to its source files."""
+    from dataclasses import asdict
+
+    from rich.tree import Tree
+
+    node = _catalog().lineage_tree(name, version=version)
+    if as_json:
+        _print_json(asdict(node))
+        return
+    root = Tree("lineage")
+    _tree(node, root)
+    _console().print(root)
+
+
+@app.command()
+def demo() -> None:
+    """Run the whole pipeline on the embedded sample data (a Prefect flow per step)."""
+    import polars as pl
+
+    from shoal.flows import ingest_oni
+
+    catalog = _catalog()
+    console = _console()
+    console.rule("1. ingest the real Niño 3.4 table through the Prefect flow 'ingest-oni'")
+    report = ingest_oni(home=catalog.home)
+    _report(report)
+    console.rule(f"2. the catalog at {catalog.home}")
+    catalog_ls()
+    console.rule("3. lineage of nino34")
+    catalog_lineage("nino34")
+    console.rule("4. read back without shoal: polars.read_delta")
+    path = catalog.uri("table", "nino34")
+    console.print(f'pl.read_delta("{path}")')
+    console.print(pl.read_delta(path).filter(pl.col("phase").is_not_null()).tail(6))
+
+
+def run() -> None:
+    """Console entry point: one-line errors, exit code 2 when nothing was done."""
+    try:
+        app(prog_name="shoal")  # click handles usage errors (exit 2) and typer.Exit itself
+    except ShoalError as error:
+        if _State.debug:
+            raise
+        _fail(f"{error}")
+    except Exception as error:
+        if _State.debug:
+            raise
+        _fail(f"unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)")

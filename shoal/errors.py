@@ -1,0 +1,37 @@
+"""The `ShoalError` hierarchy: one line that says what, where, and how to fix it.
+
+Core code raises these; the CLI prints `str(error)` on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ShoalError(Exception):
+    """Base class of every error shoal raises on purpose."""
+
+
+class SourceError(ShoalError):
+    """A source file cannot be read or is not what its source expects.
+
+    Args:
+        path: the file.
+        problem: what was expected and what was found.
+        fix: how to fix it.
+        line: the 1-based line (text files) or message number (GRIB), when known.
+    """
+
+    def __init__(self, path: str | Path, problem: str, *, fix: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}; {fix}")
+
+
+class SchemaError(SourceError):
+    """A source parsed, but its columns or values do not match the expected schema."""
+
+
+class CatalogError(ShoalError):
+    """The catalog cannot do what was asked (unknown dataset, bad name, bad version, ...)."""

@@ -1,0 +1,133 @@
+"""Lineage: what every commit records about where its data came from.
+
+A `Provenance` is what the writer knows (source files, input dataset versions, parameters);
+the catalog completes it into a `Lineage` (dataset, kind, rows or shape, shoal version, git
+sha, time) and stores it as JSON in the commit itself, so that it travels with the data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import subprocess
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shoal
+
+LINEAGE_KEY = "shoal"  # the commit-metadata key that holds the lineage JSON
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file read by an ingest: where it was, its sha256 and its size in bytes."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> SourceFile:
+        """Hash a file in 1 MiB blocks."""
+        path = Path(path)
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+        return cls(path=str(path.resolve()), sha256=digest.hexdigest(), bytes=path.stat().st_size)
+
+
+@dataclass(frozen=True)
+class InputVersion:
+    """A dataset version a commit was computed from (Delta version or Icechunk snapshot id)."""
+
+    name: str
+    kind: str
+    version: int | str
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What the writer of a commit knows about its inputs."""
+
+    sources: tuple[SourceFile, ...] = ()
+    inputs: tuple[InputVersion, ...] = ()
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The complete record stored with a commit."""
+
+    dataset: str
+    kind: str
+    sources: tuple[SourceFile, ...]
+    inputs: tuple[InputVersion, ...]
+    parameters: Mapping[str, Any]
+    message: str
+    rows: int | None
+    shape: Mapping[str, int] | None
+    shoal_version: str
+    git_sha: str | None
+    created_at: str
+
+    @classmethod
+    def complete(
+        cls,
+        provenance: Provenance,
+        *,
+        dataset: str,
+        kind: str,
+        rows: int | None = None,
+        shape: Mapping[str, int] | None = None,
+    ) -> Lineage:
+        """Fill in what the catalog knows at commit time."""
+        return cls(
+            dataset=dataset,
+            kind=kind,
+            sources=provenance.sources,
+            inputs=provenance.inputs,
+            parameters=dict(provenance.parameters),
+            message=provenance.message,
+            rows=rows,
+            shape=dict(shape) if shape is not None else None,
+            shoal_version=shoal.__version__,
+            git_sha=git_sha(),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Lineage:
+        """The inverse of `to_dict`."""
+        return cls(
+            **{
+                **data,
+                "sources": tuple(SourceFile(**s) for s in data["sources"]),
+                "inputs": tuple(InputVersion(**i) for i in data["inputs"]),
+            }
+        )
+
+
+@functools.cache
+def git_sha() -> str | None:
+    """The commit of the shoal source tree, when it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
