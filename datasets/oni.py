@@ -9,7 +9,7 @@ null. It is written whole to the Delta table `nino34`, one commit per changed fi
 from __future__ import annotations
 
 import io
-import re
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from shoal.catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 DATASET = "nino34"
 COLUMNS = ("YEAR", "MON/MMM", "NINO34_MEAN", "NINO34_CLIM", "NINO34_ANOM", "ONI", "PHASE")
@@ -68,14 +70,14 @@ def _header_index(path: Path, lines: list[str]) -> int:
 def _frame(path: Path, lines: list[str], header: int) -> tuple[pd.DataFrame, list[int]]:
     import pandas as pd
 
-    body = "\n".join(lines[header:])
-    try:
-        frame = pd.read_csv(io.StringIO(body), sep=r"\s+", dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as error:
-        found = re.search(r"line (\d+), saw (\d+)", str(error))
-        line = header + int(found.group(1)) if found else None
-        seen = f"{found.group(2)} fields" if found else "a malformed row"
-        raise SourceError(path, f"expected {len(COLUMNS)} fields, found {seen}", fix=_FIX, line=line) from error
+    # Count fields ourselves: pandas takes a first data row with one extra field as an
+    # index column (shifting every value) and pads short rows with "".
+    expected = len(lines[header].split())
+    for number, text in enumerate(lines[header + 1 :], start=header + 2):
+        if text.strip() and len(text.split()) != expected:
+            problem = f"expected {expected} fields (as in the header row, line {header + 1}), found {len(text.split())}"
+            raise SourceError(path, problem, fix=_FIX, line=number)
+    frame = pd.read_csv(io.StringIO("\n".join(lines[header:])), sep=r"\s+", dtype=str, keep_default_na=False)
     # pandas skips blank lines: map each row back to its line number for error messages.
     line_numbers = [header + 1 + i for i, text in enumerate(lines[header:]) if text.strip()][1:]
     if frame.empty:
@@ -87,7 +89,7 @@ def _numbers(path: Path, frame: pd.DataFrame, column: str, lines: list[int]) -> 
     import pandas as pd
 
     values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna()
+    bad = values.isna() | values.abs().eq(float("inf"))  # 'inf' parses, but is no measurement
     if bad.any():
         row = int(bad.to_numpy().argmax())
         raise SchemaError(
@@ -146,6 +148,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
     try:
         table = read_oni(path)
     except SourceError as error:
+        log.debug("ingest of %s failed", path, exc_info=True)  # `shoal --debug` shows it
         return IngestReport(DATASET, catalog.latest_version(DATASET) if exists else None, failures=(str(error),))
     source = SourceFile.of(path)
     previous = catalog.lineage(DATASET) if exists else None

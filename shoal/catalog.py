@@ -214,8 +214,12 @@ class Catalog:
         """Walk the inputs of a version back to its source files."""
         kind = self.kind(name)
         lineage = self.lineage(name, version=version)
-        if version is None:
-            version = self.history(name)[0].version
+        if kind == "array":
+            version = arrays.resolve(self.uri(kind, name), name, version).version
+        else:
+            version = _table_version(name, version)
+            if version is None:
+                version = self.latest_version(name)
         parents = tuple(self._parent(item) for item in (lineage.inputs if lineage else ()))
         return LineageNode(name=name, kind=kind, version=version, lineage=lineage, parents=parents)
 

@@ -64,6 +64,11 @@ def main(
 ) -> None:
     """shoal: a data pipeline and feature store for scientific ML."""
     _State.home, _State.debug = home, debug
+    if debug:  # an ingest turns a bad file into a report line; its traceback is logged here
+        import logging
+
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("shoal").setLevel(logging.DEBUG)
 
 
 def _report(report: IngestReport) -> None:
@@ -127,7 +132,12 @@ def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = Fals
     if lineage:
         console.print("[bold]lineage[/]:")
         for key, value in lineage.items():
-            console.print(f"  {key}: {value}")
+            if key in ("sources", "inputs") and value:
+                console.print(f"  {key}:")
+                for item in value:
+                    console.print("    " + " ".join(f"{k}={v}" for k, v in item.items()))
+            else:
+                console.print(f"  {key}: {value}")
 
 
 @catalog_app.command("history")
@@ -141,7 +151,7 @@ def catalog_history(name: str, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json([asdict(v) for v in versions])
         return
-    table = Table("version", "created", "what", "rows / shape", "sources")
+    table = Table("version", "created", "what", "rows / shape", "sources", title=f"{name}: versions, newest first")
     for entry in versions:
         lineage = entry.lineage
         size = "" if lineage is None else str(lineage.rows if lineage.rows is not None else lineage.shape)

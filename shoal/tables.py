@@ -107,12 +107,14 @@ def scan_table(uri: str, name: str, version: int | None = None) -> pl.LazyFrame:
 
 
 def read_table(uri: str, name: str, version: int | None = None) -> pa.Table:
-    """The whole table at `version` as Arrow.
+    """The whole table at `version` as Arrow, in the table's own Delta schema.
 
     Read through polars: deltalake's own pyarrow dataset leaves scanner threads that abort
-    the interpreter at exit (delta-io/delta-rs#2184, seen here with deltalake 1.6).
+    the interpreter at exit (delta-io/delta-rs#2184, seen here with deltalake 1.6). polars
+    hands back large strings and lists; the cast restores the written types.
     """
-    return scan_table(uri, name, version).collect().to_arrow()
+    schema = pa.schema(_open(uri, name, version).schema().to_arrow())
+    return scan_table(uri, name, version).collect().to_arrow().cast(schema)
 
 
 def history(uri: str, name: str) -> list[TableVersion]:

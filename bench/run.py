@@ -1,0 +1,171 @@
+"""Run the benchmarks side by side with their baselines and rewrite BENCHMARKS.md.
+
+Usage, from the repository root::
+
+    python -m bench.run            # every bench/bench_*.py module
+    python -m bench.run stats      # only bench/bench_stats.py; other sections are kept
+
+Each benchmark module exposes `run() -> list[Result]` and a module docstring that says what
+is compared; the docstring becomes the text of its section. Sections live between
+`<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers, so a partial run rewrites only
+its own sections. The exit status is 1 when a result misses its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import inspect
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPORT = BENCH_DIR.parent / "BENCHMARKS.md"
+_SECTION = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n.*?<!-- /bench:(?P=name) -->\n", re.DOTALL)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measurement: ours against a baseline, timed in the same run.
+
+    Attributes:
+        name: what was measured, e.g. "RunningStats 10M x 28 float32".
+        ours_label: our implementation.
+        ours_seconds: its best time.
+        baseline_label: the baseline.
+        baseline_seconds: its best time.
+        target: the goal in words, e.g. ">= 0.5x, max rel diff <= 1e-12".
+        passed: whether the target was met.
+        notes: further measurements (throughput, accuracy).
+    """
+
+    name: str
+    ours_label: str
+    ours_seconds: float
+    baseline_label: str
+    baseline_seconds: float
+    target: str
+    passed: bool
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float:
+        """Speed-up of ours over the baseline: baseline_seconds / ours_seconds (> 1: ours faster)."""
+        return self.baseline_seconds / self.ours_seconds
+
+
+def best_of(function: Callable[[], T], *, repeats: int = 3) -> tuple[float, T]:
+    """The best wall time of `repeats` calls (time.perf_counter) and the last call's value."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = function()
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+def available() -> list[str]:
+    """Names of the benchmark modules: bench/bench_NAME.py -> NAME."""
+    return sorted(path.stem.removeprefix("bench_") for path in BENCH_DIR.glob("bench_*.py"))
+
+
+def machine() -> str:
+    """One Markdown line describing this machine and the numeric stack."""
+    import numpy as np
+
+    cpu = platform.processor() or platform.machine()
+    ram = "?"
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE).group(1)  # type: ignore[union-attr]
+        kib = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+        ram = f"{int(kib.group(1)) / 2**20:.1f} GiB" if kib else "?"
+    except (OSError, AttributeError):
+        pass  # not Linux: fall back to what platform knows
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{platform.platform()}; CPU {cpu}; {cores} cores; RAM {ram}; "
+        f"Python {platform.python_version()}; numpy {np.__version__}"
+    )
+
+
+def section(name: str, doc: str, results: list[Result], *, when: str, command: str) -> str:
+    """The Markdown section of one benchmark module, markers included."""
+    lines = [
+        f"<!-- bench:{name} -->",
+        f"## {name}",
+        "",
+        inspect.cleandoc(doc),
+        "",
+        f"Measured {when} with `{command}`.",
+        "",
+        "| benchmark | ours | ours s | baseline | baseline s | speed-up | target | passed | notes |",
+        "|---|---|--:|---|--:|--:|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.name} | {r.ours_label} | {r.ours_seconds:.3f} | {r.baseline_label} | "
+            f"{r.baseline_seconds:.3f} | {r.ratio:.2f}x | {r.target} | {'yes' if r.passed else 'NO'} | {r.notes} |"
+        )
+    lines.append(f"<!-- /bench:{name} -->")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(new_sections: dict[str, str], *, when: str, command: str) -> None:
+    """Rewrite BENCHMARKS.md: a fresh header, new sections, and the old ones not rerun."""
+    old = REPORT.read_text() if REPORT.exists() else ""
+    sections = {m.group("name"): m.group(0) for m in _SECTION.finditer(old)}
+    sections.update(new_sections)
+    order = [n for n in available() if n in sections] + sorted(set(sections) - set(available()))
+    header = (
+        "# Benchmarks\n\n"
+        "Each benchmark runs ours and its baseline in the same process, one after the other; "
+        "times are the best of several runs. Speed-up = baseline seconds / ours seconds.\n\n"
+        f"Machine: {machine()}.\n\n"
+        f"Last run {when}: `{command}`.\n"
+    )
+    REPORT.write_text(header + "".join("\n" + sections[n] for n in order))
+
+
+def main(argv: list[str]) -> int:
+    """Run the named benchmarks (all by default); print a table; rewrite BENCHMARKS.md."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default all): {', '.join(available())}")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(available()))
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(available())}")
+    names = args.names or available()
+    command = " ".join(["python -m bench.run", *argv])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections: dict[str, str] = {}
+    failed = 0
+    print(f"{'benchmark':<34} {'ours s':>9} {'baseline s':>11} {'speed-up':>9}  passed")
+    for name in names:
+        module = importlib.import_module(f"bench.bench_{name}")
+        results = module.run()
+        for r in results:
+            print(f"{r.name:<34} {r.ours_seconds:>9.3f} {r.baseline_seconds:>11.3f} {r.ratio:>8.2f}x  "
+                  f"{'yes' if r.passed else 'NO'}  {r.notes}")
+            failed += not r.passed
+        sections[name] = section(name, module.__doc__ or "", results, when=when, command=command)
+    write_report(sections, when=when, command=command)
+    print(f"wrote {REPORT}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    # Re-import under the package name so bench modules share this Result class.
+    from bench.run import main as _main
+
+    raise SystemExit(_main(sys.argv[1:]))
