@@ -164,7 +164,10 @@ class Catalog:
 
     def latest_version(self, name: str) -> int:
         """The newest version number of `name`."""
-        return self.history(name)[0].version
+        history = self.history(name)
+        if not history:
+            raise CatalogError(f"{name!r} has no commits yet")
+        return history[0].version
 
     def kind(self, name: str) -> Kind:
         """Whether `name` is a table or an array; `CatalogError` when it is neither."""
@@ -179,8 +182,9 @@ class Catalog:
         found = []
         for kind in ("table", "array"):
             for name in self._names(kind):
-                latest = self.history(name)[0]
-                found.append(DatasetInfo(name, kind, latest.version, latest.created_at))
+                history = self.history(name)
+                if history:  # an array repository whose first commit never happened is not listed
+                    found.append(DatasetInfo(name, kind, history[0].version, history[0].created_at))
         return found
 
     def history(self, name: str) -> list[tables.TableVersion] | list[arrays.ArrayVersion]:

@@ -1,0 +1,304 @@
+"""COBE-SST monthly GRIB files (JMA/TCC) into the Icechunk array `sst`.
+
+One file `sstYYYYMM.grb` holds one month: GRIB1, regular lat-lon 1° (360 x 180), land as
+missing values. The array `sst` has variable `sst` (time, lat, lon), float32 °C, NaN on land;
+lat ascending -89.5 .. 89.5 (south to north, whatever the file's scanning mode), lon 0.5 ..
+359.5, one slot per calendar month, plus `source_sha256` (time, sha256_byte) — the raw sha256
+of the file each month came from, all zeros where a month was never ingested.
+
+Ingest is backfill-ready: months arrive in any order; each month is a region write into its
+slot; the time axis grows (or is rebuilt when a month precedes it); a file whose sha256 is
+already stored is a no-op; a changed file replaces its month. One commit per call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from shoal.errors import SourceError
+from shoal.lineage import Provenance, SourceFile
+from shoal.sources import IngestReport, register_source
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from shoal.catalog import Catalog
+
+DATASET = "sst"
+NI, NJ = 360, 180
+LAT = np.arange(-89.5, 90.0, 1.0)  # canonical order: south to north
+LON = np.arange(0.5, 360.0, 1.0)
+FILE_NAME = re.compile(r"sst(\d{4})(\d{2})\.grb")
+MAX_RUN = 120  # months per region write (31 MB of float32)
+_FIX_GRID = "expected a COBE-SST field: regular lat-lon 1°, 360 x 180, lon 0.5..359.5, lat ±89.5"
+# (low, high, offset to add): °C, Kelvin, and °C that GDAL shifted by -273.15 (SOURCES.md).
+UNIT_RANGES = {"°C": (-5.0, 45.0, 0.0), "K": (268.0, 318.0, -273.15), "GDAL-shifted °C": (-278.15, -228.15, 273.15)}
+
+
+@dataclass(frozen=True)
+class SstMonth:
+    """One decoded month: values (lat ascending, lon) in °C with NaN on land."""
+
+    month: np.datetime64
+    values: np.ndarray  # (NJ, NI) float32
+    unit: str
+    source: SourceFile
+
+
+def month_of_name(path: Path) -> np.datetime64:
+    """The month a file name `sstYYYYMM.grb` promises."""
+    found = FILE_NAME.fullmatch(path.name)
+    if not found or not 1 <= int(found.group(2)) <= 12:
+        raise SourceError(path, "unexpected file name", fix="COBE-SST files are named sstYYYYMM.grb, e.g. sst189101.grb")
+    return np.datetime64(f"{found.group(1)}-{found.group(2)}", "M")
+
+
+def _keys(handle: int, names: Sequence[str]) -> dict[str, object]:
+    import eccodes
+
+    return {name: eccodes.codes_get(handle, name) for name in names}
+
+
+def _check_grid(path: Path, handle: int) -> dict[str, object]:
+    keys = _keys(
+        handle,
+        ["gridType", "Ni", "Nj", "iDirectionIncrementInDegrees", "jDirectionIncrementInDegrees",
+         "longitudeOfFirstGridPointInDegrees", "latitudeOfFirstGridPointInDegrees",
+         "latitudeOfLastGridPointInDegrees", "iScansNegatively", "jScansPositively", "jPointsAreConsecutive"],
+    )
+    lat_first, lat_last = keys["latitudeOfFirstGridPointInDegrees"], keys["latitudeOfLastGridPointInDegrees"]
+    expected = (
+        keys["gridType"] == "regular_ll" and (keys["Ni"], keys["Nj"]) == (NI, NJ)
+        and keys["iDirectionIncrementInDegrees"] == keys["jDirectionIncrementInDegrees"] == 1.0
+        and keys["longitudeOfFirstGridPointInDegrees"] in (0.5, 359.5)
+        and sorted([lat_first, lat_last]) == [-89.5, 89.5]
+    )
+    if not expected:
+        found = (f"{keys['gridType']} {keys['Ni']} x {keys['Nj']}, increments {keys['iDirectionIncrementInDegrees']}°"
+                 f" x {keys['jDirectionIncrementInDegrees']}°, first point {lat_first}°N {keys['longitudeOfFirstGridPointInDegrees']}°E")
+        raise SourceError(path, f"grid is {found}", fix=_FIX_GRID, line=1)
+    return keys
+
+
+def _to_celsius(path: Path, values: np.ndarray) -> tuple[np.ndarray, str]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise SourceError(path, "the field has no sea points (all values missing)", fix="check the file", line=1)
+    low, high = float(finite.min()), float(finite.max())
+    for unit, (lowest, highest, offset) in UNIT_RANGES.items():
+        if lowest <= low and high <= highest:
+            return (values + np.float32(offset)).astype(np.float32), unit
+    raise SourceError(
+        path,
+        f"values range {low:.2f} .. {high:.2f} fit neither °C (-5..45), K (268..318) nor GDAL-shifted °C "
+        "(-278.15..-228.15)",
+        fix="expected sea-surface temperature; check the parameter and its units",
+        line=1,
+    )
+
+
+def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
+    """Decode one COBE-SST file with a raw ecCodes loop, validating it fully.
+
+    Args:
+        path: a file named sstYYYYMM.grb.
+        source: its `SourceFile`, when already hashed.
+
+    Raises:
+        SourceError: not GRIB, truncated, bytes before the message, more than one message,
+            another parameter or grid, a date that disagrees with the file name, values
+            that are not a plausible SST in any known unit.
+    """
+    import eccodes
+
+    path = Path(path)
+    named = month_of_name(path)
+    try:
+        with path.open("rb") as f:
+            handle = eccodes.codes_grib_new_from_file(f)
+            if handle is None:
+                raise SourceError(path, "not a GRIB file (no message found)", fix="pass COBE-SST .grb files")
+            try:
+                keys = _read_message(path, handle)
+                values = eccodes.codes_get_values(handle)
+            finally:
+                eccodes.codes_release(handle)
+            extra = eccodes.codes_grib_new_from_file(f)
+            if extra is not None:
+                eccodes.codes_release(extra)
+                raise SourceError(path, "more than one GRIB message", fix="a COBE-SST file holds exactly one month", line=2)
+    except eccodes.GribInternalError as error:
+        if path.read_bytes()[:4] != b"GRIB":
+            raise SourceError(path, "not a GRIB file (no message at its start)", fix="pass COBE-SST .grb files") from error
+        raise SourceError(path, f"unreadable GRIB message ({error}): the file is truncated or corrupt",
+                          fix="download the file again", line=1) from error
+    except OSError as error:
+        raise SourceError(path, f"cannot read the file ({error.strerror})", fix="check the path") from error
+    dated = np.datetime64(f"{str(keys['dataDate'])[:4]}-{str(keys['dataDate'])[4:6]}", "M")
+    if dated != named:
+        raise SourceError(path, f"GRIB date {keys['dataDate']} is month {dated}, the file name says {named}",
+                          fix="rename the file after the month it holds", line=1)
+    values = np.where(values == keys["missingValue"], np.nan, values) if keys["bitmapPresent"] else values
+    grid = values.reshape((NI, NJ)).T if keys["jPointsAreConsecutive"] else values.reshape((NJ, NI))
+    if not keys["jScansPositively"]:
+        grid = grid[::-1]
+    if keys["iScansNegatively"]:
+        grid = grid[:, ::-1]
+    celsius, unit = _to_celsius(path, np.ascontiguousarray(grid, dtype=np.float32))
+    return SstMonth(month=named, values=celsius, unit=unit, source=source or SourceFile.of(path))
+
+
+def _read_message(path: Path, handle: int) -> dict[str, object]:
+    keys = _keys(handle, ["offset", "shortName", "dataDate", "missingValue", "bitmapPresent"])
+    if keys["offset"]:
+        raise SourceError(path, f"{int(keys['offset'])} bytes precede the GRIB message (a WMO bulletin header?)",
+                          fix=f"strip them, e.g. tail -c +{int(keys['offset']) + 1} FILE > sstYYYYMM.grb", line=1)
+    if keys["shortName"] != "sst":
+        raise SourceError(path, f"parameter is {keys['shortName']!r}, not 'sst'",
+                          fix="expected sea-surface temperature (GRIB1 table 128 parameter 34)", line=1)
+    return keys | _check_grid(path, handle)
+
+
+def expand(paths: Sequence[Path]) -> list[Path]:
+    """Files as given, folders as their `sst*.grb` files, sorted by name."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        found.extend(sorted(path.glob("sst*.grb")) if path.is_dir() else [path])
+    return found
+
+
+def _digest(source: SourceFile) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(source.sha256), dtype=np.uint8)
+
+
+def _stored_digests(current: xr.Dataset | None) -> dict[np.datetime64, str]:
+    if current is None:
+        return {}
+    digests = current.source_sha256.values
+    months = current.time.values.astype("datetime64[M]")
+    return {m: bytes(d).hex() for m, d in zip(months, digests, strict=True) if d.any()}
+
+
+def _template(months: np.ndarray) -> xr.Dataset:
+    import dask.array as da
+    import xarray as xr
+
+    time = months.astype("datetime64[ns]")
+    sst = da.full((len(months), NJ, NI), np.nan, dtype=np.float32, chunks=(1, NJ, NI))
+    digest = da.zeros((len(months), 32), dtype=np.uint8, chunks=(len(months), 32))
+    dataset = xr.Dataset(
+        {"sst": (("time", "lat", "lon"), sst), "source_sha256": (("time", "sha256_byte"), digest)},
+        coords={"time": time, "lat": LAT.astype(np.float32), "lon": LON.astype(np.float32)},
+        attrs={"title": "COBE-SST monthly sea-surface temperature", "source": "JMA/TCC COBE-SST via shoal",
+               "latitude_order": "south to north"},
+    )
+    dataset.sst.attrs.update(units="degC", long_name="sea surface temperature")
+    return dataset
+
+
+def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.datetime64]) -> np.ndarray:
+    """Make the time axis cover `months`: create it, append to it, or rebuild it."""
+    first = min(months + ([current.time.values[0].astype("datetime64[M]")] if current is not None else []))
+    last = max(months + ([current.time.values[-1].astype("datetime64[M]")] if current is not None else []))
+    axis = np.arange(first, last + 1, dtype="datetime64[M]")
+    encoding = {"sst": {"chunks": (1, NJ, NI)}, "source_sha256": {"chunks": (MAX_RUN * 10, 32)},
+                "time": {"units": "days since 1850-01-01", "dtype": "int64", "chunks": (MAX_RUN * 10,)}}
+    if current is None or first < current.time.values[0].astype("datetime64[M]"):
+        template = _template(axis)
+        if current is not None:  # a month before the axis: rebuild it whole, in this same commit
+            old = current.time.values.astype("datetime64[M]")
+            offset = int((old[0] - first).astype(int))
+            template = template.load()
+            template.sst[offset : offset + len(old)] = current.sst.values
+            template.source_sha256[offset : offset + len(old)] = current.source_sha256.values
+        template.to_zarr(session.store, mode="w", consolidated=False, compute=True, encoding=encoding)
+    elif last > current.time.values[-1].astype("datetime64[M]"):
+        grown = _template(axis[axis > current.time.values[-1].astype("datetime64[M]")])
+        grown.to_zarr(session.store, append_dim="time", consolidated=False)
+    return axis
+
+
+def _runs(months: list[np.datetime64]) -> Iterator[list[np.datetime64]]:
+    """Sorted months in runs of consecutive months, at most MAX_RUN long."""
+    run: list[np.datetime64] = []
+    for month in sorted(months):
+        if run and (month != run[-1] + 1 or len(run) == MAX_RUN):
+            yield run
+            run = []
+        run.append(month)
+    if run:
+        yield run
+
+
+def _by_month(files: Sequence[Path]) -> tuple[dict[np.datetime64, Path], list[str]]:
+    """One file per month; misnamed files and months given twice are failures."""
+    failures: list[str] = []
+    groups: dict[np.datetime64, list[Path]] = {}
+    for path in files:
+        try:
+            groups.setdefault(month_of_name(path), []).append(path)
+        except SourceError as error:
+            failures.append(str(error))
+    for month, group in groups.items():
+        for path in group if len(group) > 1 else ():
+            others = ", ".join(str(other) for other in group if other != path)
+            failures.append(str(SourceError(path, f"month {month} is also given by {others}", fix="pass one file per month")))
+    return {month: group[0] for month, group in groups.items() if len(group) == 1}, failures
+
+
+def _decode_all(pending: dict[np.datetime64, SourceFile]) -> tuple[list[SstMonth], list[str]]:
+    decoded, failures = [], []
+    for month in sorted(pending):
+        try:
+            decoded.append(decode(pending[month].path, source=pending[month]))
+        except SourceError as error:
+            failures.append(str(error))
+    return decoded, failures
+
+
+def _write(session: object, axis: np.ndarray, decoded: list[SstMonth]) -> None:
+    """Region-write decoded months, one run of consecutive months (<= MAX_RUN) at a time."""
+    import xarray as xr
+
+    by_month = {d.month: d for d in decoded}
+    for run in _runs(list(by_month)):
+        start = int((run[0] - axis[0]).astype(int))
+        xr.Dataset(
+            {"sst": (("time", "lat", "lon"), np.stack([by_month[m].values for m in run])),
+             "source_sha256": (("time", "sha256_byte"), np.stack([_digest(by_month[m].source) for m in run]))}
+        ).to_zarr(session.store, region={"time": slice(start, start + len(run))}, consolidated=False)
+
+
+@register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)")
+def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
+    """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported."""
+    by_month, failures = _by_month(expand(paths))
+    session = catalog.array_session(DATASET)
+    current = session.current()
+    stored = _stored_digests(current)
+    sources = {month: SourceFile.of(path) for month, path in by_month.items()}
+    unchanged = tuple(str(s.path) for m, s in sources.items() if stored.get(m) == s.sha256)
+    pending = {m: s for m, s in sources.items() if stored.get(m) != s.sha256}
+    written, bad = _decode_all(pending)
+    failures.extend(bad)
+    if not written:
+        version = catalog.latest_version(DATASET) if current is not None else None
+        return IngestReport(DATASET, version, unchanged=unchanged, failures=tuple(failures))
+    _write(session, _prepare_axis(session, current, [d.month for d in written]), written)
+    replaced = {str(d.month): {"old_sha256": stored[d.month], "new_sha256": d.source.sha256}
+                for d in written if d.month in stored}
+    converted = {str(d.month): d.unit for d in written if d.unit != "°C"}
+    message = f"ingest {len(written)} month(s)" + (f", replacing {', '.join(sorted(replaced))}" if replaced else "")
+    session.commit(Provenance(
+        sources=tuple(d.source for d in written),
+        parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted},
+        message=message,
+    ))
+    return IngestReport(DATASET, catalog.latest_version(DATASET), committed=tuple(str(d.source.path) for d in written),
+                        unchanged=unchanged, failures=tuple(failures))

@@ -1,0 +1,160 @@
+"""COBE-SST GRIB ingest: decoding, units, scanning, bad files, backfills into the array `sst`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shoal.catalog import Catalog
+from shoal.datasets import cobe_sst
+from shoal.datasets.cobe_sst import LAT, LON, decode
+from shoal.datasets.cobe_sst_sample import box_mask, land_mask, months_between, nino34_mean, sample_fields, write_sample
+from shoal.errors import SourceError
+
+DATA = Path(__file__).parent / "data" / "cobe_sst"
+GOOD = sorted((DATA / "good").glob("*.grb"))
+PACKING = 35.0 / 2**10  # 10-bit fixtures: one packing step of a ~35 °C range
+
+
+def _ingest(catalog: Catalog, *paths: Path):  # noqa: ANN202
+    return cobe_sst.ingest(catalog, list(paths))
+
+
+def _month(dataset, month: str) -> np.ndarray:  # noqa: ANN001
+    return dataset.sst.sel(time=np.datetime64(month, "ns")).values
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def test_decode_gives_celsius_south_to_north_with_nan_on_land() -> None:
+    month = decode(GOOD[0])
+    expected = sample_fields(months_between("1982-01", "1982-01"))[0]
+    assert month.month == np.datetime64("1982-01") and month.unit == "°C"
+    assert month.values.shape == (180, 360) and month.values.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(month.values), land_mask())
+    np.testing.assert_allclose(month.values, expected, atol=PACKING)  # row 0 is 89.5°S
+    assert land_mask()[LAT > 75].mean() > 0.9 and not land_mask()[box_mask()].any()
+
+
+@pytest.mark.parametrize(
+    ("name", "unit", "month"),
+    [("sst198204.grb", "K", "1982-04"), ("sst198205.grb", "°C", "1982-05"), ("sst198206.grb", "GDAL-shifted °C", "1982-06")],
+)
+def test_kelvin_gdal_shifted_and_south_to_north_files_decode_to_the_same_celsius_grid(name: str, unit: str, month: str) -> None:
+    decoded = decode(DATA / "units" / name)
+    expected = sample_fields(months_between("1982-01", "1982-06"))[int(month[-2:]) - 1]
+    assert decoded.unit == unit
+    np.testing.assert_allclose(decoded.values, expected, atol=PACKING + 1e-4)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("sst199001.grb", "not a GRIB file"),
+        ("sst199002.grb", r":1: unreadable GRIB message .*truncated or corrupt; download the file again"),
+        ("sst199003.grb", r":1: 40 bytes precede the GRIB message .*bulletin.*tail -c \+41"),
+        ("sst199004.grb", r"grid is regular_ll 180 x 90, increments 2.0°.*expected a COBE-SST field"),
+        ("sst199005.grb", r"parameter is '2t', not 'sst'"),
+        ("sst199006.grb", r"GRIB date 19900701 is month 1990-07, the file name says 1990-06; rename"),
+        ("sst199007.grb", r"values range 300.00 .. 330.00 fit neither °C"),
+        ("sst199008.grb", r":2: more than one GRIB message"),
+    ],
+)
+def test_each_bad_file_gets_one_line_naming_the_file_the_problem_and_the_fix(name: str, problem: str) -> None:
+    with pytest.raises(SourceError, match=problem) as caught:
+        decode(DATA / "bad" / name)
+    message = str(caught.value)
+    assert message.startswith(str(DATA / "bad" / name)) and "\n" not in message and "; " in message
+
+
+def test_a_file_not_named_for_its_month_is_refused(tmp_path: Path) -> None:
+    odd = shutil.copy(GOOD[0], tmp_path / "january.grb")
+    with pytest.raises(SourceError, match="named sstYYYYMM.grb"):
+        decode(odd)
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+
+def test_ingest_writes_one_commit_with_every_sha256(catalog: Catalog) -> None:
+    report = _ingest(catalog, DATA / "good")
+    assert report.exit_code == 0 and len(report.committed) == 3
+    ds = catalog.open_array("sst")
+    assert ds.sst.dims == ("time", "lat", "lon") and ds.sst.dtype == np.float32
+    np.testing.assert_array_equal(ds.lat.values, LAT.astype(np.float32))
+    np.testing.assert_array_equal(ds.lon.values, LON.astype(np.float32))
+    assert list(ds.time.values.astype("datetime64[M]").astype(str)) == ["1982-01", "1982-02", "1982-03"]
+    np.testing.assert_array_equal(_month(ds, "1982-02"), decode(GOOD[1]).values)
+    lineage = catalog.lineage("sst")
+    assert sorted(Path(s.path).name for s in lineage.sources) == [p.name for p in GOOD]
+    assert lineage.shape["time"] == 3 and len(catalog.history("sst")) == 1
+    assert bytes(ds.source_sha256.values[0]).hex() == lineage.sources[0].sha256
+
+
+def test_reingesting_the_same_files_is_a_no_op(catalog: Catalog) -> None:
+    _ingest(catalog, DATA / "good")
+    again = _ingest(catalog, *GOOD)
+    assert again.committed == () and len(again.unchanged) == 3 and again.exit_code == 0
+    assert len(catalog.history("sst")) == 1
+
+
+def test_a_changed_file_replaces_its_month_and_the_commit_says_so(catalog: Catalog) -> None:
+    _ingest(catalog, DATA / "good")
+    report = _ingest(catalog, DATA / "revised" / "sst198202.grb", GOOD[0])
+    assert len(report.committed) == 1 and len(report.unchanged) == 1
+    latest = catalog.history("sst")[0]
+    assert "replacing 1982-02" in latest.message
+    assert set(latest.lineage.parameters["replaced"]) == {"1982-02"}
+    np.testing.assert_array_equal(_month(catalog.open_array("sst"), "1982-02"), decode(DATA / "revised" / "sst198202.grb").values)
+    np.testing.assert_array_equal(_month(catalog.open_array("sst", version=0), "1982-02"), decode(GOOD[1]).values)
+
+
+def test_months_in_any_order_land_in_their_slots_and_the_axis_grows_both_ways(catalog: Catalog) -> None:
+    _ingest(catalog, GOOD[1])
+    _ingest(catalog, DATA / "units" / "sst198205.grb")  # grows the end, leaving 03-04 empty
+    _ingest(catalog, GOOD[0])  # precedes the axis: rebuilt in the same commit
+    ds = catalog.open_array("sst")
+    assert list(ds.time.values.astype("datetime64[M]").astype(str)) == [f"1982-0{m}" for m in range(1, 6)]
+    np.testing.assert_array_equal(_month(ds, "1982-01"), decode(GOOD[0]).values)
+    np.testing.assert_array_equal(_month(ds, "1982-02"), decode(GOOD[1]).values)
+    assert np.isnan(_month(ds, "1982-03")).all() and not ds.source_sha256.values[2].any()
+    _ingest(catalog, GOOD[2])  # backfill a gap
+    np.testing.assert_array_equal(_month(catalog.open_array("sst"), "1982-03"), decode(GOOD[2]).values)
+    assert len(catalog.history("sst")) == 4
+
+
+def test_good_files_are_committed_and_each_bad_file_reported_with_exit_code_1(catalog: Catalog) -> None:
+    report = _ingest(catalog, DATA / "good", DATA / "bad")
+    assert len(report.committed) == 3 and len(report.failures) == len(list((DATA / "bad").glob("*.grb")))
+    assert report.exit_code == 1
+    for failure, bad in zip(sorted(report.failures), sorted((DATA / "bad").glob("*.grb")), strict=True):
+        assert failure.startswith(str(bad))
+    assert catalog.open_array("sst").sizes["time"] == 3
+
+
+def test_only_bad_files_commit_nothing_with_exit_code_2(catalog: Catalog) -> None:
+    report = _ingest(catalog, DATA / "bad")
+    assert report.exit_code == 2 and report.committed == ()
+    assert catalog.list() == [] or catalog.history("sst") == []
+
+
+def test_two_files_for_one_month_are_both_refused_and_the_rest_committed(catalog: Catalog, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(DATA / "revised" / "sst198202.grb", other)
+    report = _ingest(catalog, DATA / "good", other / "sst198202.grb")
+    assert sorted(Path(p).name for p in report.committed) == ["sst198201.grb", "sst198203.grb"]
+    assert len(report.failures) == 2 and all("month 1982-02 is also given by" in f for f in report.failures)
+    assert np.isnan(_month(catalog.open_array("sst"), "1982-02")).all()
+
+
+def test_sample_files_follow_the_real_nino34_series_in_the_box(tmp_path: Path) -> None:
+    files = write_sample(tmp_path, start="1997-06", end="1998-01", bits=16)
+    real = nino34_mean(months_between("1997-06", "1998-01"))
+    box = [np.nanmean(decode(f).values[box_mask()]) for f in files]
+    np.testing.assert_allclose(box, real, atol=0.01)
+    assert write_sample(tmp_path / "again", start="1997-06", end="1997-06")[0].read_bytes() == files[0].read_bytes()
