@@ -86,14 +86,16 @@ def _check_grid(path: Path, handle: int) -> dict[str, object]:
     return keys
 
 
-def _to_celsius(path: Path, values: np.ndarray) -> tuple[np.ndarray, str]:
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
+def _to_celsius(path: Path, grid: np.ndarray) -> str:
+    """Convert `grid` (float32, NaN = missing) to °C in place, judging the unit by its range."""
+    low, high = float(np.fmin.reduce(grid, axis=None)), float(np.fmax.reduce(grid, axis=None))
+    if np.isnan(low):
         raise SourceError(path, "the field has no sea points (all values missing)", fix="check the file", line=1)
-    low, high = float(finite.min()), float(finite.max())
     for unit, (lowest, highest, offset) in UNIT_RANGES.items():
         if lowest <= low and high <= highest:
-            return (values + np.float32(offset)).astype(np.float32), unit
+            if offset:
+                grid += np.float32(offset)
+            return unit
     raise SourceError(
         path,
         f"values range {low:.2f} .. {high:.2f} fit neither °C (-5..45), K (268..318) nor GDAL-shifted °C "
@@ -144,14 +146,17 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
     if dated != named:
         raise SourceError(path, f"GRIB date {keys['dataDate']} is month {dated}, the file name says {named}",
                           fix="rename the file after the month it holds", line=1)
-    values = np.where(values == keys["missingValue"], np.nan, values) if keys["bitmapPresent"] else values
-    grid = values.reshape((NI, NJ)).T if keys["jPointsAreConsecutive"] else values.reshape((NJ, NI))
+    flat = values.astype(np.float32)
+    if keys["bitmapPresent"]:
+        flat[values == keys["missingValue"]] = np.nan
+    grid = flat.reshape((NI, NJ)).T if keys["jPointsAreConsecutive"] else flat.reshape((NJ, NI))
     if not keys["jScansPositively"]:
         grid = grid[::-1]
     if keys["iScansNegatively"]:
         grid = grid[:, ::-1]
-    celsius, unit = _to_celsius(path, np.ascontiguousarray(grid, dtype=np.float32))
-    return SstMonth(month=named, values=celsius, unit=unit, source=source or SourceFile.of(path))
+    grid = np.ascontiguousarray(grid)
+    unit = _to_celsius(path, grid)
+    return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path))
 
 
 def _read_message(path: Path, handle: int) -> dict[str, object]:
@@ -217,7 +222,7 @@ def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.d
             template = template.load()
             template.sst[offset : offset + len(old)] = current.sst.values
             template.source_sha256[offset : offset + len(old)] = current.source_sha256.values
-        template.to_zarr(session.store, mode="w", consolidated=False, compute=True, encoding=encoding)
+        template.to_zarr(session.store, mode="w", consolidated=False, compute=current is not None, encoding=encoding)
     elif last > current.time.values[-1].astype("datetime64[M]"):
         grown = _template(axis[axis > current.time.values[-1].astype("datetime64[M]")])
         grown.to_zarr(session.store, append_dim="time", consolidated=False)
