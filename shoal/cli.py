@@ -211,6 +211,48 @@ def demo() -> None:
     console.print(pl.read_delta(path).filter(pl.col("phase").is_not_null()).tail(6))
 
 
+fetch_app = typer.Typer(help="Download source files: retries, resume, sha256 (SHA256SUMS).", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+
+
+@fetch_app.command("sst")
+def fetch_sst_command(
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM (1891-01 or later).")],
+    end: Annotated[str, typer.Option(help="Last month, YYYY-MM, inclusive.")],
+    dest: Annotated[Path, typer.Option(help="Folder for sstYYYYMM.grb and SHA256SUMS; created when missing.")],
+    base_url: Annotated[str | None, typer.Option(help="URL of the decade folders; default JMA/TCC's COBE-SST gpvdata.")] = None,
+    retries: Annotated[int, typer.Option(help="Retries per file after the first attempt (transient errors only).")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds to connect, and between two reads.")] = 60.0,
+    backoff: Annotated[float, typer.Option(help="Seconds before the first retry; doubles each retry.")] = 1.0,
+    workers: Annotated[int, typer.Option(help="Files downloaded at once.")] = 4,
+) -> None:
+    """Download COBE-SST monthly GRIB files sstYYYYMM.grb; files already there are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, MANIFEST, fetch_sst, month_urls
+    from shoal.download import DownloadConfig
+
+    console = _console()
+    try:
+        config = DownloadConfig(retries=retries, timeout=timeout, backoff=backoff, workers=workers)
+        total = len(month_urls(start, end, base_url or COBE_SST_BASE_URL))  # validates before any output
+        columns = (TextColumn("fetch sst"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("sst", total=total)
+            report = fetch_sst(start=start, end=end, dest=dest, base_url=base_url or COBE_SST_BASE_URL,
+                               config=config, progress=lambda _url, _outcome: progress.advance(task))
+    except ShoalError as error:  # caught here too, so that in-process callers get the exit code
+        if _State.debug:
+            raise
+        _fail(f"{error}")
+    for failure in report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    console.print(f"{dest}: {len(report.downloaded)} downloaded, {len(report.skipped)} already complete, "
+                  f"{len(report.failures)} failed; sha256 in {dest / MANIFEST}", markup=False, highlight=False)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
 def run() -> None:
     """Console entry point: one-line errors, exit code 2 when nothing was done."""
     try:

@@ -1,0 +1,433 @@
+"""Download files over HTTP(S): retries, timeouts, resume, atomic renames, sha256.
+
+Generic: it knows URLs and destination paths, nothing of what the files hold.
+
+- **Atomic.** Each file is streamed to `<name>.part` in its destination folder, fsynced,
+  checked against the server's Content-Length, and only then renamed (`os.replace`) to its
+  final name. A partial file is never visible under the final name.
+- **Resume.** Because of that, a file that exists under its final name is complete: it is
+  skipped without asking the server (no HEAD, no GET), and hashed locally for the report. A
+  `.part` left by an interrupted run is never trusted: it is overwritten from byte 0 (no
+  Range requests; the files this serves are small), and deleted when a download fails.
+- **Retries** (tenacity): connection errors, timeouts, a connection dropped mid-body or a
+  body shorter than its Content-Length, HTTP 408, 429 and 5xx are retried with exponential
+  backoff plus jitter (honouring a numeric `Retry-After`). Anything else, 404 included, fails
+  at once: retrying cannot make a missing file appear.
+- **Failures** are per file: one line each (URL, status or error, attempts, fix) in the
+  report; the other files still download.
+
+`read_manifest` / `write_manifest` keep a `sha256sum`-format manifest (`SHA256SUMS`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from shoal.errors import ShoalError
+from shoal.lineage import SourceFile
+
+if TYPE_CHECKING:
+    import httpx
+    import tenacity
+
+log = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part"
+_BLOCK = 1 << 16
+_RETRIED_STATUS = frozenset({408, 429})  # plus every 5xx
+_MANIFEST_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
+
+Outcome = Literal["downloaded", "skipped", "failed"]
+ProgressFn = Callable[[str, Outcome], None]
+
+
+class DownloadError(ShoalError):
+    """A download cannot be set up, or its manifest cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """How hard to try.
+
+    Attributes:
+        retries: retries after the first attempt of a file (0: try once).
+        timeout: seconds allowed to connect, and between two reads or writes (not a
+            limit on the whole transfer).
+        backoff: seconds before the first retry; doubles on each retry (+ up to
+            `backoff` of random jitter), at most `max_backoff`.
+        max_backoff: the longest wait between two attempts, `Retry-After` included.
+        workers: files downloaded at once.
+    """
+
+    retries: int = 4
+    timeout: float = 60.0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+    workers: int = 4
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.retries >= 0, "retries", self.retries, "use 0 or more"),
+            (self.timeout > 0, "timeout", self.timeout, "use a positive number of seconds"),
+            (self.backoff >= 0, "backoff", self.backoff, "use 0 or more seconds"),
+            (self.max_backoff >= 0, "max_backoff", self.max_backoff, "use 0 or more seconds"),
+            (self.workers >= 1, "workers", self.workers, "use 1 or more"),
+        ]
+        for ok, name, value, fix in checks:
+            if not ok:
+                raise DownloadError(f"DownloadConfig.{name} = {value!r} is out of range; {fix}")
+
+
+@dataclass(frozen=True)
+class DownloadedFile:
+    """A complete file on disk: where it came from, where it is, its sha256 and size."""
+
+    url: str
+    path: str
+    sha256: str
+    bytes: int
+
+    def source_file(self) -> SourceFile:
+        """The lineage record of this file (absolute path, sha256, bytes)."""
+        return SourceFile(path=str(Path(self.path).resolve()), sha256=self.sha256, bytes=self.bytes)
+
+
+@dataclass(frozen=True)
+class DownloadFailure:
+    """A file that could not be downloaded; `str()` is its one-line report.
+
+    Attributes:
+        url: the URL.
+        path: the destination it was meant for (nothing is left there).
+        problem: what went wrong, e.g. `HTTP 404 Not Found`.
+        fix: what to do about it.
+        status: the HTTP status, when the server answered with one.
+        attempts: how many attempts were made (0: not a download problem, e.g. a changed
+            local copy).
+    """
+
+    url: str
+    path: str
+    problem: str
+    fix: str
+    status: int | None = None
+    attempts: int = 1
+
+    def __str__(self) -> str:
+        tries = {0: "", 1: " (1 attempt)"}.get(self.attempts, f" ({self.attempts} attempts)")
+        return f"{self.url}: {self.problem}{tries}; {self.fix}"
+
+
+@dataclass(frozen=True)
+class DownloadReport:
+    """What one `download` call did, in the order the items were given.
+
+    Attributes:
+        downloaded: files fetched by this call.
+        skipped: files already complete under their final name (not fetched, hashed locally).
+        failures: one per file that failed after its retries.
+    """
+
+    downloaded: tuple[DownloadedFile, ...] = ()
+    skipped: tuple[DownloadedFile, ...] = ()
+    failures: tuple[DownloadFailure, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        """0: all good; 1: some files failed, the rest are there; 2: nothing is there."""
+        if not self.failures:
+            return 0
+        return 1 if self.downloaded or self.skipped else 2
+
+
+def download(
+    items: Sequence[tuple[str, str | Path]],
+    *,
+    config: DownloadConfig = DownloadConfig(),
+    progress: ProgressFn | None = None,
+) -> DownloadReport:
+    """Download each `(url, dest)` that is not already complete at `dest`.
+
+    Args:
+        items: URL and destination file pairs; destinations must be distinct.
+        config: retries, timeout, backoff and concurrency.
+        progress: called once per item, from a worker thread, with the URL and its outcome.
+
+    Returns:
+        The report; a file that still fails after its retries is a failure in it, not an
+        exception.
+
+    Raises:
+        DownloadError: two items share a destination.
+    """
+    import httpx
+
+    pairs = [(url, Path(dest)) for url, dest in items]
+    seen: dict[Path, str] = {}
+    for url, dest in pairs:
+        key = Path(os.path.abspath(dest))
+        if key in seen:
+            raise DownloadError(f"{dest}: destination given twice ({seen[key]} and {url}); give each URL its own file")
+        seen[key] = url
+
+    timeout = httpx.Timeout(config.timeout)
+    limits = httpx.Limits(max_connections=config.workers, max_keepalive_connections=config.workers)
+    # Accept-Encoding identity: the bytes written are the bytes the server counts in Content-Length.
+    with httpx.Client(timeout=timeout, limits=limits, follow_redirects=True,
+                      headers={"Accept-Encoding": "identity"}) as client:
+
+        def one(pair: tuple[str, Path]) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
+            outcome, result = _download_one(client, pair[0], pair[1], config)
+            if progress is not None:
+                progress(pair[0], outcome)
+            return outcome, result
+
+        if config.workers == 1 or len(pairs) <= 1:
+            results = [one(pair) for pair in pairs]
+        else:
+            pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="shoal-download")
+            try:
+                results = list(pool.map(one, pairs))
+            finally:  # on Ctrl-C, drop the queued files instead of downloading them all first
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    done: dict[Outcome, list] = {"downloaded": [], "skipped": [], "failed": []}
+    for outcome, result in results:
+        done[outcome].append(result)
+    return DownloadReport(downloaded=tuple(done["downloaded"]), skipped=tuple(done["skipped"]),
+                          failures=tuple(done["failed"]))
+
+
+def sha256_of(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | Path) -> dict[str, str]:
+    """Read a `sha256sum`-format manifest into {name: sha256}; {} when there is none.
+
+    Raises:
+        DownloadError: a line is not `<64 hex digits>  <name>`, or the file is unreadable.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise DownloadError(f"{path}: cannot read the manifest ({error}); delete it, the next fetch rewrites it") from error
+    entries: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        found = _MANIFEST_LINE.fullmatch(line)
+        if not found:
+            raise DownloadError(f"{path}:{number}: expected '<sha256>  <name>' (sha256sum format), found {line[:60]!r}; "
+                                "fix the line or delete the manifest, the next fetch rewrites it")
+        entries[found.group(2)] = found.group(1).lower()
+    return entries
+
+
+def write_manifest(path: str | Path, entries: Mapping[str, str]) -> Path:
+    """Write {name: sha256} as a `sha256sum`-format manifest, sorted by name, atomically.
+
+    `cd <folder> && sha256sum -c <manifest>` checks it.
+
+    Raises:
+        DownloadError: a name holds a newline or backslash, or the file cannot be written.
+    """
+    path = Path(path)
+    for name in entries:
+        if "\n" in name or "\\" in name:
+            raise DownloadError(f"{path}: file name {name!r} holds a newline or backslash; rename the file")
+    text = "".join(f"{entries[name]}  {name}\n" for name in sorted(entries))
+    part = path.with_name(path.name + PART_SUFFIX)
+    try:
+        with open(part, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{path}: cannot write the manifest ({error}); check the folder's permissions and free space") from error
+    return path
+
+
+def manifest_entries(files: Iterable[DownloadedFile], folder: str | Path) -> dict[str, str]:
+    """{name relative to `folder`: sha256} for files inside `folder`.
+
+    Raises:
+        DownloadError: a file lies outside `folder`.
+    """
+    folder = Path(os.path.abspath(folder))
+    entries = {}
+    for file in files:
+        try:
+            name = Path(os.path.abspath(file.path)).relative_to(folder).as_posix()
+        except ValueError:
+            raise DownloadError(f"{file.path}: not inside {folder}; a manifest lists only files in its own folder") from None
+        entries[name] = file.sha256
+    return entries
+
+
+class _BadStatus(Exception):
+    """The server answered with a status other than 200."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None) -> None:
+        super().__init__(f"HTTP {status} {reason}".rstrip())
+        self.status, self.retry_after = status, retry_after
+
+
+class _Truncated(Exception):
+    """The body ended before the Content-Length the server announced."""
+
+    def __init__(self, received: int, expected: int) -> None:
+        super().__init__(f"truncated response: received {received} of {expected} bytes")
+
+
+def _download_one(client: httpx.Client, url: str, dest: Path,
+                  config: DownloadConfig) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
+    """One item: skipped, downloaded, or failed after its retries."""
+    import httpx
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(config.retries + 1),
+        wait=_wait(config),
+        retry=tenacity.retry_if_exception(_is_transient),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    try:
+        if dest.is_file():  # only a complete download is ever renamed to its final name
+            size = dest.stat().st_size
+            return "skipped", DownloadedFile(url=url, path=str(dest), sha256=sha256_of(dest), bytes=size)
+        return "downloaded", retrying(_attempt, client, url, dest)
+    except (httpx.HTTPError, httpx.InvalidURL, _BadStatus, _Truncated, OSError) as error:
+        attempts = retrying.statistics.get("attempt_number", 1)
+        return "failed", _failure(url, dest, error, attempts, config)
+
+
+def _attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
+    """One GET into `<dest>.part`; renamed to `dest` only when every byte arrived."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + PART_SUFFIX)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise _BadStatus(response.status_code, response.reason_phrase,
+                                 _retry_after(response.headers.get("Retry-After")))
+            length = response.headers.get("Content-Length")
+            with open(part, "wb") as f:  # "wb": a stale .part from an earlier run is discarded
+                for block in response.iter_bytes(_BLOCK):
+                    f.write(block)
+                    digest.update(block)
+                    size += len(block)
+                f.flush()
+                os.fsync(f.fileno())
+            # h11 raises on a connection closed early; this also catches a server that lies.
+            if length is not None and length.isdigit() and response.num_bytes_downloaded != int(length):
+                raise _Truncated(response.num_bytes_downloaded, int(length))
+        os.replace(part, dest)
+        _fsync_dir(dest.parent)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
+
+
+def _is_transient(error: BaseException) -> bool:
+    import httpx
+
+    if isinstance(error, _BadStatus):
+        return error.status in _RETRIED_STATUS or 500 <= error.status <= 599
+    return isinstance(error, (_Truncated, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+
+
+def _wait(config: DownloadConfig) -> Callable[[tenacity.RetryCallState], float]:
+    """Exponential backoff with jitter, or the server's Retry-After when it asks for longer."""
+    import tenacity
+
+    exponential = (tenacity.wait_exponential(multiplier=config.backoff, max=config.max_backoff)
+                   + tenacity.wait_random(0, config.backoff))
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        seconds = exponential(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            seconds = max(seconds, retry_after)
+        return min(seconds, config.max_backoff)
+
+    return wait
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A `Retry-After` in seconds; an HTTP-date is ignored (the backoff applies)."""
+    return float(value) if value is not None and value.strip().isdigit() else None
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    wait = state.next_action.sleep if state.next_action is not None else 0.0
+    log.info("%s: %s; retry %d in %.2f s", state.args[1], _describe(error), state.attempt_number, wait)
+
+
+def _describe(error: BaseException | None) -> str:
+    """The error on one line, with its type unless it is one of ours."""
+    text = " ".join(str(error).split())  # one line, whatever the library put in it
+    if isinstance(error, (_BadStatus, _Truncated)):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _failure(url: str, dest: Path, error: BaseException, attempts: int, config: DownloadConfig) -> DownloadFailure:
+    import httpx
+
+    status = error.status if isinstance(error, _BadStatus) else None
+    if status in (404, 410):
+        fix = "the server has no file at this URL: check the URL and that the file is published"
+    elif status in (401, 403):
+        fix = "the server refused access: check the URL"
+    elif status is not None and _is_transient(error):
+        fix = "the server kept failing: rerun later (complete files are skipped)"
+    elif status is not None:
+        fix = "the server refused the request: check the URL"
+    elif isinstance(error, _Truncated) or isinstance(error, httpx.RemoteProtocolError):
+        fix = "the connection kept dropping mid-file: rerun later (complete files are skipped)"
+    elif isinstance(error, httpx.TimeoutException):
+        fix = f"no answer within the {config.timeout:g} s timeout: raise the timeout or rerun later"
+    elif isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        fix = "use an http:// or https:// URL"
+    elif isinstance(error, httpx.HTTPError):
+        fix = "check the network connection and the URL, then rerun"
+    else:  # OSError: the local side
+        fix = f"check that {dest.parent} is writable and has free space"
+    return DownloadFailure(url=url, path=str(dest), problem=_describe(error), fix=fix, status=status, attempts=attempts)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); Windows cannot open a folder for fsync."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,390 @@
+"""`shoal fetch sst` and shoal.download against a real HTTP server on 127.0.0.1.
+
+The server serves seeded random bytes (the downloader does not care that they are not GRIB)
+under the JMA folder layout, and follows a per-path script of behaviours: a status code, a
+truncated body (Content-Length larger than what is sent, then the connection closes), a
+reply slower than the client's timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from typer.testing import CliRunner
+
+from shoal.cli import app
+from shoal.datasets.cobe_sst_fetch import (
+    COBE_SST_BASE_URL,
+    FetchArgumentError,
+    fetch_sst,
+    month_urls,
+)
+from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download
+
+JMA_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "grib" / "cobe_sst_urls.txt"  # when present
+
+START, END = "1899-10", "1900-03"  # six months across the first decade-folder boundary
+FAST = DownloadConfig(retries=2, timeout=5.0, backoff=0.01, max_backoff=0.05, workers=4)
+FAST_CLI = ["--retries", "2", "--backoff", "0.01", "--timeout", "5"]
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@dataclass
+class FakeJma:
+    """What the server serves, how it misbehaves, and what it was asked."""
+
+    base_url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # URL path -> body
+    script: dict[str, list[str]] = field(default_factory=dict)  # path -> behaviour of each next GET
+    always: dict[str, str] = field(default_factory=dict)  # path -> behaviour of every GET
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gets(self, path: str) -> int:
+        with self.lock:
+            return sum(1 for method, seen in self.requests if method == "GET" and seen == path)
+
+    def all_gets(self) -> list[str]:
+        with self.lock:
+            return [seen for method, seen in self.requests if method == "GET"]
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    state: FakeJma
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        pass  # a client that timed out leaves a broken pipe behind; expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so every reply needs its Content-Length
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _reply(self, status: int, body: bytes, *, send_body: bool, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _serve(self, *, body: bool) -> None:
+        state = self.server.state
+        with state.lock:
+            state.requests.append((self.command, self.path))
+            behaviour = "ok"
+            if body:
+                queue = state.script.get(self.path)
+                behaviour = state.always.get(self.path) or (queue.pop(0) if queue else "ok")
+        data = state.files.get(self.path)
+        if data is None:
+            behaviour = "404"
+        if behaviour.isdigit():
+            headers = {"Retry-After": "0"} if behaviour == "429" else None
+            self._reply(int(behaviour), b"no luck\n", send_body=body, headers=headers)
+            return
+        if behaviour == "slow":
+            time.sleep(0.6)
+        if behaviour == "truncate":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True  # the socket closes after half the body
+            return
+        self._reply(200, data, send_body=body)
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
+
+
+@pytest.fixture
+def jma(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJma]:
+    """A JMA look-alike on 127.0.0.1 serving START..END (one file of 200 KB, the rest a few KB)."""
+    for name in PROXY_VARIABLES:  # httpx honours proxy variables; this server is local
+        monkeypatch.delenv(name, raising=False)
+    state = FakeJma()
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.state = state
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/gpvdata"
+    rng = random.Random(1891)
+    for index, month in enumerate(month_urls(START, END, state.base_url)):
+        state.files[_path(month.url)] = rng.randbytes(200_000 if index == 2 else rng.randint(2_000, 9_000))
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _months(jma: FakeJma, start: str = START, end: str = END) -> list[tuple[str, str, str]]:
+    """(path on the server, file name, month) for each month."""
+    return [(_path(m.url), m.filename, m.month) for m in month_urls(start, end, jma.base_url)]
+
+
+def _invoke(*args: str | Path):  # noqa: ANN202
+    return CliRunner().invoke(app, [str(arg) for arg in args])
+
+
+def _error_lines(result) -> list[str]:  # noqa: ANN001
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines
+
+
+# --- the URL pattern -------------------------------------------------------------------
+
+
+def test_month_urls_follow_the_jma_pattern() -> None:
+    months = month_urls("1891-01", "2020-12")
+    assert len(months) == 130 * 12
+    assert months[0] == ("1891-01", f"{COBE_SST_BASE_URL}/1891-1899/sst189101.grb", "sst189101.grb")
+    assert months[-1].url == "https://ds.data.jma.go.jp/tcc/tcc/products/elnino/cobesst/gpvdata/2020-2029/sst202012.grb"
+    assert month_urls("1899-12", "1900-01", "http://mirror/x/") == [
+        ("1899-12", "http://mirror/x/1891-1899/sst189912.grb", "sst189912.grb"),
+        ("1900-01", "http://mirror/x/1900-1909/sst190001.grb", "sst190001.grb"),
+    ]
+    if JMA_LIST.exists():  # JMA's real list of files
+        assert [m.url for m in months] == JMA_LIST.read_text().split()
+
+
+@pytest.mark.parametrize(("start", "end", "expected"), [
+    ("1891-13", "2020-08", "start '1891-13' is not a month YYYY-MM"),
+    ("1891-1", "2020-08", "start '1891-1' is not a month YYYY-MM"),
+    ("91-01", "2020-08", "start '91-01' is not a month"),
+    ("1891-01", "August", "end 'August' is not a month"),
+    ("2020-08", "1891-01", "end 1891-01 is before start 2020-08"),
+    ("1890-12", "1891-03", "before COBE-SST's first month 1891-01"),
+])
+def test_bad_months_exit_2_with_one_line(start: str, end: str, expected: str, tmp_path: Path) -> None:
+    with pytest.raises(FetchArgumentError, match=expected.replace("(", r"\(")):
+        month_urls(start, end)
+    result = _invoke("fetch", "sst", "--start", start, "--end", end, "--dest", tmp_path / "sst")
+    assert result.exit_code == 2
+    (line,) = _error_lines(result)
+    assert expected in line
+    assert not (tmp_path / "sst").exists()
+
+
+def test_bad_base_url_and_options_exit_2(tmp_path: Path) -> None:
+    for extra in (["--base-url", "ftp://mirror/gpvdata"], ["--retries", "-1"], ["--workers", "0"]):
+        result = _invoke("fetch", "sst", "--start", START, "--end", END, "--dest", tmp_path, *extra)
+        assert result.exit_code == 2, extra
+        assert len(_error_lines(result)) == 1
+
+
+# --- downloading ---------------------------------------------------------------------
+
+
+def test_every_month_downloaded_with_sha256_and_manifest(jma: FakeJma, tmp_path: Path) -> None:
+    dest = tmp_path / "sst"
+    seen: list[tuple[str, str]] = []
+    report = fetch_sst(start=START, end=END, dest=dest, base_url=jma.base_url, config=FAST,
+                       progress=lambda url, outcome: seen.append((url, outcome)))
+    assert report.exit_code == 0 and not report.failures and not report.skipped
+    months = _months(jma)
+    assert [Path(f.path).name for f in report.downloaded] == [name for _, name, _ in months]
+    expected = {}
+    for (path, name, _), file in zip(months, report.downloaded, strict=True):
+        body = jma.files[path]
+        assert (dest / name).read_bytes() == body
+        assert file.sha256 == hashlib.sha256(body).hexdigest() and file.bytes == len(body)
+        assert file.url == jma.base_url + path.removeprefix("/gpvdata")
+        assert file.source_file().path == str((dest / name).resolve())
+        expected[name] = file.sha256
+        assert jma.gets(path) == 1
+    assert sorted(seen) == sorted((f.url, "downloaded") for f in report.downloaded)
+    assert (dest / "SHA256SUMS").read_text() == "".join(f"{expected[n]}  {n}\n" for n in sorted(expected))
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*expected, "SHA256SUMS"])  # no .part left
+    if shutil.which("sha256sum"):
+        subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=dest, check=True)
+
+
+@pytest.mark.parametrize("status", ["500", "503", "429"])
+def test_transient_status_is_retried(jma: FakeJma, tmp_path: Path, status: str) -> None:
+    path, name, _ = _months(jma)[1]
+    jma.script[path] = [status]
+    report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert report.exit_code == 0
+    assert jma.gets(path) == 2
+    assert (tmp_path / name).read_bytes() == jma.files[path]
+
+
+def test_truncated_response_is_retried(jma: FakeJma, tmp_path: Path) -> None:
+    path, name, _ = _months(jma)[2]  # the 200 KB file: several blocks arrive before the cut
+    jma.script[path] = ["truncate", "truncate"]
+    report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert report.exit_code == 0
+    assert jma.gets(path) == 3
+    assert (tmp_path / name).read_bytes() == jma.files[path]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_timeout_is_retried(jma: FakeJma, tmp_path: Path) -> None:
+    path, name, _ = _months(jma)[0]
+    jma.script[path] = ["slow"]
+    config = DownloadConfig(retries=1, timeout=0.2, backoff=0.01, workers=2)
+    report = fetch_sst(start=START, end=START, dest=tmp_path, base_url=jma.base_url, config=config)
+    assert report.exit_code == 0 and jma.gets(path) == 2
+    assert (tmp_path / name).read_bytes() == jma.files[path]
+
+
+def test_always_truncated_month_fails_cleanly_and_the_others_land(jma: FakeJma, tmp_path: Path) -> None:
+    dest = tmp_path / "sst"
+    months = _months(jma)
+    path, name, _ = months[2]
+    jma.always[path] = "truncate"
+    result = _invoke("fetch", "sst", "--start", START, "--end", END, "--dest", dest, "--base-url", jma.base_url, *FAST_CLI)
+    assert result.exit_code == 1
+    (line,) = _error_lines(result)
+    assert f"{jma.base_url}/1891-1899/{name}" in line
+    assert "truncated response" in line or "RemoteProtocolError" in line
+    assert "(3 attempts)" in line and "rerun later" in line
+    assert jma.gets(path) == 3
+    assert not (dest / name).exists()
+    assert not list(dest.glob("*.part"))  # a failed month leaves nothing behind
+    for other_path, other_name, _ in months[:2] + months[3:]:
+        assert (dest / other_name).read_bytes() == jma.files[other_path]
+    assert name not in (dest / "SHA256SUMS").read_text()
+    assert "5 downloaded, 0 already complete, 1 failed" in result.stdout
+
+
+def test_404_fails_at_once(jma: FakeJma, tmp_path: Path) -> None:
+    path, name, month = _months(jma)[3]
+    del jma.files[path]
+    report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert report.exit_code == 1 and len(report.downloaded) == 5
+    (failure,) = report.failures
+    assert failure.status == 404 and failure.attempts == 1
+    assert str(failure).startswith(f"{jma.base_url}/1900-1909/{name}: HTTP 404 Not Found (1 attempt); ")
+    assert jma.gets(path) == 1
+    assert not (tmp_path / name).exists() and not list(tmp_path.glob("*.part"))
+
+    result = _invoke("fetch", "sst", "--start", month, "--end", month, "--dest", tmp_path / "alone",
+                     "--base-url", jma.base_url, *FAST_CLI)
+    assert result.exit_code == 2  # nothing succeeded
+    assert "HTTP 404" in _error_lines(result)[0]
+
+
+def test_unreachable_server_fails_every_month_after_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = DownloadConfig(retries=1, timeout=2.0, backoff=0.0, workers=2)
+    report = fetch_sst(start="1891-01", end="1891-02", dest=tmp_path, base_url=f"http://127.0.0.1:{port}/g", config=config)
+    assert report.exit_code == 2 and len(report.failures) == 2
+    assert all("ConnectError" in f.problem and f.attempts == 2 for f in report.failures)
+    assert all("check the network" in str(f) for f in report.failures)
+
+
+# --- resume ---------------------------------------------------------------------------
+
+
+def test_rerun_skips_complete_files(jma: FakeJma, tmp_path: Path) -> None:
+    first = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    manifest = (tmp_path / "SHA256SUMS").read_text()
+    jma.requests.clear()
+    again = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert jma.requests == []  # neither GET nor HEAD
+    assert again.downloaded == () and again.skipped == first.downloaded and again.exit_code == 0
+    assert (tmp_path / "SHA256SUMS").read_text() == manifest
+
+    path, name, _ = _months(jma)[4]
+    (tmp_path / name).unlink()
+    result = _invoke("fetch", "sst", "--start", START, "--end", END, "--dest", tmp_path, "--base-url", jma.base_url, *FAST_CLI)
+    assert result.exit_code == 0, result.output
+    assert jma.all_gets() == [path]
+    assert "1 downloaded, 5 already complete, 0 failed" in result.stdout
+    assert (tmp_path / "SHA256SUMS").read_text() == manifest
+
+
+def test_a_part_file_is_never_taken_for_complete(jma: FakeJma, tmp_path: Path) -> None:
+    months = _months(jma)
+    (full_path, full_name, _), (half_path, half_name, _) = months[0], months[2]
+    (tmp_path / f"{full_name}.part").write_bytes(jma.files[full_path])  # even a full-length one
+    (tmp_path / f"{half_name}.part").write_bytes(jma.files[half_path][:1000])
+    report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert report.exit_code == 0 and len(report.downloaded) == 6
+    assert jma.gets(full_path) == 1 and jma.gets(half_path) == 1
+    assert (tmp_path / half_name).read_bytes() == jma.files[half_path]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_changed_local_copy_is_reported_not_hidden(jma: FakeJma, tmp_path: Path) -> None:
+    fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    manifest = (tmp_path / "SHA256SUMS").read_text()
+    _, name, _ = _months(jma)[1]
+    (tmp_path / name).write_bytes(b"edited")
+    report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert report.exit_code == 1 and len(report.skipped) == 5
+    (failure,) = report.failures
+    assert "SHA256SUMS says" in str(failure) and "delete it and fetch again" in str(failure)
+    assert (tmp_path / "SHA256SUMS").read_text() == manifest  # the recorded sha256 stays
+
+
+def test_manifest_keeps_other_entries_and_a_broken_one_stops_early(jma: FakeJma, tmp_path: Path) -> None:
+    other = f"{'ab' * 32}  notes.txt\n"
+    (tmp_path / "SHA256SUMS").write_text(other)
+    fetch_sst(start=START, end=START, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    lines = (tmp_path / "SHA256SUMS").read_text().splitlines(keepends=True)
+    assert lines[0] == other and lines[1].endswith("  sst189910.grb\n")
+
+    (tmp_path / "SHA256SUMS").write_text("not a manifest\n")
+    jma.requests.clear()
+    with pytest.raises(DownloadError, match=r"SHA256SUMS:1: expected '<sha256>  <name>'"):
+        fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
+    assert jma.requests == []
+
+
+# --- the generic API -----------------------------------------------------------------
+
+
+def test_download_api_edges(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="destination given twice"):
+        download([("http://127.0.0.1:9/a", tmp_path / "a"), ("http://127.0.0.1:9/b", tmp_path / "a")], config=FAST)
+    with pytest.raises(DownloadError, match="DownloadConfig.timeout = 0"):
+        DownloadConfig(timeout=0)
+    assert download([], config=FAST) == DownloadReport()
+    failure = DownloadFailure(url="u", path="p", problem="x", fix="y")
+    assert [DownloadReport().exit_code, DownloadReport(failures=(failure,)).exit_code] == [0, 2]
+
+
+def test_cli_all_ok_and_import_stays_light(jma: FakeJma, tmp_path: Path) -> None:
+    result = _invoke("fetch", "sst", "--start", START, "--end", END, "--dest", tmp_path, "--base-url", jma.base_url, *FAST_CLI)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert "6 downloaded, 0 already complete, 0 failed" in result.stdout
+    check = "import shoal.cli, sys; assert not {'httpx', 'tenacity'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
