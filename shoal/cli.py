@@ -50,7 +50,7 @@ def _catalog() -> Catalog:
 def _console():  # noqa: ANN202 (rich is imported lazily)
     from rich.console import Console
 
-    return Console(soft_wrap=True)
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def _print_json(data: Any) -> None:
@@ -155,7 +155,8 @@ def catalog_history(name: str, as_json: JsonFlag = False) -> None:
     for entry in versions:
         lineage = entry.lineage
         size = "" if lineage is None else str(lineage.rows if lineage.rows is not None else lineage.shape)
-        sources = "" if lineage is None else ", ".join(Path(s.path).name for s in lineage.sources)
+        names = [] if lineage is None else [Path(s.path).name for s in lineage.sources]
+        sources = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} files)"
         what = (lineage.message if lineage and lineage.message else getattr(entry, "operation", ""))
         table.add_row(str(entry.version), entry.created_at, what, size, sources)
     _console().print(table)
@@ -167,8 +168,11 @@ def _tree(node: LineageNode, branch: Any) -> None:
         label += f" — {node.lineage.created_at}, shoal {node.lineage.shoal_version}"
     child = branch.add(label)
     if node.lineage is not None:
-        for source in node.lineage.sources:
+        sources = node.lineage.sources
+        for source in sources[:3]:
             child.add(f"file {source.path} sha256 {source.sha256[:16]}… {source.bytes} bytes")
+        if len(sources) > 3:
+            child.add(f"… and {len(sources) - 3} more files (`shoal catalog show {node.name} --json` lists them)")
     for parent in node.parents:
         _tree(parent, child)
 
@@ -189,26 +193,82 @@ def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = F
     _console().print(root)
 
 
+run_app = typer.Typer(help="Run a whole pipeline as a Prefect flow.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+
+
+def _metrics_table(metrics: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table("validation", "RMSE °C", "correlation", "phase accuracy",
+                  title=f"next-month Niño 3.4, {metrics['windows']} validation windows")
+    for name in ("model", "persistence", "climatology"):
+        row = metrics[name]
+        table.add_row(name, f"{row['rmse_c']:.3f}", f"{row['correlation']:.3f}", f"{row['phase_accuracy']:.3f}")
+    _console().print(table)
+
+
+def _run_enso(sst: list[Path], oni: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
+    from shoal.datasets.oni import SAMPLE
+    from shoal.flows.enso import EnsoSettings, enso_pipeline
+
+    catalog = _catalog()
+    result = enso_pipeline(sst_paths=sst, oni_path=oni or SAMPLE, home=catalog.home, settings=EnsoSettings(**settings))
+    _metrics_table(result["metrics"])
+    console = _console()
+    console.print(f"model enso_convlstm version {result['model_version']} on enso_features version "
+                  f"{result['feature_version']}; predictions: table enso_predictions version "
+                  f"{result['predictions_version']}; plot: {result['plot']}")
+    return result
+
+
+@run_app.command("enso")
+def run_enso(
+    sst: Annotated[list[Path], typer.Argument(help="COBE-SST files sstYYYYMM.grb or folders of them.")],
+    oni: Annotated[Path | None, typer.Option(help="The ONI table; default the embedded real one.")] = None,
+    train_end: Annotated[str, typer.Option(help="First validation month; training is before it.")] = "1990-01",
+    coarsen: Annotated[int, typer.Option(help="Average blocks of N x N 1° cells (1 = the analysis' grid).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 4,
+    max_batches: Annotated[int | None, typer.Option(help="Stop each epoch after N batches.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights and shuffles.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda or mps.")] = "auto",
+) -> None:
+    """Ingest SST + Niño 3.4, build features, train the ConvLSTM, persist predictions."""
+    _run_enso(sst, oni, {"train_end": train_end, "coarsen": coarsen, "epochs": epochs, "batch_size": batch_size,
+                         "max_batches_per_epoch": max_batches, "seed": seed, "device": device})
+
+
+DEMO_SST = ("1960-01", "1999-12")
+DEMO_ENSO = {"coarsen": 4, "epochs": 3, "max_batches_per_epoch": 60}  # ~1 min on 2 CPU cores
+
+
 @app.command()
 def demo() -> None:
     """Run the whole pipeline on the embedded sample data (a Prefect flow per step)."""
     import polars as pl
 
+    from shoal.datasets.cobe_sst_sample import write_sample
     from shoal.flows import ingest_oni
 
     catalog = _catalog()
     console = _console()
     console.rule("1. ingest the real Niño 3.4 table through the Prefect flow 'ingest-oni'")
-    report = ingest_oni(home=catalog.home)
-    _report(report)
-    console.rule(f"2. the catalog at {catalog.home}")
-    catalog_ls()
-    console.rule("3. lineage of nino34")
-    catalog_lineage("nino34")
-    console.rule("4. read back without shoal: polars.read_delta")
+    _report(ingest_oni(home=catalog.home))
+    console.rule("2. read it back without shoal: polars.read_delta")
     path = catalog.uri("table", "nino34")
     console.print(f'pl.read_delta("{path}")')
-    console.print(pl.read_delta(path).filter(pl.col("phase").is_not_null()).tail(6))
+    console.print(pl.read_delta(path).filter(pl.col("phase").is_not_null()).tail(4))
+    start, end = DEMO_SST
+    samples = Path(catalog.home, "samples", "cobe_sst")
+    console.rule(f"3. ENSO: {start} .. {end} of sample COBE-SST GRIB -> features -> ConvLSTM -> predictions")
+    files = write_sample(samples, start=start, end=end)
+    console.print(f"wrote {len(files)} COBE-format GRIB files to {samples} (Niño 3.4 box = the real series)")
+    _run_enso([samples], None, DEMO_ENSO)
+    console.rule(f"4. the catalog at {catalog.home}")
+    catalog_ls()
+    console.rule("5. lineage of the predictions, down to the source files")
+    catalog_lineage("enso_predictions")
 
 
 fetch_app = typer.Typer(help="Download source files: retries, resume, sha256 (SHA256SUMS).", no_args_is_help=True)

@@ -49,3 +49,41 @@ def test_demo_ingests_through_the_flow_and_reads_back_without_shoal(home: Path) 
     assert result.exit_code == 0, result.output
     assert "nino34" in result.output and "sha256" in result.output
     assert "pl.read_delta" in result.output and "2020-08-01" in result.output
+
+
+def test_ingest_sst_flow_commits_good_files_and_fails_naming_the_bad_ones(home: Path) -> None:
+    from shoal.flows import ingest_sst
+    from shoal.flows.ingest import IngestFailed
+
+    sst = Path(__file__).parent / "data" / "cobe_sst"
+    with pytest.raises(IngestFailed, match=r"sst199002\.grb:1: unreadable GRIB message"):
+        ingest_sst(paths=[sst / "good", sst / "bad" / "sst199002.grb"], home=str(home))
+    assert Catalog(home).open_array("sst").sizes["time"] == 3
+
+
+def test_enso_pipeline_runs_every_step_and_a_rerun_reuses_the_features(home: Path, tmp_path: Path) -> None:
+    from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.flows import enso_pipeline
+    from shoal.flows.enso import EnsoSettings
+
+    samples = tmp_path / "sst"
+    write_sample(samples, start="1987-01", end="1990-06")
+    settings = EnsoSettings(coarsen=4, epochs=1, max_batches_per_epoch=2, device="cpu")
+    first = enso_pipeline(sst_paths=[samples], home=str(home), settings=settings)
+    assert first["model_version"] == 0 and first["predictions_version"] == 0 and Path(first["plot"]).exists()
+    assert set(first["metrics"]) >= {"model", "persistence", "climatology"}
+    second = enso_pipeline(sst_paths=[samples], home=str(home), settings=settings)
+    assert second["feature_version"] == first["feature_version"] and second["model_version"] == 1
+    catalog = Catalog(home)
+    assert catalog.read_table("enso_predictions").num_rows == 2 * (6 + 1)
+
+
+def test_enso_settings_are_validated_at_the_flow_boundary() -> None:
+    from pydantic import ValidationError
+
+    from shoal.flows.enso import EnsoSettings
+
+    with pytest.raises(ValidationError, match="train_end"):
+        EnsoSettings(train_end="1990-13")
+    with pytest.raises(ValidationError, match="coarsen"):
+        EnsoSettings(coarsen=0)
