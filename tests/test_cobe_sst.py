@@ -158,3 +158,17 @@ def test_sample_files_follow_the_real_nino34_series_in_the_box(tmp_path: Path) -
     box = [np.nanmean(decode(f).values[box_mask()]) for f in files]
     np.testing.assert_allclose(box, real, atol=0.01)
     assert write_sample(tmp_path / "again", start="1997-06", end="1997-06")[0].read_bytes() == files[0].read_bytes()
+
+
+def test_the_cli_commits_good_files_prints_one_line_per_bad_file_and_exits_1(home: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shoal.cli import app
+
+    result = CliRunner().invoke(app, ["--home", str(home), "ingest", "sst", str(DATA / "good"), str(DATA / "bad")])
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 8 and all("/bad/sst1990" in line for line in errors)
+    assert "sst: version 0; 3 committed, 0 unchanged, 8 failed" in result.stdout
+    again = CliRunner().invoke(app, ["--home", str(home), "ingest", "sst", str(DATA / "bad")])
+    assert again.exit_code == 2

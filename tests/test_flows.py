@@ -87,3 +87,15 @@ def test_enso_settings_are_validated_at_the_flow_boundary() -> None:
         EnsoSettings(train_end="1990-13")
     with pytest.raises(ValidationError, match="coarsen"):
         EnsoSettings(coarsen=0)
+
+
+def test_shoal_run_enso_prints_the_metrics_beside_the_baselines(home: Path, tmp_path: Path) -> None:
+    from shoal.cli import app
+    from shoal.datasets.cobe_sst_sample import write_sample
+
+    write_sample(tmp_path / "sst", start="1988-01", end="1990-04")
+    result = CliRunner().invoke(app, ["--home", str(home), "run", "enso", str(tmp_path / "sst"), "--coarsen", "4",
+                                      "--epochs", "1", "--max-batches", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for row in ("model", "persistence", "climatology", "RMSE °C", "enso_predictions version 0"):
+        assert row in result.output
