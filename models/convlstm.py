@@ -3,12 +3,15 @@
 Six monthly SST grids in; out: the next month's SST grid, Niño 3.4 index and ENSO phase.
 A 3-layer ConvLSTM (hidden 16, 16, 32; kernels 3, 3, 5) feeds a grid head (conv 5x5) and
 a trunk (conv 5x5 stride 2, conv 5x5 stride 3, linear 64, batch norm, ReLU) shared by an
-index head and a phase head. The published code calls an undeclared `b3`; the declared
-batch norm is used here. The flatten size is derived from the grid size.
+index head and a phase head. As published, the two trunk convolutions have no activation
+between them; the published code calls an undeclared `b3`, the declared batch norm is used
+here. The flatten size is derived from the grid size (33408 at 115 x 360), so any grid of
+at least 13 x 13 cells works without code changes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -16,10 +19,39 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from shoal.errors import ModelConfigError
+
+# The trunk's two convolutions: (kernel, stride), no padding, as published.
+TRUNK = ((5, 2), (5, 3))
+
+
+def conv_output_size(size: int, *, kernel: int, stride: int) -> int:
+    """Cells along one axis after an unpadded convolution."""
+    return (size - kernel) // stride + 1
+
+
+def trunk_output_size(size: int) -> int:
+    """Cells along one axis after the trunk's two convolutions (115 -> 18, 360 -> 58)."""
+    for kernel, stride in TRUNK:
+        size = conv_output_size(size, kernel=kernel, stride=stride)
+    return size
+
 
 @dataclass(frozen=True)
 class ConvLSTMConfig:
-    """Sizes and loss weights; `height` x `width` is the grid (115 x 360 at 1°, 55°S-60°N)."""
+    """Sizes and loss weights of the forecaster.
+
+    Attributes:
+        input_channels: variables per grid cell (1: SST).
+        hidden: hidden channels of each ConvLSTM layer.
+        kernels: kernel size of each ConvLSTM layer (odd: the padding keeps the grid size).
+        height, width: the grid (115 x 360 at 1°, 55°S-60°N); at least 13 x 13.
+        trunk_channels: channels of the trunk's two convolutions.
+        fc: width of the shared linear layer.
+        head_hidden: hidden width of the index and phase heads.
+        n_phases: phase classes (E, L, N).
+        grid_weight, index_weight, phase_weight: the loss mix.
+    """
 
     input_channels: int = 1
     hidden: tuple[int, ...] = (16, 16, 32)
@@ -34,13 +66,34 @@ class ConvLSTMConfig:
     index_weight: float = 0.4
     phase_weight: float = 0.4
 
+    def __post_init__(self) -> None:
+        if len(self.hidden) != len(self.kernels) or not self.hidden:
+            raise ModelConfigError(f"hidden {self.hidden} and kernels {self.kernels} need one entry per layer each")
+        if any(k % 2 == 0 for k in self.kernels):
+            raise ModelConfigError(f"kernels {self.kernels} must be odd so that padding k // 2 keeps the grid size")
+        if min(trunk_output_size(self.height), trunk_output_size(self.width)) < 1:
+            raise ModelConfigError(
+                f"grid {self.height} x {self.width} is too small for the trunk (two 5x5 convolutions, "
+                "strides 2 and 3): use at least 13 x 13 cells, e.g. a smaller coarsen factor"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> ConvLSTMConfig:
+        """The inverse of `dataclasses.asdict`, also after a JSON round trip (lists -> tuples)."""
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})  # type: ignore[arg-type]
+
+    @property
+    def flat(self) -> int:
+        """Features entering the shared linear layer: 32 * 18 * 58 = 33408 at 115 x 360."""
+        return self.trunk_channels * trunk_output_size(self.height) * trunk_output_size(self.width)
+
 
 class EnsoOutput(NamedTuple):
     """What the model predicts for the next month."""
 
-    grid: torch.Tensor  # (B, 1, H, W)
-    index: torch.Tensor  # (B,)
-    phase_logits: torch.Tensor  # (B, n_phases)
+    grid: torch.Tensor  # (B, 1, H, W) normalized SST
+    index: torch.Tensor  # (B,) normalized Niño 3.4 index
+    phase_logits: torch.Tensor  # (B, n_phases) over E, L, N
 
 
 class ConvLSTMCell(nn.Module):
@@ -52,19 +105,19 @@ class ConvLSTMCell(nn.Module):
         self.gates = nn.Conv2d(input_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        h, c = state  # (B, hidden, H, W) each
-        i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)
+        h, c = state  # (B, hidden, H, W) each; x: (B, C_in, H, W)
+        i, f, o, g = self.gates(torch.cat([x, h], dim=1)).chunk(4, dim=1)  # (B, hidden, H, W) each
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
 
-def _conv_out(size: int, kernel: int, stride: int) -> int:
-    return (size - kernel) // stride + 1
-
-
 class ConvLSTM(nn.Module):
-    """The forecaster; `forward(x)` with x (B, T, C, H, W) returns an `EnsoOutput`."""
+    """The forecaster; `forward(x)` with x (B, T, C, H, W) returns an `EnsoOutput`.
+
+    Args:
+        config: sizes; `config.height` x `config.width` must match the input grid.
+    """
 
     def __init__(self, config: ConvLSTMConfig) -> None:
         super().__init__()
@@ -75,11 +128,10 @@ class ConvLSTM(nn.Module):
         )
         last = config.hidden[-1]
         self.grid_head = nn.Conv2d(last, 1, 5, padding=2)
-        self.conv2 = nn.Conv2d(last, config.trunk_channels, 5, stride=2)
-        self.conv3 = nn.Conv2d(config.trunk_channels, config.trunk_channels, 5, stride=3)
-        self.flat = config.trunk_channels * _conv_out(_conv_out(config.height, 5, 2), 5, 3) * _conv_out(
-            _conv_out(config.width, 5, 2), 5, 3
-        )
+        (k2, s2), (k3, s3) = TRUNK
+        self.conv2 = nn.Conv2d(last, config.trunk_channels, k2, stride=s2)
+        self.conv3 = nn.Conv2d(config.trunk_channels, config.trunk_channels, k3, stride=s3)
+        self.flat = config.flat
         self.fc = nn.Linear(self.flat, config.fc)
         self.norm = nn.BatchNorm1d(config.fc)
         self.index_head = nn.Sequential(nn.Linear(config.fc, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, 1))
@@ -88,27 +140,50 @@ class ConvLSTM(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> EnsoOutput:
-        b, steps, _, height, width = x.shape  # (B, T, C, H, W)
-        layer_input = x
-        for cell in self.cells:
-            h = x.new_zeros(b, cell.hidden, height, width)
+        b, steps, channels, height, width = x.shape  # (B, T, C, H, W)
+        if (channels, height, width) != (self.config.input_channels, self.config.height, self.config.width):
+            raise ModelConfigError(
+                f"expected input (B, T, {self.config.input_channels}, {self.config.height}, {self.config.width}), "
+                f"got {tuple(x.shape)}; build the model with the features' grid size"
+            )
+        layer_input = x  # (B, T, C, H, W)
+        for depth, cell in enumerate(self.cells):
+            h = x.new_zeros(b, cell.hidden, height, width)  # (B, hidden, H, W)
             state = (h, h)
             outputs = []
             for t in range(steps):
                 state = cell(layer_input[:, t], state)
                 outputs.append(state[0])
-            layer_input = torch.stack(outputs, dim=1)  # (B, T, hidden, H, W)
+            if depth < len(self.cells) - 1:  # the top layer's sequence is not needed, only its last state
+                layer_input = torch.stack(outputs, dim=1)  # (B, T, hidden, H, W)
         last = state[0]  # (B, hidden[-1], H, W): the final hidden state of the top layer
         grid = self.grid_head(last)  # (B, 1, H, W)
-        trunk = self.conv3(self.conv2(last))  # (B, 32, H', W'), no activation, as published
+        trunk = self.conv3(self.conv2(last))  # (B, 32, H', W'), no activation between, as published
         trunk = F.relu(self.norm(self.fc(trunk.flatten(1))))  # (B, fc)
         return EnsoOutput(grid=grid, index=self.index_head(trunk).squeeze(1), phase_logits=self.phase_head(trunk))
 
 
-def enso_loss(output: EnsoOutput, batch: dict[str, torch.Tensor], land: torch.Tensor, config: ConvLSTMConfig) -> torch.Tensor:
-    """0.2 x MSE(SST grid, sea only) + 0.4 x MSE(index) + 0.4 x cross-entropy(phase)."""
-    sea = ~land  # (H, W)
-    grid = F.mse_loss(output.grid[:, 0][:, sea].float(), batch["grid"][:, 0][:, sea].float())
+def enso_loss(
+    output: EnsoOutput, batch: Mapping[str, torch.Tensor], land_mask: torch.Tensor, config: ConvLSTMConfig
+) -> torch.Tensor:
+    """grid_weight x MSE(SST grid, ocean only) + index_weight x MSE(index) + phase_weight x CE(phase).
+
+    Computed in float32 (also under autocast). The ocean mean is a masked sum, not a boolean
+    gather, so the loss has a static shape and does not synchronize a GPU.
+
+    Args:
+        output: the model's prediction.
+        batch: "grid" (B, 1, H, W), "index" (B,), "phase" (B,) int64.
+        land_mask: (H, W) bool, True on land; moved to the prediction's device.
+        config: the loss weights.
+
+    Returns:
+        A scalar tensor.
+    """
+    sea = ~land_mask.to(device=output.grid.device, dtype=torch.bool)  # (H, W)
+    squared = (output.grid.float() - batch["grid"].float()) ** 2  # (B, 1, H, W)
+    cells = sea.sum() * squared.shape[0] * squared.shape[1]
+    grid = torch.where(sea, squared, 0.0).sum() / cells.clamp(min=1)  # where, not *: NaN on land stays out
     index = F.mse_loss(output.index.float(), batch["index"].float())
     phase = F.cross_entropy(output.phase_logits.float(), batch["phase"])
     return config.grid_weight * grid + config.index_weight * index + config.phase_weight * phase

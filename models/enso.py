@@ -148,7 +148,7 @@ def load_enso_model(catalog: Catalog, version: int | None = None) -> tuple[Any, 
     from shoal.models.registry import load_model_entry
 
     entry = load_model_entry(catalog, MODEL, version)
-    model = ConvLSTM(ConvLSTMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry.config["model"].items()}))
+    model = ConvLSTM(ConvLSTMConfig.from_dict(entry.config["model"]))
     model.load_state_dict(_load_state(entry.checkpoint))
     return model.eval(), entry
 

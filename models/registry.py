@@ -1,16 +1,22 @@
 """The model registry: the Delta table `model_registry` plus checkpoints under the home.
 
 One row per trained model version: name, version (0, 1, ... per name), architecture,
-config and metrics (JSON), the feature dataset and version it was trained on, the
-checkpoint path (relative to the home: `models/<name>/<version>.pt`), run id, created_at.
+config and metrics (JSON), the feature dataset, kind and version it was trained on, the
+checkpoint path relative to the home (`models/<name>/<version>.pt`) and its sha256, run id,
+created_at. Each registration is one commit whose lineage names the feature version.
 Readable without shoal like every table: `pl.read_delta("<home>/tables/model_registry")`.
+
+Registrations of one home are serialized by a file lock (`<home>/.locks/register-model.lock`),
+so two concurrent runs never get the same version number. Checkpoints are copied atomically
+before the row is committed: a row never points at a missing or partial file.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-import shutil
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from shoal.catalog import validate_name
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance
+from shoal.locks import dataset_lock
 from shoal.settings import is_url
 
 if TYPE_CHECKING:
@@ -28,14 +36,29 @@ if TYPE_CHECKING:
 REGISTRY = "model_registry"
 SCHEMA = pa.schema([
     ("name", pa.string()), ("version", pa.int64()), ("architecture", pa.string()), ("config", pa.string()),
-    ("feature_dataset", pa.string()), ("feature_version", pa.string()), ("metrics", pa.string()),
-    ("checkpoint", pa.string()), ("run_id", pa.string()), ("created_at", pa.string()),
+    ("feature_dataset", pa.string()), ("feature_kind", pa.string()), ("feature_version", pa.string()),
+    ("metrics", pa.string()), ("checkpoint", pa.string()), ("checkpoint_sha256", pa.string()), ("run_id", pa.string()),
+    ("created_at", pa.string()),
 ])
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """A registered model version; `checkpoint` is absolute, `registry_version` the table's."""
+    """A registered model version.
+
+    Attributes:
+        name, version: the model and its version (0, 1, ... per name).
+        architecture: e.g. "convlstm".
+        config: what it was built and trained with (parsed JSON).
+        feature_dataset, feature_kind, feature_version: the feature version it was trained on.
+        metrics: its evaluation (parsed JSON).
+        checkpoint: the absolute path of the checkpoint file.
+        run_id: the training run.
+        created_at: ISO 8601, UTC.
+        registry_version: a `model_registry` table version that holds this row (for lineage).
+        checkpoint_relative: the checkpoint path relative to the home, as stored.
+        checkpoint_sha256: the checkpoint's sha256.
+    """
 
     name: str
     version: int
@@ -48,15 +71,57 @@ class ModelVersion:
     run_id: str
     created_at: str
     registry_version: int
+    feature_kind: str = "array"
+    checkpoint_relative: str = ""
+    checkpoint_sha256: str = ""
+
+    @property
+    def feature(self) -> InputVersion:
+        """The feature version as a lineage input."""
+        return InputVersion(self.feature_dataset, self.feature_kind, self.feature_version)
+
+
+def _local_home(catalog: Catalog) -> Path:
+    if is_url(catalog.home):
+        raise CatalogError(
+            f"the model registry keeps checkpoints on a local home for now, and {catalog.home} is a URL; "
+            "use a local --home (or SHOAL_HOME) for training"
+        )
+    return Path(catalog.home)
 
 
 def _rows(catalog: Catalog, name: str) -> list[dict[str, Any]]:
-    if not catalog.exists(REGISTRY):
-        return []
-    table = catalog.scan_table(REGISTRY)
+    """The registry rows of model `name`, by version."""
     import polars as pl
 
-    return table.filter(pl.col("name") == name).sort("version").collect().to_dicts()
+    if not catalog.exists(REGISTRY):
+        return []
+    return catalog.scan_table(REGISTRY).filter(pl.col("name") == name).sort("version").collect().to_dicts()
+
+
+def _json(value: Mapping[str, Any], what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as error:
+        raise CatalogError(f"the model's {what} must be JSON-serializable (plain numbers, strings, lists, dicts): {error}") from error
+
+
+def _copy(source: Path, target: Path) -> str:
+    """Copy `source` to `target` atomically; return its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with source.open("rb") as read, partial.open("wb") as write:
+            while block := read.read(1 << 20):
+                digest.update(block)
+                write.write(block)
+            write.flush()
+            os.fsync(write.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest.hexdigest()
 
 
 def register_model(
@@ -70,45 +135,85 @@ def register_model(
     checkpoint: Path,
     run_id: str,
 ) -> ModelVersion:
-    """Copy the checkpoint under the home and append its registry row (one commit)."""
-    if is_url(catalog.home):
-        raise CatalogError("the model registry keeps checkpoints on a local home for now; use a local --home")
-    rows = _rows(catalog, name)
-    version = rows[-1]["version"] + 1 if rows else 0
-    relative = Path("models", name, f"{version}.pt")
-    target = Path(catalog.home, relative)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint, target)
-    row = {
-        "name": name, "version": version, "architecture": architecture, "config": json.dumps(config),
-        "feature_dataset": feature.name, "feature_version": str(feature.version),
-        "metrics": json.dumps(metrics), "checkpoint": str(relative), "run_id": run_id,
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-    }
-    registry_version = catalog.write_table(
-        REGISTRY,
-        pa.Table.from_pylist([row], schema=SCHEMA),
-        provenance=Provenance(inputs=(feature,), parameters={"model": name, "version": version, "run_id": run_id},
-                              message=f"register {name} v{version}"),
-    )
+    """Copy the checkpoint under the home and append its registry row (one commit).
+
+    Args:
+        catalog: a catalog on a local home.
+        name: the model, a dataset-style name (`[a-z][a-z0-9_]*`).
+        architecture: e.g. "convlstm".
+        config: what the model was built and trained with (JSON-serializable).
+        feature: the feature version it was trained on; recorded as the commit's input.
+        metrics: its evaluation (JSON-serializable).
+        checkpoint: the file to register (e.g. the run's `best.pt`).
+        run_id: the training run.
+
+    Returns:
+        The new version: 0 for a new name, else 1 + the highest registered.
+
+    Raises:
+        CatalogError: a URL home, a bad name, a missing checkpoint, non-JSON config/metrics.
+    """
+    home = _local_home(catalog)
+    validate_name(name)
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CatalogError(f"checkpoint {checkpoint} does not exist; pass the run's best.pt (TrainResult.best_checkpoint)")
+    config_json, metrics_json = _json(config, "config"), _json(metrics, "metrics")
+    # Reading the highest version and appending the next must not interleave. Not the
+    # table's own lock (`<name>.lock`), which write_table takes while creating the table.
+    with dataset_lock(home / ".locks" / "register-model.lock"):
+        rows = _rows(catalog, name)
+        version = max(row["version"] for row in rows) + 1 if rows else 0
+        relative = f"models/{name}/{version}.pt"
+        target = home / relative
+        sha256 = _copy(checkpoint, target)  # overwrites a leftover of a run that died before its commit
+        row = {
+            "name": name, "version": version, "architecture": architecture, "config": config_json,
+            "feature_dataset": feature.name, "feature_kind": feature.kind, "feature_version": str(feature.version),
+            "metrics": metrics_json, "checkpoint": relative, "checkpoint_sha256": sha256, "run_id": run_id,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            registry_version = catalog.write_table(
+                REGISTRY,
+                pa.Table.from_pylist([row], schema=SCHEMA),
+                mode="append",
+                provenance=Provenance(
+                    inputs=(feature,),
+                    parameters={"model": name, "version": version, "architecture": architecture, "run_id": run_id,
+                                "checkpoint": relative, "checkpoint_sha256": sha256},
+                    message=f"register {name} v{version}",
+                ),
+            )
+        except CatalogError:  # the catalog says nothing was committed: no row, so no file
+            target.unlink(missing_ok=True)
+            raise
     return _entry(catalog, row, registry_version)
 
 
 def _entry(catalog: Catalog, row: Mapping[str, Any], registry_version: int) -> ModelVersion:
     return ModelVersion(
         name=row["name"], version=row["version"], architecture=row["architecture"], config=json.loads(row["config"]),
-        feature_dataset=row["feature_dataset"], feature_version=row["feature_version"],
-        metrics=json.loads(row["metrics"]), checkpoint=Path(catalog.home, row["checkpoint"]), run_id=row["run_id"],
+        feature_dataset=row["feature_dataset"], feature_kind=row["feature_kind"], feature_version=row["feature_version"],
+        metrics=json.loads(row["metrics"]), checkpoint=Path(catalog.home, row["checkpoint"]),
+        checkpoint_relative=row["checkpoint"], checkpoint_sha256=row["checkpoint_sha256"], run_id=row["run_id"],
         created_at=row["created_at"], registry_version=registry_version,
     )
 
 
 def load_model_entry(catalog: Catalog, name: str, version: int | None = None) -> ModelVersion:
-    """A registered version of model `name` (default: the latest)."""
+    """A registered version of model `name` (default: the latest).
+
+    Raises:
+        CatalogError: no such model or version; the message lists what is registered.
+    """
+    validate_name(name)
     rows = _rows(catalog, name)
-    chosen = [r for r in rows if version is None or r["version"] == version]
+    chosen = [row for row in rows if version is None or row["version"] == version]
     if not chosen:
-        known = ", ".join(str(r["version"]) for r in rows) or "none"
-        raise CatalogError(f"model {name!r} has no version {version if version is not None else 'yet'} "
-                           f"(registered: {known}); train one with `shoal run enso`")
+        known = ", ".join(str(row["version"]) for row in rows) or "none"
+        raise CatalogError(
+            f"model {name!r} has no version {version if version is not None else 'yet'} in {catalog.home} "
+            f"(registered: {known}); train one with `shoal run enso` or models.registry.register_model"
+        )
     return _entry(catalog, chosen[-1], catalog.latest_version(REGISTRY))

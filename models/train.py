@@ -1,17 +1,25 @@
-"""One generic train / evaluate loop for every model: seeded, checkpointed, resumable.
+"""One generic train / evaluate / predict loop for every model: seeded, checkpointed, resumable.
 
-Device auto (cuda > mps > cpu), AMP on cuda, a checkpoint each epoch (`last.pt`, written
+Contract: a dataset item is a dict of tensors with the model's input under "x"; batches are
+the default-collated dicts, moved to the device (non-tensor values are dropped), and
+`loss_fn(model(batch["x"]), batch)` returns a scalar tensor.
+
+Device auto (cuda > mps > cpu), AMP on cuda (autocast float16 + GradScaler), a checkpoint
+each epoch (`last.pt`: model, optimizer, scaler, epoch, history, best so far; written
 atomically) that a rerun resumes from, and the best epoch by validation loss (`best.pt`).
-The data loader's shuffle is seeded per epoch, so a resumed run sees the same order as an
-uninterrupted one and ends with bit-identical weights on the CPU.
+Everything random in an epoch (the shuffle, dropout) is seeded from (seed, epoch), so a
+resumed run sees what an uninterrupted one saw and, on the CPU, ends with bit-identical
+weights. Checkpoints hold tensors and plain types only: `torch.load(path, weights_only=True)`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +27,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from shoal.errors import TrainingError
+
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
+# A resumed run must draw the same batches as an uninterrupted one: these must not change.
+RESUME_KEYS = ("seed", "batch_size", "lr", "max_batches_per_epoch")
 
 
 @dataclass(frozen=True)
@@ -27,14 +39,20 @@ class TrainConfig:
     """How to train.
 
     Attributes:
-        epochs: passes over the training data.
-        batch_size: samples per step.
+        epochs: passes over the training data (a resumed run trains up to this many in all).
+        batch_size: samples per step; a last partial batch is dropped (BatchNorm cannot train
+            on one sample, and equal batches weigh every sample alike).
         lr: Adam's learning rate.
-        seed: seeds the weights' initialization (set before the model is built by the
-            caller, see `seeded`) and the shuffle of every epoch.
-        device: "auto" (cuda > mps > cpu), "cpu", "cuda" or "mps".
-        amp: mixed precision, used on cuda only.
-        max_batches_per_epoch: stop an epoch early (demos and benchmarks).
+        seed: seeds the shuffle and the randomness of every epoch. The initial weights are
+            the caller's: build the model under `seeded(seed, ...)`.
+        device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
+        amp: mixed precision (float16 autocast + GradScaler), used on cuda only.
+        num_workers: DataLoader worker processes.
+        max_batches_per_epoch: stop each training epoch after this many batches (demos and
+            benchmarks); validation always covers the whole validation set.
+        deterministic: `torch.use_deterministic_algorithms(True, warn_only=True)` while
+            training. CPU runs are then bit-identical; on cuda also set
+            CUBLAS_WORKSPACE_CONFIG=:4096:8 before the process starts.
     """
 
     epochs: int = 10
@@ -43,60 +61,244 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    num_workers: int = 0
     max_batches_per_epoch: int | None = None
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0 or not self.lr > 0:
+            raise TrainingError(
+                f"expected epochs >= 1, batch_size >= 1, lr > 0, num_workers >= 0; got epochs={self.epochs}, "
+                f"batch_size={self.batch_size}, lr={self.lr}, num_workers={self.num_workers}"
+            )
+        if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
+            raise TrainingError(f"max_batches_per_epoch must be None or >= 1, got {self.max_batches_per_epoch}")
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced.
+
+    Attributes:
+        best_epoch: the epoch (0-based) with the lowest validation loss.
+        best_val_loss: its validation loss.
+        history: (train loss, validation loss) per epoch, resumed epochs included.
+        best_checkpoint: `best.pt`: {"model": state dict, "epoch", "val_loss"}.
+        device: where this call trained.
+        seconds: wall time of this call.
+        windows_per_second: training samples per second of training steps in this call
+            (validation and checkpoints excluded); 0.0 when no epoch was left to train.
+        samples: training samples processed by this call.
+    """
 
     best_epoch: int
     best_val_loss: float
-    history: tuple[tuple[float, float], ...]  # (train loss, validation loss) per epoch
+    history: tuple[tuple[float, float], ...]
     best_checkpoint: Path
     device: str
     seconds: float
     windows_per_second: float
+    samples: int = 0
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    """cuda > mps > cpu for "auto"; otherwise the device named."""
-    if preference != "auto":
-        return torch.device(preference)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def pick_device(preference: str | torch.device = "auto") -> torch.device:
+    """cuda > mps > cpu for "auto"; otherwise the device named, which must be available."""
+    if str(preference) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError as error:
+        raise TrainingError(f"unknown device {preference!r}: expected auto, cpu, cuda, cuda:N or mps") from error
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise TrainingError(f"device {preference!r} is not available on this machine; use --device auto or cpu")
+    return device
 
 
 def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
-    """Build a model with its initial weights drawn from `seed`."""
+    """Build a model with its initial weights drawn from `seed`, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
 
 
-def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Distinct, reproducible seeds per (seed, epoch, stream): stream 0 shuffles, 1 seeds the global RNG."""
+    return (seed * 1_000_003 + 2 * epoch + stream) % (2**61 - 1)
 
 
-def _save(state: dict[str, Any], path: Path) -> None:
-    partial = path.with_suffix(".tmp")
-    torch.save(state, partial)
-    os.replace(partial, path)  # a crash never leaves a half-written checkpoint
+def _accumulator(device: torch.device) -> torch.Tensor:
+    """A zero on the device to sum losses into without a sync per step (MPS has no float64)."""
+    return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
 
 
-def _epoch_loss(model: nn.Module, loader: DataLoader, loss_fn: LossFn, device: torch.device, amp: bool) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad(), torch.autocast(device.type, enabled=amp):
-        for batch in loader:
-            batch = _to(batch, device)
-            size = len(next(iter(batch.values())))
-            total += float(loss_fn(model(batch["x"]), batch)) * size
-            count += size
-    return total / max(count, 1)
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items() if isinstance(value, torch.Tensor)}
+
+
+def _loader(
+    data: Dataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """Shuffled by `generator` when one is given, else in order."""
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=generator is not None, generator=generator, drop_last=drop_last,
+        num_workers=num_workers, pin_memory=device.type == "cuda",
+    )
+
+
+def _save(state: Mapping[str, Any], path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written checkpoint."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with partial.open("wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    loss_fn: LossFn,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    amp: bool = False,
+    num_workers: int = 0,
+) -> float:
+    """The mean loss per sample of `model` over `data` (eval mode, no gradients).
+
+    Args:
+        model: the model; moved to `device`, its train/eval mode restored afterwards.
+        data: items as in the module contract.
+        loss_fn: `loss_fn(output, batch) -> scalar`, a mean over the batch.
+        batch_size: samples per batch.
+        device: "auto", a device name or a `torch.device`.
+        amp: float16 autocast (cuda only).
+        num_workers: DataLoader worker processes.
+
+    Returns:
+        The sample-weighted mean of the batch losses.
+    """
+    chosen = pick_device(device)
+    mode = model.training
+    model.to(chosen).eval()
+    total, count = _accumulator(chosen), 0
+    try:
+        with torch.no_grad(), torch.autocast(chosen.type, enabled=amp and chosen.type == "cuda"):
+            for batch in _loader(data, batch_size=batch_size, device=chosen, num_workers=num_workers):
+                batch = _to_device(batch, chosen)
+                size = len(batch["x"])
+                total += loss_fn(model(batch["x"]), batch).detach().to(total.dtype) * size
+                count += size
+    finally:
+        model.train(mode)
+    if count == 0:
+        raise TrainingError("evaluate: the dataset is empty; nothing to compute a loss on")
+    return float(total) / count
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Concatenate per-batch outputs along dim 0, keeping their structure."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts) if first.dim() > 0 else torch.stack(parts)
+    if isinstance(first, tuple) and hasattr(first, "_fields"):  # a NamedTuple
+        return type(first)(*(_concat(list(column)) for column in zip(*parts, strict=True)))
+    if isinstance(first, tuple | list):
+        return type(first)(_concat(list(column)) for column in zip(*parts, strict=True))
+    if isinstance(first, Mapping):
+        return {key: _concat([part[key] for part in parts]) for key in first}
+    raise TrainingError(f"predict: cannot concatenate model outputs of type {type(first).__name__}")
+
+
+def _to_cpu(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output.detach().float().cpu() if output.is_floating_point() else output.detach().cpu()
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*(_to_cpu(item) for item in output))
+    if isinstance(output, tuple | list):
+        return type(output)(_to_cpu(item) for item in output)
+    if isinstance(output, Mapping):
+        return {key: _to_cpu(value) for key, value in output.items()}
+    return output
+
+
+def predict(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    batch_size: int,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+) -> Any:
+    """The model's outputs for every item of `data`, in order, on the CPU.
+
+    Args:
+        model: the model; moved to `device`, its train/eval mode restored afterwards.
+        data: items as in the module contract (only "x" is used).
+        batch_size: samples per batch.
+        device: "auto", a device name or a `torch.device`.
+        num_workers: DataLoader worker processes.
+
+    Returns:
+        The outputs concatenated along dim 0, in the model's own structure: a tensor, or a
+        NamedTuple / tuple / dict of tensors (e.g. `EnsoOutput` with grid (N, 1, H, W)).
+        Floating-point outputs come back as float32.
+    """
+    chosen = pick_device(device)
+    mode = model.training
+    model.to(chosen).eval()
+    parts = []
+    try:
+        with torch.no_grad():
+            for batch in _loader(data, batch_size=batch_size, device=chosen, num_workers=num_workers):
+                parts.append(_to_cpu(model(batch["x"].to(chosen, non_blocking=True))))
+    finally:
+        model.train(mode)
+    if not parts:
+        raise TrainingError("predict: the dataset is empty")
+    return _concat(parts)
+
+
+def _resume(
+    path: Path, config: TrainConfig, device: torch.device, model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> dict[str, Any]:
+    state = torch.load(path, map_location=device, weights_only=True)
+    saved = state.get("config", {})
+    changed = [f"{key}: {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RESUME_KEYS if saved.get(key) != getattr(config, key)]
+    if changed:
+        raise TrainingError(
+            f"{path} was written with other settings ({'; '.join(changed)}), so resuming would not reproduce "
+            "an uninterrupted run; pass resume=False (or --no-resume) or use another checkpoint folder"
+        )
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise TrainingError(f"{path} does not fit this model ({error}); pass resume=False or use another checkpoint folder") from error
+    if state["scaler"]:  # empty when written without AMP; a disabled scaler ignores it anyway
+        scaler.load_state_dict(state["scaler"])
+    return state
 
 
 def train(
@@ -111,67 +313,104 @@ def train(
 ) -> TrainResult:
     """Train `model` with Adam; a checkpoint each epoch; keep the best by validation loss.
 
-    Batches are dicts of tensors with the input under "x"; `loss_fn(output, batch)` gets the
-    batch on the device. With `resume`, a `last.pt` in `checkpoint_dir` is continued.
+    The model is moved to the device and left with the LAST epoch's weights (load
+    `best_checkpoint` for the best ones), in the train/eval mode it came in. The global RNG
+    and the deterministic-algorithms setting are restored on return.
+
+    Args:
+        model: the model, already initialized (see `seeded`).
+        loss_fn: `loss_fn(output, batch) -> scalar`; the batch is on the device.
+        train_data: training items (see the module contract).
+        val_data: validation items; picks the best epoch.
+        config: epochs, batch size, learning rate, seed, device, ...
+        checkpoint_dir: where `last.pt` and `best.pt` go (created when missing).
+        resume: continue from `checkpoint_dir/last.pt` when it exists.
+
+    Returns:
+        The best epoch, the history and throughput.
+
+    Raises:
+        TrainingError: empty data, an incompatible checkpoint, or a non-finite loss.
     """
+    began = time.perf_counter()
+    if len(train_data) == 0 or len(val_data) == 0:  # type: ignore[arg-type]
+        raise TrainingError(f"need training and validation samples; got {len(train_data)} and {len(val_data)}")  # type: ignore[arg-type]
     device = pick_device(config.device)
     amp = config.amp and device.type == "cuda"
+    checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     history: list[tuple[float, float]] = []
-    best_epoch, best_loss, start = -1, float("inf"), 0
+    best_epoch, best_loss, start = -1, math.inf, 0
     if resume and last.exists():
-        state = torch.load(last, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        history = [tuple(epoch) for epoch in state["history"]]
+        state = _resume(last, config, device, model, optimizer, scaler)
+        history = [(float(a), float(b)) for a, b in state["history"]]
         best_epoch, best_loss, start = state["best_epoch"], state["best_val_loss"], state["epoch"] + 1
-    validation = DataLoader(val_data, batch_size=config.batch_size)
-    began, seen = time.perf_counter(), 0
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    mode = model.training
+    determinism = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    train_seconds, samples = 0.0, 0
     try:
-        for epoch in range(start, config.epochs):
-            order = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-            loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, generator=order, drop_last=len(train_data) > config.batch_size)
-            model.train()
-            total, count = 0.0, 0
-            for step, batch in enumerate(loader):
-                if config.max_batches_per_epoch is not None and step >= config.max_batches_per_epoch:
-                    break
-                batch = _to(batch, device)
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device.type, enabled=amp):
-                    loss = loss_fn(model(batch["x"]), batch)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                size = len(batch["x"])
-                total, count, seen = total + loss.item() * size, count + size, seen + size
-            val_loss = _epoch_loss(model, validation, loss_fn, device, amp)
-            history.append((total / max(count, 1), val_loss))
-            if val_loss < best_loss:
-                best_epoch, best_loss = epoch, val_loss
-                _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best)
-            _save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                 "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_val_loss": best_loss,
-                 "config": asdict(config)},
-                last,
-            )
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices):
+            for epoch in range(start, config.epochs):
+                torch.manual_seed(_epoch_seed(config.seed, epoch, 1))  # dropout & co. of this epoch
+                loader = _loader(
+                    train_data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
+                    generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
+                    drop_last=len(train_data) > config.batch_size,  # type: ignore[arg-type]
+                )
+                tick = time.perf_counter()
+                model.train()
+                total, count = _accumulator(device), 0
+                for batch in islice(loader, config.max_batches_per_epoch):
+                    batch = _to_device(batch, device)
+                    optimizer.zero_grad(set_to_none=True)
+                    with torch.autocast(device.type, enabled=amp):
+                        loss = loss_fn(model(batch["x"]), batch)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    size = len(batch["x"])
+                    total += loss.detach().to(total.dtype) * size  # stays on the device: no sync per step
+                    count += size
+                train_loss = float(total) / max(count, 1)
+                _sync(device)
+                train_seconds += time.perf_counter() - tick
+                samples += count
+                val_loss = evaluate(
+                    model, val_data, loss_fn=loss_fn, batch_size=config.batch_size, device=device, amp=amp,
+                    num_workers=config.num_workers,
+                )
+                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                    raise TrainingError(
+                        f"epoch {epoch}: the loss diverged (train {train_loss}, validation {val_loss}); "
+                        f"lower the learning rate (lr={config.lr}) or check the inputs for NaN"
+                    )
+                history.append((train_loss, val_loss))
+                if val_loss < best_loss:
+                    best_epoch, best_loss = epoch, val_loss
+                    _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best)
+                _save(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_val_loss": best_loss,
+                     "config": asdict(config)},
+                    last,
+                )
     finally:
-        torch.use_deterministic_algorithms(deterministic)
-    seconds = time.perf_counter() - began
+        torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
+        model.train(mode)
     return TrainResult(
         best_epoch=best_epoch,
         best_val_loss=best_loss,
         history=tuple(history),
         best_checkpoint=best,
         device=str(device),
-        seconds=seconds,
-        windows_per_second=seen / seconds if seconds > 0 else 0.0,
+        seconds=time.perf_counter() - began,
+        windows_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
+        samples=samples,
     )

@@ -8,13 +8,13 @@ a killed writer are unreferenced files: the last snapshot stays intact.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shoal.errors import CatalogError
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
+from shoal.locks import dataset_lock
 from shoal.settings import is_url
 
 if TYPE_CHECKING:
@@ -50,22 +50,13 @@ def _storage(uri: str) -> icechunk.Storage:
     raise CatalogError(f"array home {uri!r}: unsupported scheme {scheme!r}; use a local path, s3:// or gs://")
 
 
-def _lock(uri: str, lock_path: Path | None) -> contextlib.AbstractContextManager[object]:
-    if lock_path is None or is_url(uri):
-        return contextlib.nullcontext()
-    from filelock import FileLock
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(lock_path)
-
-
 def open_repo(uri: str, name: str, *, create: bool, lock_path: Path | None = None) -> icechunk.Repository:
     """Open (or, with `create`, open or create) the repository of array `name`."""
     import icechunk
 
     storage = _storage(uri)
     if create:
-        with _lock(uri, lock_path):
+        with dataset_lock(lock_path):
             return icechunk.Repository.open_or_create(storage)
     if not icechunk.Repository.exists(storage):
         raise CatalogError(f"array {name!r} does not exist; see `shoal catalog ls`")
@@ -102,7 +93,7 @@ class ArraySession:
         lineage = Lineage.complete(provenance, dataset=self.name, kind="array", shape=shape)
         message = provenance.message or f"write {self.name}"
         metadata = {LINEAGE_KEY: lineage.to_dict()}
-        with _lock(self.uri, self._lock_path):
+        with dataset_lock(self._lock_path):
             try:
                 return self._session.commit(message, metadata=metadata)
             except icechunk.ConflictError:

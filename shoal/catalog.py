@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from shoal import arrays, tables
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Lineage, Provenance
+from shoal.locks import dataset_lock
 from shoal.settings import is_url, resolve_home
 
 if TYPE_CHECKING:
@@ -114,7 +115,11 @@ class Catalog:
         uri = self.uri("table", name)
         if not is_url(uri):
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+        # Delta serializes commits to an existing table, but two writers creating the same
+        # table at once can fail with "protocol changed": creation takes the dataset lock.
+        creating = not self._exists("table", name)
+        with dataset_lock(self._lock_path(name) if creating else None):
+            return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
 
     def array_session(self, name: str) -> arrays.ArraySession:
         """A writable session on array `name` (created when missing); commit it once."""

@@ -35,3 +35,11 @@ class SchemaError(SourceError):
 
 class CatalogError(ShoalError):
     """The catalog cannot do what was asked (unknown dataset, bad name, bad version, ...)."""
+
+
+class ModelConfigError(ShoalError, ValueError):
+    """A model configuration that cannot work (sizes, grid); the message says the fix."""
+
+
+class TrainingError(ShoalError):
+    """Training cannot go on (bad settings, an incompatible checkpoint, a diverged loss)."""

@@ -1,25 +1,29 @@
-"""The generic train loop: seeded, checkpointed, resumable, keeps the best epoch."""
+"""The generic train loop: seeded, checkpointed, resumable, keeps the best epoch; evaluate, predict."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import Dataset
 
-from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig, enso_loss
-from shoal.models.train import TrainConfig, pick_device, seeded, train
+from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig, EnsoOutput, enso_loss
+from shoal.errors import TrainingError
+from shoal.models.train import TrainConfig, TrainResult, evaluate, pick_device, predict, seeded, train
 
-TINY = ConvLSTMConfig(height=24, width=40, hidden=(4, 4, 8), trunk_channels=4, fc=8, head_hidden=8)
-LAND = torch.zeros(24, 40, dtype=torch.bool)
+H, W = 16, 24
+TINY = ConvLSTMConfig(height=H, width=W, hidden=(4, 4, 8), trunk_channels=4, fc=8, head_hidden=8)
+LAND = torch.zeros(H, W, dtype=torch.bool)
+LAND[:3] = True
 
 
 class Windows(Dataset):
-    """Seeded synthetic samples in the ENSO window contract."""
+    """Seeded synthetic samples in the ENSO window contract (the real features come elsewhere)."""
 
     def __init__(self, size: int, seed: int) -> None:
         g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(size, 6, 1, 24, 40, generator=g)
+        self.x = torch.randn(size, 6, 1, H, W, generator=g)  # (N, T, C, H, W)
         self.index = self.x[:, -1].mean(dim=(1, 2, 3))  # learnable: the last month's mean
         self.phase = (self.index > 0).long()
 
@@ -27,19 +31,22 @@ class Windows(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "grid": self.x[i, -1], "index": self.index[i], "phase": self.phase[i]}
+        return {"x": self.x[i], "grid": self.x[i, -1], "index": self.index[i], "phase": self.phase[i],
+                "month": torch.tensor(240 + i)}
 
 
-def _run(tmp: Path, *, epochs: int, seed: int = 0, resume: bool = True):  # noqa: ANN202
-    model = seeded(seed, lambda: ConvLSTM(TINY))
+def _loss(out: EnsoOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return enso_loss(out, batch, LAND, TINY)
+
+
+def _run(
+    folder: Path, *, epochs: int, seed: int = 0, resume: bool = True, lr: float = 1e-3, max_batches: int | None = None
+) -> tuple[torch.nn.Module, TrainResult]:
+    model = seeded(0, lambda: ConvLSTM(TINY))
     result = train(
-        model,
-        loss_fn=lambda out, batch: enso_loss(out, batch, LAND, TINY),
-        train_data=Windows(24, 1),
-        val_data=Windows(8, 2),
-        config=TrainConfig(epochs=epochs, seed=seed, device="cpu"),
-        checkpoint_dir=tmp,
-        resume=resume,
+        model, loss_fn=_loss, train_data=Windows(24, 1), val_data=Windows(8, 2),
+        config=TrainConfig(epochs=epochs, seed=seed, lr=lr, device="cpu", max_batches_per_epoch=max_batches),
+        checkpoint_dir=folder, resume=resume,
     )
     return model, result
 
@@ -48,43 +55,114 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
-def test_the_same_seed_gives_bit_identical_weights(tmp_path: Path) -> None:
-    a, _ = _run(tmp_path / "a", epochs=2)
-    b, _ = _run(tmp_path / "b", epochs=2)
+def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(tmp_path: Path) -> None:
+    a, first = _run(tmp_path / "a", epochs=2)
+    b, second = _run(tmp_path / "b", epochs=2)
     c, _ = _run(tmp_path / "c", epochs=2, seed=1)
-    assert _same(a, b) and not _same(a, c)
+    assert _same(a, b) and first.history == second.history
+    assert not _same(a, c)
 
 
-def test_resuming_from_the_last_checkpoint_equals_training_straight_through(tmp_path: Path) -> None:
-    straight, full = _run(tmp_path / "straight", epochs=3)
-    _run(tmp_path / "resumed", epochs=1)
-    resumed, result = _run(tmp_path / "resumed", epochs=3)
-    assert _same(straight, resumed) and result.history == full.history and len(result.history) == 3
+def test_two_epochs_straight_equal_one_epoch_then_a_resume_from_last_pt(tmp_path: Path) -> None:
+    straight, full = _run(tmp_path / "straight", epochs=2)
+    _, partial = _run(tmp_path / "resumed", epochs=1)
+    assert len(partial.history) == 1 and torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["epoch"] == 0
+    resumed, result = _run(tmp_path / "resumed", epochs=2)
+    assert _same(straight, resumed)
+    assert result.history == full.history and len(result.history) == 2 and result.samples == 24  # one epoch trained
+    assert (result.best_epoch, result.best_val_loss) == (full.best_epoch, full.best_val_loss)
 
 
-def test_best_checkpoint_holds_the_epoch_with_the_lowest_validation_loss(tmp_path: Path) -> None:
-    _, result = _run(tmp_path, epochs=4)
+def test_resuming_with_other_settings_is_refused_and_resume_false_starts_over(tmp_path: Path) -> None:
+    _run(tmp_path, epochs=1)
+    with pytest.raises(TrainingError, match=r"seed: 0 -> 1.*resume=False"):
+        _run(tmp_path, epochs=2, seed=1)
+    _, result = _run(tmp_path, epochs=1, seed=1, resume=False)
+    assert len(result.history) == 1 and result.samples == 24
+
+
+def test_best_pt_holds_the_epoch_with_the_lowest_validation_loss(tmp_path: Path) -> None:
+    model, result = _run(tmp_path, epochs=4, lr=3e-3)
     losses = [val for _, val in result.history]
     assert result.best_epoch == losses.index(min(losses)) and result.best_val_loss == min(losses)
     best = torch.load(result.best_checkpoint, weights_only=True)
-    assert best["epoch"] == result.best_epoch
+    assert best["epoch"] == result.best_epoch and best["val_loss"] == result.best_val_loss
+    model.load_state_dict(best["model"])
+    assert evaluate(model, Windows(8, 2), loss_fn=_loss, batch_size=4, device="cpu") == pytest.approx(min(losses), rel=1e-12)
+
+
+def test_checkpoints_load_with_weights_only_and_leave_no_temporary_files(tmp_path: Path) -> None:
+    _run(tmp_path, epochs=2)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert last["epoch"] == 3 and not (tmp_path / "last.tmp").exists()
-
-
-def test_training_lowers_the_loss(tmp_path: Path) -> None:
-    _, result = _run(tmp_path, epochs=6)
-    assert result.history[-1][0] < result.history[0][0]
+    assert last["epoch"] == 1 and len(last["history"]) == 2 and set(last) >= {"model", "optimizer", "scaler", "config"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
 
 
 def test_max_batches_per_epoch_limits_the_work(tmp_path: Path) -> None:
+    _, result = _run(tmp_path, epochs=2, max_batches=2)
+    assert result.samples == 2 * 2 * 4 and result.windows_per_second > 0  # 2 epochs x 2 batches of 4
+
+
+def test_train_restores_the_global_rng_and_determinism_settings(tmp_path: Path) -> None:
+    rng = torch.get_rng_state()
+    assert not torch.are_deterministic_algorithms_enabled()
+    model, _ = _run(tmp_path, epochs=1)
+    assert torch.equal(torch.get_rng_state(), rng) and not torch.are_deterministic_algorithms_enabled()
+    assert model.training  # the mode it came in
+
+
+def test_a_diverging_loss_stops_training_with_the_fix(tmp_path: Path) -> None:
     model = seeded(0, lambda: ConvLSTM(TINY))
-    result = train(model, loss_fn=lambda out, batch: enso_loss(out, batch, LAND, TINY), train_data=Windows(40, 1),
-                   val_data=Windows(8, 2), config=TrainConfig(epochs=1, device="cpu", max_batches_per_epoch=2),
-                   checkpoint_dir=tmp_path)
-    assert round(result.windows_per_second * result.seconds) == 8  # 2 batches of 4
+    with pytest.raises(TrainingError, match="diverged.*lower the learning rate"):
+        train(model, loss_fn=lambda out, batch: _loss(out, batch) * float("nan"), train_data=Windows(8, 1),
+              val_data=Windows(4, 2), config=TrainConfig(epochs=1, device="cpu"), checkpoint_dir=tmp_path)
+
+
+def test_predict_concatenates_outputs_in_dataset_order(tmp_path: Path) -> None:
+    model = seeded(0, lambda: ConvLSTM(TINY))
+    data = Windows(10, 3)
+    out = predict(model, data, batch_size=4, device="cpu")
+    assert isinstance(out, EnsoOutput)
+    assert out.grid.shape == (10, 1, H, W) and out.index.shape == (10,) and out.phase_logits.shape == (10, 3)
+    with torch.no_grad():
+        direct = model.eval()(data.x[6:10])
+    torch.testing.assert_close(out.index[6:], direct.index)
+    torch.testing.assert_close(out.grid[6:], direct.grid)
 
 
 def test_device_is_cpu_here_unless_named() -> None:
-    assert pick_device("cpu").type == "cpu"
-    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert pick_device().type == pick_device("auto").type == expected
+    with pytest.raises(TrainingError, match="unknown device"):
+        pick_device("tpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="not available"):
+            pick_device("cuda")
+
+
+class _Dropout(torch.nn.Module):
+    """A non-ConvLSTM model with randomness in training: the loop is generic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6 * H * W, 8), torch.nn.Dropout(0.5),
+                                       torch.nn.Linear(8, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)  # (B,)
+
+
+def test_a_model_with_dropout_resumes_bit_identically_and_predicts_a_tensor(tmp_path: Path) -> None:
+    def run(folder: Path, epochs: int) -> tuple[torch.nn.Module, TrainResult]:
+        model = seeded(0, _Dropout)
+        result = train(model, loss_fn=lambda out, batch: torch.nn.functional.mse_loss(out, batch["index"]),
+                       train_data=Windows(16, 1), val_data=Windows(4, 2), config=TrainConfig(epochs=epochs, device="cpu"),
+                       checkpoint_dir=folder)
+        return model, result
+
+    straight, full = run(tmp_path / "straight", 2)
+    run(tmp_path / "resumed", 1)
+    resumed, result = run(tmp_path / "resumed", 2)
+    assert _same(straight, resumed) and result.history == full.history
+    assert predict(straight, Windows(5, 3), batch_size=2, device="cpu").shape == (5,)

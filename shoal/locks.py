@@ -1,0 +1,16 @@
+"""Per-dataset file locks for local homes (object stores bring their own commit protocols)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+
+def dataset_lock(path: Path | None) -> contextlib.AbstractContextManager[object]:
+    """An exclusive lock on `path` (released by the OS if the holder dies); none for None."""
+    if path is None:
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
