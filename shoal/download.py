@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from shoal.errors import ShoalError
+from shoal.errors import ShoalError, exit_code
 from shoal.lineage import SourceFile
 
 if TYPE_CHECKING:
@@ -143,9 +143,7 @@ class DownloadReport:
     @property
     def exit_code(self) -> int:
         """0: all good; 1: some files failed, the rest are there; 2: nothing is there."""
-        if not self.failures:
-            return 0
-        return 1 if self.downloaded or self.skipped else 2
+        return exit_code(failed=bool(self.failures), done=bool(self.downloaded or self.skipped))
 
 
 def download(

@@ -8,6 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def exit_code(*, failed: bool, done: bool) -> int:
+    """The CLI's contract: 0 nothing failed; 1 some inputs failed, the rest were done; 2 nothing done."""
+    if not failed:
+        return 0
+    return 1 if done else 2
+
+
 class ShoalError(Exception):
     """Base class of every error shoal raises on purpose."""
 

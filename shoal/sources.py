@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.errors import CatalogError
+from shoal.errors import CatalogError, exit_code
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -39,9 +39,7 @@ class IngestReport:
     @property
     def exit_code(self) -> int:
         """0: all good; 1: some inputs failed, the rest committed; 2: nothing done."""
-        if not self.failures:
-            return 0
-        return 1 if self.committed or self.unchanged else 2
+        return exit_code(failed=bool(self.failures), done=bool(self.committed or self.unchanged))
 
 
 IngestFn = Callable[["Catalog", Sequence[Path]], IngestReport]
