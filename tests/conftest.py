@@ -21,9 +21,6 @@ os.environ.update(
 )
 os.environ.pop("SHOAL_HOME", None)
 
-DATA = Path(__file__).parent / "data"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
