@@ -180,12 +180,16 @@ def _read_message(path: Path, handle: int) -> dict[str, object]:
     return keys | _check_grid(path, handle)
 
 
-def expand(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, folders as their `sst*.grb` files, sorted by name."""
+def expand(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
+    """Files as given, folders as their `sst*.grb` files sorted by name; empty folders fail."""
     found: list[Path] = []
+    failures: list[str] = []
     for path in map(Path, paths):
-        found.extend(sorted(path.glob("sst*.grb")) if path.is_dir() else [path])
-    return found
+        files = sorted(path.glob("sst*.grb")) if path.is_dir() else [path]
+        if not files:
+            failures.append(str(SourceError(path, "no sstYYYYMM.grb file in this folder", fix="pass COBE-SST files or their folder")))
+        found.extend(files)
+    return found, failures
 
 
 def _digest(source: SourceFile) -> np.ndarray:
@@ -300,7 +304,9 @@ def _write(session: object, axis: np.ndarray, decoded: list[SstMonth]) -> None:
 @register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)")
 def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
     """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported."""
-    by_month, failures = _by_month(expand(paths))
+    files, failures = expand(paths)
+    by_month, misnamed = _by_month(files)
+    failures.extend(misnamed)
     session = catalog.array_session(DATASET)
     current = session.current()
     stored = _stored_digests(current)

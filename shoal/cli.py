@@ -73,10 +73,11 @@ def main(
 
 def _report(report: IngestReport) -> None:
     console = _console()
-    for path in report.committed:
-        console.print(f"[green]committed[/] {path}")
-    for path in report.unchanged:
-        console.print(f"[dim]unchanged[/] {path} (same sha256 as the latest version)")
+    for label, paths in (("[green]committed[/]", report.committed), ("[dim]unchanged[/]", report.unchanged)):
+        for path in paths[:5]:
+            console.print(f"{label} {path}")
+        if len(paths) > 5:
+            console.print(f"{label} … and {len(paths) - 5} more")
     for failure in report.failures:
         typer.echo(f"error: {failure}", err=True)
     console.print(f"{report.dataset}: version {report.version}; {len(report.committed)} committed, "

@@ -172,3 +172,8 @@ def test_the_cli_commits_good_files_prints_one_line_per_bad_file_and_exits_1(hom
     assert "sst: version 0; 3 committed, 0 unchanged, 8 failed" in result.stdout
     again = CliRunner().invoke(app, ["--home", str(home), "ingest", "sst", str(DATA / "bad")])
     assert again.exit_code == 2
+
+
+def test_a_folder_without_sst_files_is_a_failure_not_a_silent_success(catalog: Catalog, tmp_path: Path) -> None:
+    report = _ingest(catalog, tmp_path)
+    assert report.exit_code == 2 and "no sstYYYYMM.grb file in this folder" in report.failures[0]
