@@ -225,8 +225,8 @@ def _template(months: np.ndarray) -> xr.Dataset:
 
 def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.datetime64]) -> np.ndarray:
     """Make the time axis cover `months`: create it, append to it, or rebuild it."""
-    first = min(months + ([current.time.values[0].astype("datetime64[M]")] if current is not None else []))
-    last = max(months + ([current.time.values[-1].astype("datetime64[M]")] if current is not None else []))
+    held = current.time.values.astype("datetime64[M]") if current is not None else np.array([], "datetime64[M]")
+    first, last = min(months + list(held[:1])), max(months + list(held[-1:]))
     axis = np.arange(first, last + 1, dtype="datetime64[M]")
     from zarr.codecs import BloscCodec
 
@@ -235,18 +235,16 @@ def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.d
     blosc = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
     encoding = {"sst": {"chunks": (1, NJ, NI), "compressors": (blosc,)}, "source_sha256": {"chunks": (MAX_RUN * 10, 32)},
                 "time": {"units": "days since 1850-01-01", "dtype": "int64", "chunks": (MAX_RUN * 10,)}}
-    if current is None or first < current.time.values[0].astype("datetime64[M]"):
+    if current is None or first < held[0]:
         template = _template(axis)
         if current is not None:  # a month before the axis: rebuild it whole, in this same commit
-            old = current.time.values.astype("datetime64[M]")
-            offset = int((old[0] - first).astype(int))
+            offset = int((held[0] - first).astype(int))
             template = template.load()
-            template.sst[offset : offset + len(old)] = current.sst.values
-            template.source_sha256[offset : offset + len(old)] = current.source_sha256.values
+            template.sst[offset : offset + len(held)] = current.sst.values
+            template.source_sha256[offset : offset + len(held)] = current.source_sha256.values
         template.to_zarr(session.store, mode="w", consolidated=False, compute=current is not None, encoding=encoding)
-    elif last > current.time.values[-1].astype("datetime64[M]"):
-        grown = _template(axis[axis > current.time.values[-1].astype("datetime64[M]")])
-        grown.to_zarr(session.store, append_dim="time", consolidated=False)
+    elif last > held[-1]:
+        _template(axis[axis > held[-1]]).to_zarr(session.store, append_dim="time", consolidated=False)
     return axis
 
 

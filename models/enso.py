@@ -41,19 +41,15 @@ def _forecast(model: Any, features: EnsoFeatures, ends: np.ndarray, *, device: s
     """The index (°C) and phase probabilities (E, L, N) predicted from the 6 months before each end."""
     import torch
 
-    from shoal.models.train import pick_device
+    from shoal.models.train import predict
 
-    chosen = pick_device(device)
-    model = model.to(chosen).eval()
-    index, probabilities = [np.empty(0)], [np.empty((0, 3))]
-    with torch.no_grad():
-        for start in range(0, len(ends), 16):
-            batch = torch.stack([features.sst[t - features.window : t] for t in ends[start : start + 16]])
-            out = model(batch.to(chosen))  # x: (B, T, C, H, W)
-            index.append(out.index.float().cpu().numpy())
-            probabilities.append(torch.softmax(out.phase_logits.float(), dim=1).cpu().numpy())
+    if len(ends) == 0:
+        return np.empty(0), np.empty((0, 3))
+    windows = [{"x": features.sst[t - features.window : t]} for t in ends]  # views, (T, C, H, W) each
+    out = predict(model, windows, batch_size=16, device=device)
     stats = features.index_stats
-    return np.concatenate(index) * float(stats.std) + float(stats.mean), np.concatenate(probabilities)
+    index_c = out.index.numpy().astype(np.float64) * float(stats.std) + float(stats.mean)
+    return index_c, torch.softmax(out.phase_logits, dim=1).numpy().astype(np.float64)
 
 
 def _scores(predicted: np.ndarray, observed: np.ndarray, phase_predicted: np.ndarray, phase_observed: np.ndarray) -> dict[str, float]:
@@ -173,7 +169,7 @@ def predict_enso(catalog: Catalog, *, model_version: int | None = None, device: 
     common = {"model": MODEL, "model_version": entry.version, "feature_version": entry.feature_version, "run_id": run_id}
     table = pa.Table.from_pylist([row | common for row in rows], schema=PREDICTION_SCHEMA)
     version = catalog.write_table(PREDICTIONS, table, provenance=Provenance(
-        inputs=(InputVersion(FEATURES, "array", entry.feature_version), InputVersion("model_registry", "table", entry.registry_version)),
+        inputs=(entry.feature, InputVersion("model_registry", "table", entry.registry_version)),
         parameters={"model": MODEL, "model_version": entry.version, "run_id": run_id},
         message=f"{MODEL} v{entry.version}: {len(rows)} predictions",
     ))
