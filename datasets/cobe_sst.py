@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shoal.arrays import resolve
 from shoal.errors import SourceError
 from shoal.lineage import Provenance, SourceFile
-from shoal.sources import IngestReport, register_source
+from shoal.sources import FileDone, IngestReport, no_progress, register_source
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -192,6 +193,11 @@ def expand(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
     return found, failures
 
 
+def files(paths: Sequence[Path]) -> list[Path]:
+    """The files an ingest of `paths` processes (`expand` without its failures)."""
+    return expand(paths)[0]
+
+
 def _digest(source: SourceFile) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(source.sha256), dtype=np.uint8)
 
@@ -276,13 +282,15 @@ def _by_month(files: Sequence[Path]) -> tuple[dict[np.datetime64, Path], list[st
     return {month: group[0] for month, group in groups.items() if len(group) == 1}, failures
 
 
-def _decode_all(pending: dict[np.datetime64, SourceFile]) -> tuple[list[SstMonth], list[str]]:
+def _decode_all(pending: dict[np.datetime64, SourceFile], names: dict[np.datetime64, Path],
+                done: FileDone) -> tuple[list[SstMonth], list[str]]:
     decoded, failures = [], []
     for month in sorted(pending):
         try:
             decoded.append(decode(pending[month].path, source=pending[month]))
         except SourceError as error:
             failures.append(str(error))
+        done(str(names[month]))
     return decoded, failures
 
 
@@ -299,12 +307,25 @@ def _write(session: object, axis: np.ndarray, decoded: list[SstMonth]) -> None:
         ).to_zarr(session.store, region={"time": slice(start, start + len(run))}, consolidated=False)
 
 
-@register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)")
-def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
-    """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported."""
-    files, failures = expand(paths)
-    by_month, misnamed = _by_month(files)
+@register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)",
+                 expand=files)
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
+    """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported.
+
+    Args:
+        catalog: the catalog.
+        paths: `sstYYYYMM.grb` files, or folders of them.
+        progress: called once per file of `files(paths)`: when it is decoded, found
+            unchanged, or has failed (before the one commit of the whole call).
+    """
+    done = progress or no_progress
+    found, failures = expand(paths)
+    by_month, misnamed = _by_month(found)
     failures.extend(misnamed)
+    kept = set(by_month.values())
+    for path in found:
+        if path not in kept:  # misnamed, or its month given twice: failed already
+            done(str(path))
     session = catalog.array_session(DATASET)
     current = session.current()
     stored = _stored_digests(current)
@@ -312,7 +333,9 @@ def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
         sources = dict(zip(by_month, pool.map(SourceFile.of, by_month.values()), strict=True))
     unchanged = tuple(str(s.path) for m, s in sources.items() if stored.get(m) == s.sha256)
     pending = {m: s for m, s in sources.items() if stored.get(m) != s.sha256}
-    written, bad = _decode_all(pending)
+    for month in sorted(sources.keys() - pending.keys()):
+        done(str(by_month[month]))
+    written, bad = _decode_all(pending, by_month, done)
     failures.extend(bad)
     if not written:
         version = catalog.latest_version(DATASET) if current is not None else None
@@ -322,10 +345,12 @@ def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
                 for d in written if d.month in stored}
     converted = {str(d.month): d.unit for d in written if d.unit != "°C"}
     message = f"ingest {len(written)} month(s)" + (f", replacing {', '.join(sorted(replaced))}" if replaced else "")
-    session.commit(Provenance(
+    snapshot = session.commit(Provenance(
         sources=tuple(d.source for d in written),
         parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted},
         message=message,
     ))
-    return IngestReport(DATASET, catalog.latest_version(DATASET), committed=tuple(str(d.source.path) for d in written),
+    # The number of OUR snapshot: other writers may have committed since.
+    version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
+    return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),
                         unchanged=unchanged, failures=tuple(failures))

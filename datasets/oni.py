@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from shoal.errors import SchemaError, SourceError
 from shoal.lineage import Provenance, SourceFile
-from shoal.sources import IngestReport, register_source
+from shoal.sources import FileDone, IngestReport, no_progress, register_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,12 +136,21 @@ def read_oni(path: str | Path) -> pa.Table:
 
 
 @register_source("oni", dataset=DATASET, description="Niño 3.4 / ONI monthly index table")
-def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
     """Ingest one ONI table file into `nino34`; the same file again is a no-op.
 
     A file that changed replaces the table in one new commit (mode overwrite).
+
+    Args:
+        catalog: the catalog.
+        paths: exactly one table file.
+        progress: called with the file once it is validated (or has failed); with a wrong
+            number of files, once for each of them (all failed).
     """
+    done = progress or no_progress
     if len(paths) != 1:
+        for path in paths:
+            done(str(Path(path)))
         return IngestReport(DATASET, None, failures=(f"oni: expected exactly one table file, got {len(paths)}",))
     path = Path(paths[0])
     exists = catalog.exists(DATASET)
@@ -150,10 +159,12 @@ def ingest(catalog: Catalog, paths: Sequence[Path]) -> IngestReport:
     except SourceError as error:
         log.debug("ingest of %s failed", path, exc_info=True)  # `shoal --debug` shows it
         return IngestReport(DATASET, catalog.latest_version(DATASET) if exists else None, failures=(str(error),))
+    finally:  # validated or failed: either way the file is done
+        done(str(path))
     source = SourceFile.of(path)
-    previous = catalog.lineage(DATASET) if exists else None
-    if previous is not None and [s.sha256 for s in previous.sources] == [source.sha256]:
-        return IngestReport(DATASET, catalog.latest_version(DATASET), unchanged=(str(path),))
+    latest = catalog.history(DATASET)[0] if exists else None  # one read: its lineage and its number agree
+    if latest is not None and latest.lineage and [s.sha256 for s in latest.lineage.sources] == [source.sha256]:
+        return IngestReport(DATASET, latest.version, unchanged=(str(path),))
     version = catalog.write_table(
         DATASET,
         table,

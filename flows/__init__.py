@@ -1,6 +1,9 @@
-"""Prefect flows: the only package that imports prefect (a test enforces it)."""
+"""Prefect flows: the only package that imports prefect (a test enforces it).
 
-from shoal.flows.enso import build_enso_features, enso_pipeline, ingest_sst, predict_enso, train_enso
-from shoal.flows.ingest import ingest_oni
+`shoal.flows.ingest` holds the ingest flows (no torch); `shoal.flows.pipelines` the generic
+task flows (importing it loads torch on first training only, through shoal.models.runs).
+"""
 
-__all__ = ["build_enso_features", "enso_pipeline", "ingest_oni", "ingest_sst", "predict_enso", "train_enso"]
+from shoal.flows.ingest import ingest_oni, ingest_sst
+
+__all__ = ["ingest_oni", "ingest_sst"]

@@ -55,3 +55,9 @@ def finish(report: IngestReport) -> IngestReport:
 def ingest_oni(path: FilePath = SAMPLE, home: str | None = None) -> IngestReport:
     """Ingest the Niño 3.4 / ONI table into the `nino34` Delta table."""
     return finish(ingest_source(source="oni", paths=[path], home=home))
+
+
+@flow(name="ingest-sst")
+def ingest_sst(paths: list[Path], home: str | None = None) -> IngestReport:
+    """Ingest COBE-SST GRIB files (or folders of them) into the array `sst`."""
+    return finish(ingest_source(source="sst", paths=paths, home=home))

@@ -1,8 +1,9 @@
-"""One module per architecture, one generic train / evaluate / predict loop, the model registry.
+"""One module per architecture, one generic train / evaluate / predict loop, the tasks, the registry.
 
-`registry` is imported here; the torch modules (`convlstm`, `train`, `enso`) are imported on
-first use (`shoal.models.convlstm` or `from shoal.models import train`), so that
-`import shoal.models` and the registry stay free of torch's ~1-2 s import.
+The task modules (`enso`) are imported here, which registers them (`shoal.tasks`); they
+import torch only inside their functions. The torch modules (`convlstm`, `train`, `runs`,
+`reports`) are imported on first use (`shoal.models.convlstm` or `from shoal.models import
+train`), so that `import shoal.models` and the registry stay free of torch's ~1-2 s import.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from shoal.models import registry
+from shoal.models import enso, registry
 
-__all__ = ["convlstm", "enso", "registry", "train"]
-_TORCH_MODULES = frozenset({"convlstm", "enso", "train"})
+__all__ = ["convlstm", "enso", "registry", "reports", "runs", "train"]
+_LAZY_MODULES = frozenset({"convlstm", "reports", "runs", "train"})
 
 
 def __getattr__(name: str) -> ModuleType:
-    if name in _TORCH_MODULES:
+    if name in _LAZY_MODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """ConvLSTM ENSO forecaster (after Keydana 2021, "Convolutional LSTM for spatial forecasting").
 
-Six monthly SST grids in; out: the next month's SST grid, Niño 3.4 index and ENSO phase.
+Six monthly SST grids in; out: the SST grid at the first lead, and the Niño 3.4 anomaly and
+ENSO phase at every requested lead (`leads`, months after the last input month; lead 1 is
+the analysis' next month): one model, one index output and one phase head output per lead,
+all read from the same shared trunk, so every lead costs one forward pass.
 A 3-layer ConvLSTM (hidden 16, 16, 32; kernels 3, 3, 5) feeds a grid head (conv 5x5) and
 a trunk (conv 5x5 stride 2, conv 5x5 stride 3, linear 64, batch norm, ReLU) shared by an
 index head and a phase head. As published, the two trunk convolutions have no activation
@@ -50,6 +53,7 @@ class ConvLSTMConfig:
         fc: width of the shared linear layer.
         head_hidden: hidden width of the index and phase heads.
         n_phases: phase classes (E, L, N).
+        leads: forecast leads in months, increasing (1 = the next month).
         grid_weight, index_weight, phase_weight: the loss mix.
     """
 
@@ -62,6 +66,7 @@ class ConvLSTMConfig:
     fc: int = 64
     head_hidden: int = 128
     n_phases: int = 3
+    leads: tuple[int, ...] = (1,)
     grid_weight: float = 0.2
     index_weight: float = 0.4
     phase_weight: float = 0.4
@@ -71,6 +76,8 @@ class ConvLSTMConfig:
             raise ModelConfigError(f"hidden {self.hidden} and kernels {self.kernels} need one entry per layer each")
         if any(k % 2 == 0 for k in self.kernels):
             raise ModelConfigError(f"kernels {self.kernels} must be odd so that padding k // 2 keeps the grid size")
+        if not self.leads or list(self.leads) != sorted(set(self.leads)) or self.leads[0] < 1:
+            raise ModelConfigError(f"leads {self.leads} must be distinct whole months >= 1, increasing, e.g. (1, 3, 6)")
         if min(trunk_output_size(self.height), trunk_output_size(self.width)) < 1:
             raise ModelConfigError(
                 f"grid {self.height} x {self.width} is too small for the trunk (two 5x5 convolutions, "
@@ -89,11 +96,11 @@ class ConvLSTMConfig:
 
 
 class EnsoOutput(NamedTuple):
-    """What the model predicts for the next month."""
+    """What the model predicts: the grid at the first lead, index and phase at every lead."""
 
     grid: torch.Tensor  # (B, 1, H, W) normalized SST
-    index: torch.Tensor  # (B,) normalized Niño 3.4 index
-    phase_logits: torch.Tensor  # (B, n_phases) over E, L, N
+    index: torch.Tensor  # (B, L) normalized Niño 3.4 anomaly
+    phase_logits: torch.Tensor  # (B, L, n_phases) over E, L, N
 
 
 class ConvLSTMCell(nn.Module):
@@ -134,9 +141,10 @@ class ConvLSTM(nn.Module):
         self.flat = config.flat
         self.fc = nn.Linear(self.flat, config.fc)
         self.norm = nn.BatchNorm1d(config.fc)
-        self.index_head = nn.Sequential(nn.Linear(config.fc, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, 1))
+        leads = len(config.leads)
+        self.index_head = nn.Sequential(nn.Linear(config.fc, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, leads))
         self.phase_head = nn.Sequential(
-            nn.Linear(config.fc, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, config.n_phases)
+            nn.Linear(config.fc, config.head_hidden), nn.ReLU(), nn.Linear(config.head_hidden, leads * config.n_phases)
         )
 
     def forward(self, x: torch.Tensor) -> EnsoOutput:
@@ -160,7 +168,8 @@ class ConvLSTM(nn.Module):
         grid = self.grid_head(last)  # (B, 1, H, W)
         trunk = self.conv3(self.conv2(last))  # (B, 32, H', W'), no activation between, as published
         trunk = F.relu(self.norm(self.fc(trunk.flatten(1))))  # (B, fc)
-        return EnsoOutput(grid=grid, index=self.index_head(trunk).squeeze(1), phase_logits=self.phase_head(trunk))
+        phase = self.phase_head(trunk).unflatten(1, (len(self.config.leads), self.config.n_phases))  # (B, L, P)
+        return EnsoOutput(grid=grid, index=self.index_head(trunk), phase_logits=phase)
 
 
 def enso_loss(
@@ -168,22 +177,27 @@ def enso_loss(
 ) -> torch.Tensor:
     """grid_weight x MSE(SST grid, ocean only) + index_weight x MSE(index) + phase_weight x CE(phase).
 
+    The index and phase terms are means over every lead.
+
     Computed in float32 (also under autocast). The ocean mean is a masked sum, not a boolean
     gather, so the loss has a static shape and does not synchronize a GPU.
 
     Args:
         output: the model's prediction.
-        batch: "grid" (B, 1, H, W), "index" (B,), "phase" (B,) int64.
+        batch: "grid" (B, 1, H, W), "index" (B, L), "phase" (B, L) int64.
         land_mask: (H, W) bool, True on land; moved to the prediction's device.
         config: the loss weights.
 
     Returns:
         A scalar tensor.
     """
+    if batch["index"].shape != output.index.shape:  # broadcasting would silently mix samples
+        raise ModelConfigError(f"targets (B, leads) {tuple(batch['index'].shape)} do not match the model's "
+                               f"{tuple(output.index.shape)}; build the windows and the model with the same leads")
     sea = ~land_mask.to(device=output.grid.device, dtype=torch.bool)  # (H, W)
     squared = (output.grid.float() - batch["grid"].float()) ** 2  # (B, 1, H, W)
     cells = sea.sum() * squared.shape[0] * squared.shape[1]
     grid = torch.where(sea, squared, 0.0).sum() / cells.clamp(min=1)  # where, not *: NaN on land stays out
     index = F.mse_loss(output.index.float(), batch["index"].float())
-    phase = F.cross_entropy(output.phase_logits.float(), batch["phase"])
+    phase = F.cross_entropy(output.phase_logits.float().flatten(0, 1), batch["phase"].flatten())
     return config.grid_weight * grid + config.index_weight * index + config.phase_weight * phase

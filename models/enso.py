@@ -1,55 +1,83 @@
-"""The ENSO forecaster task: train the ConvLSTM on a feature version, evaluate it against
-persistence and monthly climatology, and persist predictions with their lineage.
+"""The ENSO task: the ConvLSTM forecaster of the Niño 3.4 anomaly and phase at several leads.
+
+Splits by target month (see `shoal.features.enso`): train before `valid_start`, validation
+(early stopping and the best epoch only) until `test_start`, test from `test_start` — the only
+skill reported. At every lead L the model is shown beside three baselines fitted on the
+training months only and scored on the same test rows:
+
+- persistence: the anomaly (and phase) of the last input month, L months before the target;
+- climatology: the training mean anomaly, and most frequent phase, of the target's calendar month;
+- linear: a least-squares autoregression of the target anomaly on the 6 input months'
+  anomalies plus the month of year (one-hot), one fit per lead; its phase is the predicted
+  anomaly's: E at >= +0.5 °C, L at <= -0.5 °C, else N.
 """
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from pydantic import Field, ValidationInfo, field_validator
 
 from shoal.errors import CatalogError
 from shoal.features.enso import DATASET as FEATURES
-from shoal.features.enso import PHASES, EnsoFeatures
+from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
+from shoal.tasks import FeatureBuild, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
 
 if TYPE_CHECKING:
-    from shoal.catalog import Catalog
-    from shoal.models.convlstm import ConvLSTMConfig
-    from shoal.models.registry import ModelVersion
-    from shoal.models.train import TrainConfig
+    import torch
 
-MODEL = "enso_convlstm"
-PREDICTIONS = "enso_predictions"
+    from shoal.catalog import Catalog
+    from shoal.models.registry import ModelVersion
+    from shoal.progress import Reporter
+
 PREDICTION_SCHEMA = pa.schema([
-    ("target_month", pa.date32()), ("kind", pa.string()), ("index_c", pa.float64()), ("observed_c", pa.float64()),
+    ("target_month", pa.date32()), ("lead", pa.int32()), ("issued_month", pa.date32()), ("kind", pa.string()),
+    ("period", pa.string()), ("predicted_anom_c", pa.float64()), ("observed_anom_c", pa.float64()),
     ("phase", pa.string()), ("prob_e", pa.float64()), ("prob_l", pa.float64()), ("prob_n", pa.float64()),
     ("model", pa.string()), ("model_version", pa.int64()), ("feature_version", pa.string()), ("run_id", pa.string()),
 ])
+METHODS = ("model", "persistence", "climatology", "linear")
+PHASE_THRESHOLD = 0.5  # °C of anomaly: the NOAA El Niño / La Niña threshold
 
 
-def new_run_id() -> str:
-    """A short random id tying a training or prediction run to its outputs."""
-    return uuid.uuid4().hex[:12]
+class EnsoSettings(TaskSettings):
+    """Options of the ENSO task (`--valid-start`, `--test-start`, `--coarsen`, `--leads` and the shared ones)."""
 
+    valid_start: str = Field("1990-01", description="First validation month, YYYY-MM; training is before it.")
+    test_start: str = Field("2005-01", description="First test month, YYYY-MM; the only months skill is reported on.")
+    coarsen: int = Field(1, ge=1, le=30, description="Average blocks of N x N 1° cells (1 = the analysis' grid).")
+    leads: tuple[int, ...] = Field((1,), description="Forecast leads in months, e.g. 1,3,6,9,12 (1 = the next month).")
 
-def _forecast(model: Any, features: EnsoFeatures, ends: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """The index (°C) and phase probabilities (E, L, N) predicted from the 6 months before each end."""
-    import torch
+    @field_validator("valid_start", "test_start")
+    @classmethod
+    def _month(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            month = np.datetime64(value, "M")
+        except ValueError:
+            month = None
+        if month is None or len(value) != 7 or str(month) != value:
+            raise ValueError("expected YYYY-MM")
+        if info.field_name == "test_start" and "valid_start" in info.data and value <= info.data["valid_start"]:
+            raise ValueError(f"expected a month after --valid-start {info.data['valid_start']}")
+        return value
 
-    from shoal.models.train import predict
-
-    if len(ends) == 0:
-        return np.empty(0), np.empty((0, 3))
-    windows = [{"x": features.sst[t - features.window : t]} for t in ends]  # views, (T, C, H, W) each
-    out = predict(model, windows, batch_size=16, device=device)
-    stats = features.index_stats
-    index_c = out.index.numpy().astype(np.float64) * float(stats.std) + float(stats.mean)
-    return index_c, torch.softmax(out.phase_logits, dim=1).numpy().astype(np.float64)
+    @field_validator("leads", mode="before")
+    @classmethod
+    def _leads(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = [int(part) for part in value.split(",")]
+            except ValueError:
+                raise ValueError("expected whole months separated by commas, e.g. 1,3,6") from None
+        if not value or any(not 1 <= int(lead) <= 24 for lead in value) or list(value) != sorted(set(value)):
+            raise ValueError("expected distinct increasing leads from 1 to 24 months, e.g. 1,3,6")
+        return tuple(value)
 
 
 def _scores(predicted: np.ndarray, observed: np.ndarray, phase_predicted: np.ndarray, phase_observed: np.ndarray) -> dict[str, float]:
@@ -59,151 +87,218 @@ def _scores(predicted: np.ndarray, observed: np.ndarray, phase_predicted: np.nda
         "rmse_c": float(np.sqrt(np.mean(error**2))),
         "correlation": corr,
         "phase_accuracy": float(np.mean(phase_predicted == phase_observed)),
+        "months": len(observed),
     }
 
 
-def evaluate(model: Any, features: EnsoFeatures, *, device: str = "auto") -> dict[str, Any]:
-    """Validation metrics of the model, persistence and monthly climatology, side by side.
+def threshold_phase(anomaly: np.ndarray) -> np.ndarray:
+    """Phase codes from anomalies (°C): E (0) at >= +0.5, L (1) at <= -0.5, else N (2)."""
+    return np.where(anomaly >= PHASE_THRESHOLD, 0, np.where(anomaly <= -PHASE_THRESHOLD, 1, 2))
 
-    Persistence: next month = this month (index and phase). Climatology: the training
-    period's mean index and most frequent phase of the target's calendar month.
-    """
-    targets = features.targets("valid")
-    if len(targets) == 0:
-        raise CatalogError("no validation window: ingest SST months after the training period")
-    index_c, probabilities = _forecast(model, features, targets, device=device)
-    observed = features.nino34_mean[targets].astype(np.float64)
-    phase = features.phase.numpy()
-    train = features.present & features.train
-    calendar = features.months.astype(int) % 12
-    climate_index = np.array([np.nanmean(features.nino34_mean[train & (calendar == m)]) for m in range(12)])
+
+def baselines(series: IndexSeries, origins: np.ndarray, lead: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Anomaly (°C) and phase code forecasts of each baseline for `origins` at `lead`, fitted on train only."""
+    anomaly, phase = series.anomaly, series.phase
+    calendar = series.months.astype(int) % 12
+    train = series.present & (series.split == 0)
+    climate = np.array([anomaly[train & (calendar == m)].mean() if (train & (calendar == m)).any() else 0.0
+                        for m in range(12)])
     climate_phase = np.array([np.bincount(phase[train & (calendar == m)], minlength=3).argmax() for m in range(12)])
+
+    def design(rows: np.ndarray) -> np.ndarray:  # (N, window + 12): the input anomalies, the month of year
+        lags = anomaly[rows[:, None] + np.arange(-series.window, 0)]
+        return np.hstack([lags, np.eye(12)[calendar[rows - 1]]])
+
+    fit = series.rows(lead, "train")
+    if len(fit) <= series.window + 12:
+        raise CatalogError(f"only {len(fit)} training months for the linear baseline at lead {lead}; "
+                           "ingest more SST months before valid_start")
+    coefficients = np.linalg.lstsq(design(fit), anomaly[fit - 1 + lead], rcond=None)[0]
+    linear = design(origins) @ coefficients
+    target = calendar[origins - 1 + lead]
     return {
-        "windows": len(targets),
-        "model": _scores(index_c, observed, probabilities.argmax(axis=1), phase[targets]),
-        "persistence": _scores(features.nino34_mean[targets - 1].astype(np.float64), observed, phase[targets - 1], phase[targets]),
-        "climatology": _scores(climate_index[calendar[targets]], observed, climate_phase[calendar[targets]], phase[targets]),
+        "persistence": (anomaly[origins - 1], phase[origins - 1]),
+        "climatology": (climate[target], climate_phase[target]),
+        "linear": (linear, threshold_phase(linear)),
     }
 
 
-def train_enso(
-    catalog: Catalog,
-    *,
-    model_config: ConvLSTMConfig,
-    train_config: TrainConfig,
-    feature_version: int | str | None = None,
-    run_id: str | None = None,
-) -> ModelVersion:
-    """Train the ConvLSTM on a feature version, evaluate it and register it."""
-    from shoal.models.convlstm import ConvLSTM, enso_loss
-    from shoal.models.registry import register_model
-    from shoal.models.train import seeded, train
-
-    run_id = run_id or new_run_id()
-    features = EnsoFeatures(catalog, version=feature_version)
-    height, width = features.sst.shape[-2:]
-    model_config = replace(model_config, height=height, width=width)
-    model = seeded(train_config.seed, lambda: ConvLSTM(model_config))
-    land = features.land
-    result = train(
-        model,
-        loss_fn=lambda output, batch: enso_loss(output, batch, land.to(output.index.device), model_config),
-        train_data=features.windows("train"),
-        val_data=features.windows("valid"),
-        config=train_config,
-        checkpoint_dir=Path(catalog.home, "models", MODEL, "runs", run_id),
-    )
-    model.load_state_dict(_load_state(result.best_checkpoint))
-    metrics = evaluate(model, features, device=train_config.device) | {
-        "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-        "history": [list(epoch) for epoch in result.history], "device": result.device,
-        "windows_per_second": result.windows_per_second,
-    }
-    return register_model(
-        catalog,
-        name=MODEL,
-        architecture="convlstm",
-        config={"model": asdict(model_config), "train": asdict(train_config)},
-        feature=InputVersion(FEATURES, "array", features.snapshot),
-        metrics=metrics,
-        checkpoint=result.best_checkpoint,
-        run_id=run_id,
-    )
-
-
-def _load_state(path: Path) -> dict[str, Any]:
+def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, leads: Sequence[int], *, device: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's anomaly (N, L) in °C and phase probabilities (N, L, 3) for `origins`."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("model", state)
+    from shoal.models.train import predict
+
+    out = predict(model, features.inputs(origins), batch_size=16, device=device)
+    stats = features.index_stats
+    anomaly = out.index.numpy().astype(np.float64) * float(stats.std) + float(stats.mean)
+    return anomaly, torch.softmax(out.phase_logits, dim=-1).numpy().astype(np.float64)
 
 
-def load_enso_model(catalog: Catalog, version: int | None = None) -> tuple[Any, ModelVersion]:
-    """The registered ConvLSTM (default: latest version) with its best weights."""
-    from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig
-    from shoal.models.registry import load_model_entry
+class _Loss:
+    """The ConvLSTM loss with the land mask kept on each device it is asked for (no copy per step)."""
 
-    entry = load_model_entry(catalog, MODEL, version)
-    model = ConvLSTM(ConvLSTMConfig.from_dict(entry.config["model"]))
-    model.load_state_dict(_load_state(entry.checkpoint))
-    return model.eval(), entry
+    def __init__(self, land: torch.Tensor, config: Any) -> None:
+        self.land, self.config, self._on = land, config, {}
 
+    def __call__(self, output: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        from shoal.models.convlstm import enso_loss
 
-def predict_enso(catalog: Catalog, *, model_version: int | None = None, device: str = "auto",
-                 run_id: str | None = None) -> tuple[int, Path]:
-    """Hindcasts of the validation period plus the forecast of the month after the data.
-
-    Returns:
-        The `enso_predictions` version written and the PNG of predicted vs observed index.
-    """
-    model, entry = load_enso_model(catalog, model_version)
-    features = EnsoFeatures(catalog, version=entry.feature_version)
-    run_id = run_id or new_run_id()
-    targets = features.targets("valid")
-    rows = _rows(features.months[targets], *_forecast(model, features, targets, device=device),
-                 observed=features.nino34_mean[targets], kind="hindcast")
-    end = len(features.months)
-    if features.present[end - features.window :].all():  # forecast the month after the data
-        rows += _rows(features.months[-1:] + 1, *_forecast(model, features, np.array([end]), device=device),
-                      observed=np.array([np.nan]), kind="forecast")
-    common = {"model": MODEL, "model_version": entry.version, "feature_version": entry.feature_version, "run_id": run_id}
-    table = pa.Table.from_pylist([row | common for row in rows], schema=PREDICTION_SCHEMA)
-    version = catalog.write_table(PREDICTIONS, table, provenance=Provenance(
-        inputs=(entry.feature, InputVersion("model_registry", "table", entry.registry_version)),
-        parameters={"model": MODEL, "model_version": entry.version, "run_id": run_id},
-        message=f"{MODEL} v{entry.version}: {len(rows)} predictions",
-    ))
-    return version, plot_hindcast(catalog, table, name=f"{MODEL}_v{entry.version}_{run_id}")
+        device = output.index.device
+        if device not in self._on:
+            self._on[device] = self.land.to(device)
+        return enso_loss(output, batch, self._on[device], self.config)
 
 
-def _rows(months: np.ndarray, index_c: np.ndarray, probabilities: np.ndarray, *, observed: np.ndarray,
-          kind: str) -> list[dict[str, Any]]:
-    return [
-        {"target_month": month.astype("datetime64[D]").astype(object), "kind": kind, "index_c": float(index),
-         "observed_c": None if np.isnan(obs) else float(obs), "phase": PHASES[int(probs.argmax())],
-         "prob_e": float(probs[0]), "prob_l": float(probs[1]), "prob_n": float(probs[2])}
-        for month, index, obs, probs in zip(months, index_c, observed, probabilities, strict=True)
-    ]
+@register_task("enso")
+class Enso(Task):
+    """ENSO: COBE-SST + Niño 3.4 -> `enso_features` -> ConvLSTM -> `enso_predictions`."""
+
+    model_name = "enso_convlstm"
+    architecture = "convlstm"
+    predictions = "enso_predictions"
+    settings = EnsoSettings
+
+    def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
+        """GRIB files or folders -> `sst`; a `.txt` table -> `oni` (default: the embedded real one)."""
+        from shoal.datasets.oni import SAMPLE
+
+        tables = [Path(p) for p in paths if Path(p).suffix == ".txt"]
+        return [("sst", [Path(p) for p in paths if Path(p).suffix != ".txt"]), ("oni", tables or [SAMPLE])]
+
+    def build_features(self, catalog: Catalog, settings: EnsoSettings, reporter: Reporter) -> FeatureBuild:
+        """Build (or reuse) `enso_features` for the latest `sst` and `nino34`."""
+        config = EnsoFeatureConfig(valid_start=settings.valid_start, test_start=settings.test_start,
+                                   coarsen=settings.coarsen)
+        return build(catalog, config=config, reporter=reporter)
+
+    def prepare(self, catalog: Catalog, settings: EnsoSettings, feature_version: int | str | None) -> Prepared:
+        """The ConvLSTM sized to the features' grid, with one output per lead, and the two splits."""
+        from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig
+
+        features = EnsoFeatures(catalog, version=feature_version)
+        height, width = features.sst.shape[-2:]
+        config = ConvLSTMConfig(height=height, width=width, leads=settings.leads)
+        train, valid = features.windows("train", settings.leads), features.windows("valid", settings.leads)
+        for name, windows, period in (("training", train, "before valid_start"),
+                                      ("validation", valid, "from valid_start to test_start")):
+            if len(windows) == 0:
+                raise CatalogError(f"no complete {name} window at leads {list(settings.leads)} in enso_features "
+                                   f"version {features.version}: ingest SST months {period} "
+                                   f"({features.config.valid_start} / {features.config.test_start})")
+        return Prepared(feature=InputVersion(FEATURES, "array", features.snapshot), model_config=asdict(config),
+                        build=lambda: ConvLSTM(config), loss_fn=_Loss(features.land, config),
+                        train_data=train, valid_data=valid)
+
+    def model(self, model_config: Mapping[str, Any]) -> Any:
+        """The ConvLSTM of a stored configuration."""
+        from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig
+
+        return ConvLSTM(ConvLSTMConfig.from_dict(model_config))
+
+    def evaluate(self, catalog: Catalog, model: Any, *, feature_version: str, model_config: Mapping[str, Any],
+                 device: str) -> dict[str, Any]:
+        """Correlation, RMSE and phase accuracy by lead on the test months: the model and each baseline."""
+        features = EnsoFeatures(catalog, version=feature_version)
+        leads = tuple(model_config["leads"])
+        rows = {lead: features.series.rows(lead, "test") for lead in leads}
+        if not any(len(r) for r in rows.values()):
+            raise CatalogError(f"no test month in enso_features version {features.version}: ingest SST months from "
+                               f"test_start ({features.config.test_start}) on, or build features with an earlier "
+                               "--test-start")
+        origins = np.unique(np.concatenate(list(rows.values())))
+        anomaly, probabilities = _forecast(model, features, origins, leads, device=device)
+        observed_phase = features.phase.numpy()
+        skill = []
+        for column, lead in enumerate(leads):
+            at = np.searchsorted(origins, rows[lead])
+            observed = features.anomaly[rows[lead] - 1 + lead]
+            truth = observed_phase[rows[lead] - 1 + lead]
+            forecasts = {"model": (anomaly[at, column], probabilities[at, column].argmax(axis=1))}
+            forecasts |= baselines(features.series, rows[lead], lead)
+            skill += [{"lead": lead, "method": name, **_scores(value, observed, phase, truth)}
+                      for name, (value, phase) in forecasts.items()]
+        return {"period": "test", "test_start": features.config.test_start, "valid_start": features.config.valid_start,
+                "leads": list(leads), "skill": skill}
+
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+        """Hindcasts of every validation and test month at every lead, and the forecast from the newest window."""
+        from shoal.models.reports import plot_hindcast, plot_skill
+
+        features = EnsoFeatures(catalog, version=entry.feature_version)
+        leads = tuple(entry.config["model"]["leads"])
+        origins = features.series.origins()
+        if len(origins) == 0:
+            raise CatalogError(f"enso_features version {features.version} has no {features.window} consecutive months")
+        end = len(features.months)
+        targets = origins[:, None] - 1 + np.array(leads)  # (N, L)
+        inside = np.minimum(targets, end - 1)
+        hindcast = (targets < end) & features.present[inside] & (features.split[inside] > 0)
+        wanted = hindcast.any(axis=1)
+        wanted[-1] = True  # the newest window: the forecast
+        origins, targets, hindcast = origins[wanted], targets[wanted], hindcast[wanted]
+        anomaly, probabilities = _forecast(model, features, origins, leads, device=device)
+        rows = []
+        for i, origin in enumerate(origins):
+            issued = features.months[origin - 1]
+            for column, lead in enumerate(leads):
+                forecast = i == len(origins) - 1 and targets[i, column] >= end
+                if not (hindcast[i, column] or forecast):
+                    continue
+                target = targets[i, column]
+                probs = probabilities[i, column]
+                rows.append({
+                    "target_month": _date(issued + lead), "lead": lead, "issued_month": _date(issued),
+                    "kind": "forecast" if forecast else "hindcast",
+                    "period": None if forecast else PERIODS[features.split[target]],
+                    "predicted_anom_c": float(anomaly[i, column]),
+                    "observed_anom_c": None if forecast else float(features.anomaly[target]),
+                    "phase": PHASES[int(probs.argmax())], "prob_e": float(probs[0]), "prob_l": float(probs[1]),
+                    "prob_n": float(probs[2]), "model": self.model_name, "model_version": entry.version,
+                    "feature_version": entry.feature_version, "run_id": run_id,
+                })
+        table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+        version = catalog.write_table(self.predictions, table, provenance=Provenance(
+            inputs=(entry.feature, InputVersion("model_registry", "table", entry.registry_version)),
+            parameters={"model": self.model_name, "model_version": entry.version, "run_id": run_id, "leads": list(leads)},
+            message=f"{self.model_name} v{entry.version}: {len(rows)} predictions at leads {list(leads)}",
+        ))
+        name = f"{self.model_name}_v{entry.version}_{run_id}"
+        plots = (plot_hindcast(Path(catalog.home, "reports", f"{name}_hindcast.png"), table, lead=leads[0],
+                               title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}"),
+                 plot_skill(Path(catalog.home, "reports", f"{name}_skill.png"), entry.metrics["skill"],
+                            title=f"{self.model_name} v{entry.version}: test correlation by lead"))
+        return Predicted(table=self.predictions, version=version, rows=len(rows), plots=plots)
+
+    def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
+        """One row per lead and method; the verdict compares the model with the best baseline at each lead."""
+        rows = tuple((str(row["lead"]), row["method"], f"{row['correlation']:.3f}", f"{row['rmse_c']:.3f}",
+                      f"{row['phase_accuracy']:.3f}", str(row["months"])) for row in metrics["skill"])
+        return SkillTable(
+            title=f"Niño 3.4 anomaly, test period from {metrics['test_start']}",
+            columns=("lead", "method", "correlation", "RMSE °C", "phase accuracy", "months"),
+            rows=rows, verdict=verdict(metrics["skill"]),
+        )
 
 
-def plot_hindcast(catalog: Catalog, table: pa.Table, *, name: str) -> Path:
-    """A PNG of predicted vs observed Niño 3.4 index over the validation period."""
-    import matplotlib
+def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
+    """Where the model's test correlation beats every baseline's, and where it loses to the best one."""
+    wins, losses = [], []
+    for lead in sorted({row["lead"] for row in skill}):
+        at = {row["method"]: row["correlation"] for row in skill if row["lead"] == lead}
+        name, best = max(((m, c) for m, c in at.items() if m != "model" and np.isfinite(c)), key=lambda mc: mc[1],
+                         default=("none", -np.inf))
+        if np.isfinite(at["model"]) and at["model"] > best:
+            wins.append(str(lead))
+        else:
+            losses.append(f"lead {lead} ({name} {best:.3f} vs model {at['model']:.3f})")
+    parts = [f"the model beats every baseline's correlation at lead {', '.join(wins)}"] if wins else []
+    if losses:
+        parts.append(f"it loses to the best baseline at {'; '.join(losses)}")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = table.to_pydict()
-    path = Path(catalog.home, "reports", f"{name}.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(10, 3.5))
-    observed = [np.nan if value is None else value for value in rows["observed_c"]]
-    axes.plot(rows["target_month"], observed, label="observed (NINO34_MEAN)", color="black")
-    axes.plot(rows["target_month"], rows["index_c"], label="predicted", color="tab:red")
-    axes.set_ylabel("Niño 3.4 SST (°C)")
-    axes.set_title(f"{name}: next-month Niño 3.4 index, validation period")
-    axes.legend(loc="upper left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+def _date(month: np.datetime64) -> Any:
+    return np.datetime64(month, "M").astype("datetime64[D]").astype(object)

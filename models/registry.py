@@ -14,9 +14,7 @@ before the row is committed: a row never points at a missing or partial file.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +24,11 @@ import pyarrow as pa
 
 from shoal.catalog import validate_name
 from shoal.errors import CatalogError
+from shoal.files import copy_atomic
 from shoal.lineage import InputVersion, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url
+from shoal.tables import CommitNotLanded
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -90,13 +90,16 @@ def _local_home(catalog: Catalog) -> Path:
     return Path(catalog.home)
 
 
-def _rows(catalog: Catalog, name: str) -> list[dict[str, Any]]:
-    """The registry rows of model `name`, by version."""
+def _rows(catalog: Catalog, name: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The registry rows of model `name`, by version, and the registry version they were read at."""
     import polars as pl
 
     if not catalog.exists(REGISTRY):
-        return []
-    return catalog.scan_table(REGISTRY).filter(pl.col("name") == name).sort("version").collect().to_dicts()
+        return [], None
+    # Read one pinned version, so the version reported is one that holds every row returned.
+    at = catalog.latest_version(REGISTRY)
+    rows = catalog.scan_table(REGISTRY, version=at).filter(pl.col("name") == name).sort("version").collect()
+    return rows.to_dicts(), at
 
 
 def _json(value: Mapping[str, Any], what: str) -> str:
@@ -104,24 +107,6 @@ def _json(value: Mapping[str, Any], what: str) -> str:
         return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError) as error:
         raise CatalogError(f"the model's {what} must be JSON-serializable (plain numbers, strings, lists, dicts): {error}") from error
-
-
-def _copy(source: Path, target: Path) -> str:
-    """Copy `source` to `target` atomically; return its sha256."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
-    try:
-        with source.open("rb") as read, partial.open("wb") as write:
-            while block := read.read(1 << 20):
-                digest.update(block)
-                write.write(block)
-            write.flush()
-            os.fsync(write.fileno())
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return digest.hexdigest()
 
 
 def register_model(
@@ -162,11 +147,12 @@ def register_model(
     # Reading the highest version and appending the next must not interleave. Not the
     # table's own lock (`<name>.lock`), which write_table takes while creating the table.
     with dataset_lock(home / ".locks" / "register-model.lock"):
-        rows = _rows(catalog, name)
+        rows, _ = _rows(catalog, name)
         version = max(row["version"] for row in rows) + 1 if rows else 0
         relative = f"models/{name}/{version}.pt"
         target = home / relative
-        sha256 = _copy(checkpoint, target)  # overwrites a leftover of a run that died before its commit
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sha256 = copy_atomic(checkpoint, target)  # overwrites a leftover of a run that died before its commit
         row = {
             "name": name, "version": version, "architecture": architecture, "config": config_json,
             "feature_dataset": feature.name, "feature_kind": feature.kind, "feature_version": str(feature.version),
@@ -185,9 +171,10 @@ def register_model(
                     message=f"register {name} v{version}",
                 ),
             )
-        except CatalogError:  # the catalog says nothing was committed: no row, so no file
+        except CommitNotLanded:  # nothing was committed: no row, so no file
             target.unlink(missing_ok=True)
             raise
+        # Any other error may come after the row landed: the file stays, a row may point at it.
     return _entry(catalog, row, registry_version)
 
 
@@ -208,7 +195,7 @@ def load_model_entry(catalog: Catalog, name: str, version: int | None = None) ->
         CatalogError: no such model or version; the message lists what is registered.
     """
     validate_name(name)
-    rows = _rows(catalog, name)
+    rows, at = _rows(catalog, name)
     chosen = [row for row in rows if version is None or row["version"] == version]
     if not chosen:
         known = ", ".join(str(row["version"]) for row in rows) or "none"
@@ -216,4 +203,24 @@ def load_model_entry(catalog: Catalog, name: str, version: int | None = None) ->
             f"model {name!r} has no version {version if version is not None else 'yet'} in {catalog.home} "
             f"(registered: {known}); train one with `shoal run enso` or models.registry.register_model"
         )
-    return _entry(catalog, chosen[-1], catalog.latest_version(REGISTRY))
+    return _entry(catalog, chosen[-1], at)
+
+
+def find_run(catalog: Catalog, name: str, run_id: str) -> ModelVersion | None:
+    """The registered version of model `name` trained by run `run_id`, or None.
+
+    For reusing a finished training run instead of training it again.
+
+    Args:
+        catalog: the catalog.
+        name: the model.
+        run_id: the training run (`ModelVersion.run_id`).
+
+    Returns:
+        The newest such version when the run was registered more than once, else the one
+        version, else None.
+    """
+    validate_name(name)
+    rows, at = _rows(catalog, name)
+    found = [row for row in rows if row["run_id"] == run_id]
+    return _entry(catalog, found[-1], at) if found else None

@@ -4,30 +4,44 @@ Contract: a dataset item is a dict of tensors with the model's input under "x"; 
 the default-collated dicts, moved to the device (non-tensor values are dropped), and
 `loss_fn(model(batch["x"]), batch)` returns a scalar tensor.
 
-Device auto (cuda > mps > cpu), AMP on cuda (autocast float16 + GradScaler), a checkpoint
+Device auto (cuda > mps > cpu), AMP on cuda (autocast float16 + GradScaler, or bfloat16
+without a scaler), a checkpoint
 each epoch (`last.pt`: model, optimizer, scaler, epoch, history, best so far; written
 atomically) that a rerun resumes from, and the best epoch by validation loss (`best.pt`).
 Everything random in an epoch (the shuffle, dropout) is seeded from (seed, epoch), so a
 resumed run sees what an uninterrupted one saw and, on the CPU, ends with bit-identical
 weights. Checkpoints hold tensors and plain types only: `torch.load(path, weights_only=True)`.
+
+Staging: a dataset that offers `to(device)` and `gather(indices) -> batch` (e.g. the ENSO
+windows, whose items are views into one series) is moved to the device once, and each batch
+is gathered there from a shuffled index tensor, with the same permutation a DataLoader would
+draw: no per-batch host copies, no collation, and on the CPU the same weights as the
+DataLoader path. No step synchronizes the host with the device: losses are summed on the
+device and read once per epoch.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from shoal.errors import TrainingError
+from shoal.files import atomic_write
+from shoal.progress import NULL
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shoal.progress import Reporter
 
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
 # A resumed run must draw the same batches as an uninterrupted one: these must not change.
@@ -46,13 +60,18 @@ class TrainConfig:
         seed: seeds the shuffle and the randomness of every epoch. The initial weights are
             the caller's: build the model under `seeded(seed, ...)`.
         device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
-        amp: mixed precision (float16 autocast + GradScaler), used on cuda only.
+        amp: mixed precision, used on cuda only.
+        amp_dtype: "float16" (autocast + GradScaler) or "bfloat16" (autocast, no scaler: no
+            per-step check for inf gradients, hence no host synchronization).
         num_workers: DataLoader worker processes.
         max_batches_per_epoch: stop each training epoch after this many batches (demos and
             benchmarks); validation always covers the whole validation set.
         deterministic: `torch.use_deterministic_algorithms(True, warn_only=True)` while
             training. CPU runs are then bit-identical; on cuda also set
             CUBLAS_WORKSPACE_CONFIG=:4096:8 before the process starts.
+        stage: move a stageable dataset (see the module docstring) to the device once.
+        compile: run the model through `torch.compile` (faster steps on a GPU after a
+            compilation of tens of seconds; the weights are the uncompiled module's).
     """
 
     epochs: int = 10
@@ -64,6 +83,9 @@ class TrainConfig:
     num_workers: int = 0
     max_batches_per_epoch: int | None = None
     deterministic: bool = True
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    stage: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0 or not self.lr > 0:
@@ -73,6 +95,8 @@ class TrainConfig:
             )
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
             raise TrainingError(f"max_batches_per_epoch must be None or >= 1, got {self.max_batches_per_epoch}")
+        if self.amp_dtype not in ("float16", "bfloat16"):
+            raise TrainingError(f"amp_dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -140,7 +164,11 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, torc
     return {key: value.to(device, non_blocking=True) for key, value in batch.items() if isinstance(value, torch.Tensor)}
 
 
-def _loader(
+def _stageable(data: Dataset) -> bool:
+    return callable(getattr(data, "to", None)) and callable(getattr(data, "gather", None))
+
+
+def _batches(
     data: Dataset,
     *,
     batch_size: int,
@@ -148,30 +176,49 @@ def _loader(
     num_workers: int,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
-) -> DataLoader:
-    """Shuffled by `generator` when one is given, else in order."""
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=generator is not None, generator=generator, drop_last=drop_last,
-        num_workers=num_workers, pin_memory=device.type == "cuda",
-    )
+    staged: Any = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches on the device, shuffled by `generator` when one is given, else in order.
+
+    From `staged` (the dataset already moved to the device) by gathering, else through a
+    DataLoader. Both see the same items in the same order.
+    """
+    if staged is None:
+        loader = DataLoader(
+            data, batch_size=batch_size, shuffle=generator is not None, generator=generator, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=device.type == "cuda",
+        )
+        return (_to_device(batch, device) for batch in loader)
+    size = len(data)  # type: ignore[arg-type]
+    if generator is None:
+        order = torch.arange(size)
+    else:
+        # A DataLoader draws its base seed from the generator before its sampler's permutation:
+        # draw it too, so that both paths shuffle identically.
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        order = torch.randperm(size, generator=generator)
+    order = order.to(device)
+    stop = size - size % batch_size if drop_last else size
+    return (staged.gather(order[i : i + batch_size]) for i in range(0, stop, batch_size))
+
+
+def _stage(data: Dataset, device: torch.device, enabled: bool) -> Any:
+    return data.to(device) if enabled and _stageable(data) else None  # type: ignore[attr-defined]
 
 
 def _save(state: Mapping[str, Any], path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written checkpoint."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with partial.open("wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    """Atomically: a crash never leaves a half-written checkpoint."""
+    with atomic_write(path) as f:
+        torch.save(dict(state), f)
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _autocast(device: torch.device, amp: bool, dtype: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp and device.type == "cuda")
 
 
 def evaluate(
@@ -182,7 +229,9 @@ def evaluate(
     batch_size: int,
     device: str | torch.device = "auto",
     amp: bool = False,
+    amp_dtype: str = "float16",
     num_workers: int = 0,
+    staged: Any = None,
 ) -> float:
     """The mean loss per sample of `model` over `data` (eval mode, no gradients).
 
@@ -192,8 +241,10 @@ def evaluate(
         loss_fn: `loss_fn(output, batch) -> scalar`, a mean over the batch.
         batch_size: samples per batch.
         device: "auto", a device name or a `torch.device`.
-        amp: float16 autocast (cuda only).
+        amp: autocast (cuda only) with `amp_dtype`.
+        amp_dtype: "float16" or "bfloat16".
         num_workers: DataLoader worker processes.
+        staged: `data` already moved to the device (see the module docstring), or None.
 
     Returns:
         The sample-weighted mean of the batch losses.
@@ -203,9 +254,8 @@ def evaluate(
     model.to(chosen).eval()
     total, count = _accumulator(chosen), 0
     try:
-        with torch.no_grad(), torch.autocast(chosen.type, enabled=amp and chosen.type == "cuda"):
-            for batch in _loader(data, batch_size=batch_size, device=chosen, num_workers=num_workers):
-                batch = _to_device(batch, chosen)
+        with torch.no_grad(), _autocast(chosen, amp, amp_dtype):
+            for batch in _batches(data, batch_size=batch_size, device=chosen, num_workers=num_workers, staged=staged):
                 size = len(batch["x"])
                 total += loss_fn(model(batch["x"]), batch).detach().to(total.dtype) * size
                 count += size
@@ -270,8 +320,9 @@ def predict(
     parts = []
     try:
         with torch.no_grad():
-            for batch in _loader(data, batch_size=batch_size, device=chosen, num_workers=num_workers):
-                parts.append(_to_cpu(model(batch["x"].to(chosen, non_blocking=True))))
+            for batch in _batches(data, batch_size=batch_size, device=chosen, num_workers=num_workers,
+                                  staged=_stage(data, chosen, True)):
+                parts.append(_to_cpu(model(batch["x"])))
     finally:
         model.train(mode)
     if not parts:
@@ -286,16 +337,17 @@ def _resume(
     state = torch.load(path, map_location=device, weights_only=True)
     saved = state.get("config", {})
     changed = [f"{key}: {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RESUME_KEYS if saved.get(key) != getattr(config, key)]
+    restart = "start over (resume=False; `shoal train --restart`) or use another checkpoint folder (`--run-id`)"
     if changed:
         raise TrainingError(
             f"{path} was written with other settings ({'; '.join(changed)}), so resuming would not reproduce "
-            "an uninterrupted run; pass resume=False (or --no-resume) or use another checkpoint folder"
+            f"an uninterrupted run; {restart}"
         )
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as error:
-        raise TrainingError(f"{path} does not fit this model ({error}); pass resume=False or use another checkpoint folder") from error
+        raise TrainingError(f"{path} does not fit this model ({error}); {restart}") from error
     if state["scaler"]:  # empty when written without AMP; a disabled scaler ignores it anyway
         scaler.load_state_dict(state["scaler"])
     return state
@@ -310,12 +362,14 @@ def train(
     config: TrainConfig,
     checkpoint_dir: Path,
     resume: bool = True,
+    reporter: Reporter | None = None,
 ) -> TrainResult:
     """Train `model` with Adam; a checkpoint each epoch; keep the best by validation loss.
 
-    The model is moved to the device and left with the LAST epoch's weights (load
-    `best_checkpoint` for the best ones), in the train/eval mode it came in. The global RNG
-    and the deterministic-algorithms setting are restored on return.
+    Model selection sees `val_data` only; a task's test data never comes here. The model is
+    moved to the device and left with the LAST epoch's weights (load `best_checkpoint` for
+    the best ones), in the train/eval mode it came in. The global RNG and the
+    deterministic-algorithms setting are restored on return.
 
     Args:
         model: the model, already initialized (see `seeded`).
@@ -325,6 +379,7 @@ def train(
         config: epochs, batch size, learning rate, seed, device, ...
         checkpoint_dir: where `last.pt` and `best.pt` go (created when missing).
         resume: continue from `checkpoint_dir/last.pt` when it exists.
+        reporter: told of every batch (no synchronization) and every epoch's losses.
 
     Returns:
         The best epoch, the history and throughput.
@@ -333,6 +388,7 @@ def train(
         TrainingError: empty data, an incompatible checkpoint, or a non-finite loss.
     """
     began = time.perf_counter()
+    reporter = reporter or NULL
     if len(train_data) == 0 or len(val_data) == 0:  # type: ignore[arg-type]
         raise TrainingError(f"need training and validation samples; got {len(train_data)} and {len(val_data)}")  # type: ignore[arg-type]
     device = pick_device(config.device)
@@ -341,14 +397,22 @@ def train(
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
+    forward = torch.compile(model) if config.compile else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and config.amp_dtype == "float16")
     history: list[tuple[float, float]] = []
     best_epoch, best_loss, start = -1, math.inf, 0
     if resume and last.exists():
         state = _resume(last, config, device, model, optimizer, scaler)
         history = [(float(a), float(b)) for a, b in state["history"]]
         best_epoch, best_loss, start = state["best_epoch"], state["best_val_loss"], state["epoch"] + 1
+        reporter.finish(f"resuming {last} after epoch {start}/{config.epochs}")
+    staged_train, staged_val = _stage(train_data, device, config.stage), _stage(val_data, device, config.stage)
+    size = len(train_data)  # type: ignore[arg-type]
+    drop_last = size > config.batch_size
+    steps = size // config.batch_size if drop_last else 1
+    if config.max_batches_per_epoch is not None:
+        steps = min(steps, config.max_batches_per_epoch)
     mode = model.training
     determinism = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     train_seconds, samples = 0.0, 0
@@ -359,32 +423,34 @@ def train(
         with torch.random.fork_rng(devices=rng_devices):
             for epoch in range(start, config.epochs):
                 torch.manual_seed(_epoch_seed(config.seed, epoch, 1))  # dropout & co. of this epoch
-                loader = _loader(
+                batches = _batches(
                     train_data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
                     generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
-                    drop_last=len(train_data) > config.batch_size,  # type: ignore[arg-type]
+                    drop_last=drop_last, staged=staged_train,
                 )
+                reporter.start(f"epoch {epoch + 1}/{config.epochs}", total=steps)
                 tick = time.perf_counter()
                 model.train()
                 total, count = _accumulator(device), 0
-                for batch in islice(loader, config.max_batches_per_epoch):
-                    batch = _to_device(batch, device)
+                for batch in islice(batches, config.max_batches_per_epoch):
                     optimizer.zero_grad(set_to_none=True)
-                    with torch.autocast(device.type, enabled=amp):
-                        loss = loss_fn(model(batch["x"]), batch)
+                    with _autocast(device, amp, config.amp_dtype):
+                        loss = loss_fn(forward(batch["x"]), batch)
                     scaler.scale(loss).backward()
                     scaler.step(optimizer)
                     scaler.update()
-                    size = len(batch["x"])
-                    total += loss.detach().to(total.dtype) * size  # stays on the device: no sync per step
-                    count += size
+                    batch_size = len(batch["x"])
+                    total += loss.detach().to(total.dtype) * batch_size  # stays on the device: no sync per step
+                    count += batch_size
+                    reporter.advance()
                 train_loss = float(total) / max(count, 1)
                 _sync(device)
-                train_seconds += time.perf_counter() - tick
+                seconds = time.perf_counter() - tick
+                train_seconds += seconds
                 samples += count
                 val_loss = evaluate(
                     model, val_data, loss_fn=loss_fn, batch_size=config.batch_size, device=device, amp=amp,
-                    num_workers=config.num_workers,
+                    amp_dtype=config.amp_dtype, num_workers=config.num_workers, staged=staged_val,
                 )
                 if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                     raise TrainingError(
@@ -401,6 +467,9 @@ def train(
                      "config": asdict(config)},
                     last,
                 )
+                reporter.finish(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, validation loss "
+                                f"{val_loss:.4f}{' (best)' if best_epoch == epoch else ''}, "
+                                f"{count / seconds if seconds > 0 else 0.0:.1f} samples/s")
     finally:
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
         model.train(mode)

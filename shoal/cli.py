@@ -34,6 +34,7 @@ VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="A versi
 class _State:
     home: str | None = None
     debug: bool = False
+    quiet: bool = False
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -61,9 +62,10 @@ def _print_json(data: Any) -> None:
 def main(
     home: Annotated[str | None, typer.Option(help="Catalog home (path or URL); default $SHOAL_HOME, else ~/.local/share/shoal.")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are off anyway when stdout is not a terminal).")] = False,
 ) -> None:
     """shoal: a data pipeline and feature store for scientific ML."""
-    _State.home, _State.debug = home, debug
+    _State.home, _State.debug, _State.quiet = home, debug, quiet
     if debug:  # an ingest turns a bad file into a report line; its traceback is logged here
         import logging
 
@@ -71,7 +73,7 @@ def main(
         logging.getLogger("shoal").setLevel(logging.DEBUG)
 
 
-def _report(report: IngestReport) -> None:
+def _report(report: IngestReport, *, exit_on_failure: bool = True) -> None:
     console = _console()
     for label, paths in (("[green]committed[/]", report.committed), ("[dim]unchanged[/]", report.unchanged)):
         for path in paths[:5]:
@@ -82,7 +84,7 @@ def _report(report: IngestReport) -> None:
         typer.echo(f"error: {failure}", err=True)
     console.print(f"{report.dataset}: version {report.version}; {len(report.committed)} committed, "
                   f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
-    if report.exit_code:
+    if report.exit_code and exit_on_failure:
         raise typer.Exit(report.exit_code)
 
 
@@ -94,7 +96,12 @@ def ingest(
     """Ingest source files into the catalog (one commit per call)."""
     from shoal.sources import get_source
 
-    _report(get_source(source).ingest(_catalog(), paths))
+    chosen = get_source(source)
+    catalog = _catalog()
+    with _reporter() as reporter:
+        reporter.start(f"ingest {source}", total=len(chosen.expand(paths)))
+        report = chosen.ingest(catalog, paths, progress=lambda _path: reporter.advance())
+    _report(report)
 
 
 @catalog_app.command("ls")
@@ -194,54 +201,189 @@ def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = F
     _console().print(root)
 
 
-run_app = typer.Typer(help="Run a whole pipeline as a Prefect flow.", no_args_is_help=True)
-app.add_typer(run_app, name="run")
+# -- task step commands: generic over the task registry (shoal.tasks) ----------------------
+
+# Every option a task step may take, once. None (or False) = not given: the task's default.
+# Field names are the task settings' names; `--max-batches` -> max_batches.
+_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "valid_start": (str | None, typer.Option(help="First validation month, YYYY-MM; training is before it.")),
+    "test_start": (str | None, typer.Option(help="First test month, YYYY-MM: the only months skill is reported on.")),
+    "coarsen": (int | None, typer.Option(help="Average blocks of N x N 1° cells (1 = the analysis' grid).")),
+    "leads": (str | None, typer.Option(help="Forecast leads in months, comma-separated, e.g. 1,3,6,9,12.")),
+    "epochs": (int | None, typer.Option(help="Training epochs.")),
+    "batch_size": (int | None, typer.Option(help="Samples per step.")),
+    "max_batches": (int | None, typer.Option(help="Stop each epoch after N batches.")),
+    "lr": (float | None, typer.Option(help="Adam's learning rate.")),
+    "seed": (int | None, typer.Option(help="Seed of weights and shuffles.")),
+    "device": (str | None, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")),
+    "compile": (bool, typer.Option("--compile", help="Run the model through torch.compile (GPU).")),
+    "amp_dtype": (str | None, typer.Option(help="Mixed precision on cuda: float16 (with a GradScaler) or bfloat16.")),
+}
+_FEATURE_OPTIONS = ("valid_start", "test_start", "coarsen")
+_TRAIN_OPTIONS = ("leads", "epochs", "batch_size", "max_batches", "lr", "seed", "device", "compile", "amp_dtype")
+# Options of the step itself, not of the task.
+_STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "feature_version": (str | None, typer.Option(help="Feature version (number or snapshot id); default the newest.")),
+    "model_version": (int | None, typer.Option(help="Registered model version; default the newest.")),
+    "run_id": (str | None, typer.Option(help="Training run id; default derived from the inputs and settings.")),
+    "restart": (bool, typer.Option("--restart", help="Discard the run's checkpoints and start from epoch 0.")),
+    "retrain": (bool, typer.Option("--retrain", help="Train and register anew even if an identical run finished.")),
+    "as_json": (bool, typer.Option("--json", help="Print JSON instead of a table.")),
+}
 
 
-def _metrics_table(metrics: dict[str, Any]) -> None:
+def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
+    """Register `fn(task, given, **step_options)` as command `name TASK [PATHS] [OPTIONS]`.
+
+    The options come from `_OPTIONS` and `_STEP_OPTIONS` by name, so that every step spells
+    an option the same way; task options the user gave reach `fn` as the dict `given`.
+    """
+    import inspect
+
+    def decorate(fn: Any) -> Any:
+        parameters = [inspect.Parameter("task", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=Annotated[str, typer.Argument(help="A registered task, e.g. enso.")])]
+        if paths:
+            parameters.append(inspect.Parameter(
+                "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=Annotated[list[Path], typer.Argument(help="Source files or folders of the task.")]))
+        for option in options:
+            kind, info = _OPTIONS.get(option) or _STEP_OPTIONS[option]
+            parameters.append(inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
+                                                default=False if kind is bool else None))
+
+        def command(**values: Any) -> None:
+            given = {key: values.pop(key) for key in list(values) if key in _OPTIONS}
+            fn(values.pop("task"), {key: value for key, value in given.items() if value is not None and value is not False},
+               **values)
+
+        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        command.__doc__ = fn.__doc__
+        app.command(name)(command)
+        return fn
+
+    return decorate
+
+
+def _reporter():  # noqa: ANN202 (rich is imported lazily)
+    from shoal.progress import RichReporter
+
+    return RichReporter(_console(), enabled=not _State.quiet)
+
+
+def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table("validation", "RMSE °C", "correlation", "phase accuracy",
-                  title=f"next-month Niño 3.4, {metrics['windows']} validation windows")
-    for name in ("model", "persistence", "climatology"):
-        row = metrics[name]
-        table.add_row(name, f"{row['rmse_c']:.3f}", f"{row['correlation']:.3f}", f"{row['phase_accuracy']:.3f}")
-    _console().print(table)
-
-
-def _run_enso(sst: list[Path], oni: Path | None, settings: dict[str, Any]) -> dict[str, Any]:
-    from shoal.datasets.oni import SAMPLE
-    from shoal.flows.enso import EnsoSettings, enso_pipeline
-
-    catalog = _catalog()
-    result = enso_pipeline(sst_paths=sst, oni_path=oni or SAMPLE, home=catalog.home, settings=EnsoSettings(**settings))
-    _metrics_table(result["metrics"])
+    skill = task.skill_table(metrics)
+    table = Table(*skill.columns, title=skill.title)
+    for row in skill.rows:
+        table.add_row(*row, style="bold" if row[1] == "model" else None)
     console = _console()
-    console.print(f"model enso_convlstm version {result['model_version']} on enso_features version "
-                  f"{result['feature_version']}; predictions: table enso_predictions version "
-                  f"{result['predictions_version']}; plot: {result['plot']}")
-    return result
+    console.print(table)
+    console.print(skill.verdict, markup=False, highlight=False)
 
 
-@run_app.command("enso")
-def run_enso(
-    sst: Annotated[list[Path], typer.Argument(help="COBE-SST files sstYYYYMM.grb or folders of them.")],
-    oni: Annotated[Path | None, typer.Option(help="The ONI table; default the embedded real one.")] = None,
-    train_end: Annotated[str, typer.Option(help="First validation month; training is before it.")] = "1990-01",
-    coarsen: Annotated[int, typer.Option(help="Average blocks of N x N 1° cells (1 = the analysis' grid).")] = 1,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 4,
-    max_batches: Annotated[int | None, typer.Option(help="Stop each epoch after N batches.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of weights and shuffles.")] = 0,
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda or mps.")] = "auto",
-) -> None:
-    """Ingest SST + Niño 3.4, build features, train the ConvLSTM, persist predictions."""
-    _run_enso(sst, oni, {"train_end": train_end, "coarsen": coarsen, "epochs": epochs, "batch_size": batch_size,
-                         "max_batches_per_epoch": max_batches, "seed": seed, "device": device})
+@_step("features", options=_FEATURE_OPTIONS)
+def features_command(task_name: str, given: dict[str, Any]) -> None:
+    """Build (or reuse) the task's feature version from the newest inputs."""
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    with _reporter() as reporter:
+        task.build_features(_catalog(), settings, reporter)
 
 
-DEMO_SST = ("1960-01", "1999-12")
-DEMO_ENSO = {"coarsen": 4, "epochs": 3, "max_batches_per_epoch": 60}  # ~1 min on 2 CPU cores
+@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "as_json"))
+def train_command(task_name: str, given: dict[str, Any], *, feature_version: str | None, run_id: str | None,
+                  restart: bool, retrain: bool, as_json: bool) -> None:
+    """Train the task's model (resuming an interrupted identical run), evaluate it on test, register it."""
+    from shoal.models.runs import train_model
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    with _reporter() as reporter:
+        trained = train_model(_catalog(), task, settings, feature_version=feature_version, run_id=run_id,
+                              restart=restart, retrain=retrain, reporter=reporter)
+    entry = trained.entry
+    if as_json:
+        _print_json({"model": entry.name, "version": entry.version, "run_id": trained.run_id, "reused": trained.reused,
+                     "feature_version": entry.feature_version, "metrics": entry.metrics})
+        return
+    _print_trained(task, trained)
+
+
+def _print_trained(task: Any, trained: Any) -> None:
+    entry = trained.entry
+    console = _console()
+    if trained.reused:
+        console.print(f"reused model {entry.name} version {entry.version}: run {trained.run_id} already finished with "
+                      "these inputs and settings (--retrain trains a new version)", markup=False, highlight=False)
+    else:
+        console.print(f"registered model {entry.name} version {entry.version} (run {trained.run_id}, best epoch "
+                      f"{entry.metrics['best_epoch'] + 1}, {entry.metrics['device']})", markup=False, highlight=False)
+    _print_skill(task, dict(entry.metrics))
+
+
+@_step("evaluate", options=("model_version", "device", "as_json"))
+def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: int | None, as_json: bool) -> None:
+    """Skill of a registered model on the task's test split, beside the baselines."""
+    from shoal.models.runs import evaluate_model
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    entry, metrics = evaluate_model(_catalog(), task, model_version=model_version, device=settings.device)
+    if as_json:
+        _print_json({"model": entry.name, "version": entry.version, **metrics})
+        return
+    _console().print(f"model {entry.name} version {entry.version} on {entry.feature_dataset} version "
+                     f"{entry.feature_version}", markup=False, highlight=False)
+    _print_skill(task, metrics)
+
+
+@_step("predict", options=("model_version", "device"))
+def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None) -> None:
+    """Write the task's predictions table version from a registered model."""
+    from shoal.models.runs import predict_model
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    entry, predicted = predict_model(_catalog(), task, model_version=model_version, device=settings.device)
+    _print_predicted(entry, predicted)
+
+
+def _print_predicted(entry: Any, predicted: Any) -> None:
+    _console().print(f"{predicted.table} version {predicted.version}: {predicted.rows} rows from model {entry.name} "
+                     f"version {entry.version}; plots: {', '.join(map(str, predicted.plots))}",
+                     markup=False, highlight=False)
+
+
+@_step("run", options=(*_FEATURE_OPTIONS, *_TRAIN_OPTIONS, "retrain"), paths=True)
+def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path], retrain: bool) -> None:
+    """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict."""
+    _run(task_name, paths, given, retrain=retrain)
+
+
+def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: bool = False) -> None:
+    from shoal.flows.pipelines import pipeline
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    task.parse(given)  # one-line errors before Prefect starts
+    result = pipeline(task_name=task_name, paths=paths, home=_catalog().home, settings=given, retrain=retrain)
+    for report in result.ingests:
+        _report(report, exit_on_failure=False)
+    _print_trained(task, result.trained)
+    _print_predicted(result.trained.entry, result.predicted)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+DEMO_SST = ("1960-01", "2020-12")
+DEMO_ENSO = {"coarsen": 8, "epochs": 3, "max_batches": 40, "leads": "1,3,6"}  # ~1.5 min on 2 CPU cores
 
 
 @app.command()
@@ -265,7 +407,7 @@ def demo() -> None:
     console.rule(f"3. ENSO: {start} .. {end} of sample COBE-SST GRIB -> features -> ConvLSTM -> predictions")
     files = write_sample(samples, start=start, end=end)
     console.print(f"wrote {len(files)} COBE-format GRIB files to {samples} (Niño 3.4 box = the real series)")
-    _run_enso([samples], None, DEMO_ENSO)
+    _run("enso", [samples], DEMO_ENSO)
     console.rule(f"4. the catalog at {catalog.home}")
     catalog_ls()
     console.rule("5. lineage of the predictions, down to the source files")
@@ -288,8 +430,6 @@ def fetch_sst_command(
     workers: Annotated[int, typer.Option(help="Files downloaded at once.")] = 4,
 ) -> None:
     """Download COBE-SST monthly GRIB files sstYYYYMM.grb; files already there are skipped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, MANIFEST, fetch_sst, month_urls
     from shoal.download import DownloadConfig
 
@@ -297,11 +437,10 @@ def fetch_sst_command(
     try:
         config = DownloadConfig(retries=retries, timeout=timeout, backoff=backoff, workers=workers)
         total = len(month_urls(start, end, base_url or COBE_SST_BASE_URL))  # validates before any output
-        columns = (TextColumn("fetch sst"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("sst", total=total)
+        with _reporter() as reporter:
+            reporter.start("fetch sst", total=total)
             report = fetch_sst(start=start, end=end, dest=dest, base_url=base_url or COBE_SST_BASE_URL,
-                               config=config, progress=lambda _url, _outcome: progress.advance(task))
+                               config=config, progress=lambda _url, _outcome: reporter.advance())
     except ShoalError as error:  # caught here too, so that in-process callers get the exit code
         if _State.debug:
             raise

@@ -2,13 +2,14 @@
 
 Generic: it knows URLs and destination paths, nothing of what the files hold.
 
-- **Atomic.** Each file is streamed to `<name>.part` in its destination folder, fsynced,
-  checked against the server's Content-Length, and only then renamed (`os.replace`) to its
-  final name. A partial file is never visible under the final name.
+- **Atomic.** Each file is streamed through `shoal.files.atomic_write` (a hidden temporary
+  file in its destination folder, fsynced), checked against the server's Content-Length, and
+  only then renamed (`os.replace`) to its final name. A partial file is never visible under
+  the final name; a failed download deletes its temporary file.
 - **Resume.** Because of that, a file that exists under its final name is complete: it is
   skipped without asking the server (no HEAD, no GET), and hashed locally for the report. A
-  `.part` left by an interrupted run is never trusted: it is overwritten from byte 0 (no
-  Range requests; the files this serves are small), and deleted when a download fails.
+  temporary file left by a killed run is never trusted (nor reused): every download starts
+  from byte 0 (no Range requests; the files this serves are small).
 - **Retries** (tenacity): connection errors, timeouts, a connection dropped mid-body or a
   body shorter than its Content-Length, HTTP 408, 429 and 5xx are retried with exponential
   backoff plus jitter (honouring a numeric `Retry-After`). Anything else, 404 included, fails
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from shoal.errors import ShoalError, exit_code
+from shoal.files import atomic_write, sha256_file
 from shoal.lineage import SourceFile
 
 if TYPE_CHECKING:
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PART_SUFFIX = ".part"
 _BLOCK = 1 << 16
 _RETRIED_STATUS = frozenset({408, 429})  # plus every 5xx
 _MANIFEST_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
@@ -204,15 +205,6 @@ def download(
                           failures=tuple(done["failed"]))
 
 
-def sha256_of(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(path: str | Path) -> dict[str, str]:
     """Read a `sha256sum`-format manifest into {name: sha256}; {} when there is none.
 
@@ -251,16 +243,10 @@ def write_manifest(path: str | Path, entries: Mapping[str, str]) -> Path:
         if "\n" in name or "\\" in name:
             raise DownloadError(f"{path}: file name {name!r} holds a newline or backslash; rename the file")
     text = "".join(f"{entries[name]}  {name}\n" for name in sorted(entries))
-    part = path.with_name(path.name + PART_SUFFIX)
     try:
-        with open(part, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-        _fsync_dir(path.parent)
+        with atomic_write(path) as f:
+            f.write(text.encode("utf-8"))
     except OSError as error:
-        part.unlink(missing_ok=True)
         raise DownloadError(f"{path}: cannot write the manifest ({error}); check the folder's permissions and free space") from error
     return path
 
@@ -312,8 +298,8 @@ def _download_one(client: httpx.Client, url: str, dest: Path,
     )
     try:
         if dest.is_file():  # only a complete download is ever renamed to its final name
-            size = dest.stat().st_size
-            return "skipped", DownloadedFile(url=url, path=str(dest), sha256=sha256_of(dest), bytes=size)
+            sha256, size = sha256_file(dest)
+            return "skipped", DownloadedFile(url=url, path=str(dest), sha256=sha256, bytes=size)
         return "downloaded", retrying(_attempt, client, url, dest)
     except (httpx.HTTPError, httpx.InvalidURL, _BadStatus, _Truncated, OSError) as error:
         attempts = retrying.statistics.get("attempt_number", 1)
@@ -321,32 +307,24 @@ def _download_one(client: httpx.Client, url: str, dest: Path,
 
 
 def _attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
-    """One GET into `<dest>.part`; renamed to `dest` only when every byte arrived."""
+    """One GET through `atomic_write`: `dest` appears only when every byte arrived."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + PART_SUFFIX)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # hashed on the way in: the file is not read twice
     size = 0
-    try:
-        with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise _BadStatus(response.status_code, response.reason_phrase,
-                                 _retry_after(response.headers.get("Retry-After")))
-            length = response.headers.get("Content-Length")
-            with open(part, "wb") as f:  # "wb": a stale .part from an earlier run is discarded
-                for block in response.iter_bytes(_BLOCK):
-                    f.write(block)
-                    digest.update(block)
-                    size += len(block)
-                f.flush()
-                os.fsync(f.fileno())
+    with client.stream("GET", url) as response:
+        if response.status_code != 200:
+            raise _BadStatus(response.status_code, response.reason_phrase,
+                             _retry_after(response.headers.get("Retry-After")))
+        length = response.headers.get("Content-Length")
+        with atomic_write(dest) as f:
+            for block in response.iter_bytes(_BLOCK):
+                f.write(block)
+                digest.update(block)
+                size += len(block)
             # h11 raises on a connection closed early; this also catches a server that lies.
+            # Raised inside the block, so the temporary file is dropped, never renamed.
             if length is not None and length.isdigit() and response.num_bytes_downloaded != int(length):
                 raise _Truncated(response.num_bytes_downloaded, int(length))
-        os.replace(part, dest)
-        _fsync_dir(dest.parent)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
     return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
 
 
@@ -418,14 +396,3 @@ def _failure(url: str, dest: Path, error: BaseException, attempts: int, config: 
     else:  # OSError: the local side
         fix = f"check that {dest.parent} is writable and has free space"
     return DownloadFailure(url=url, path=str(dest), problem=_describe(error), fix=fix, status=status, attempts=attempts)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); Windows cannot open a folder for fsync."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

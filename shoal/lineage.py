@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import shoal
+from shoal.files import sha256_file
 
 LINEAGE_KEY = "shoal"  # the commit-metadata key that holds the lineage JSON
 
@@ -31,13 +31,10 @@ class SourceFile:
 
     @classmethod
     def of(cls, path: str | Path) -> SourceFile:
-        """Hash a file in 1 MiB blocks."""
+        """Hash a file in 1 MiB blocks; the size is what was read, so the two always agree."""
         path = Path(path)
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        return cls(path=str(path.resolve()), sha256=digest.hexdigest(), bytes=path.stat().st_size)
+        sha256, size = sha256_file(path)
+        return cls(path=str(path.resolve()), sha256=sha256, bytes=size)
 
 
 @dataclass(frozen=True)
@@ -118,16 +115,39 @@ class Lineage:
 
 @functools.cache
 def git_sha() -> str | None:
-    """The commit of the shoal source tree, when it is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the shoal source tree when it is a git checkout of shoal, else None."""
+    return git_sha_of(Path(__file__))
+
+
+def git_sha_of(source: Path) -> str | None:
+    """The commit of the git checkout that tracks the file `source`, `-dirty` when it has changes.
+
+    None when `source` is not tracked by the repository its folder lies in: an installed copy
+    of shoal inside somebody else's repository (a virtual environment in their project, say)
+    must not record that repository's commit as shoal's.
+
+    Args:
+        source: a source file of the package (`shoal/lineage.py` for `git_sha`).
+
+    Returns:
+        The 40-hex commit id, plus `-dirty` when `git status --porcelain` shows changes, or
+        None (no git, not a checkout, or a checkout that does not track `source`).
+    """
+    folder = source.resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or not folder.is_relative_to(Path(top).resolve()):
         return None
-    return out.stdout.strip() or None
+    if git("ls-files", "--error-unmatch", "--", source.name) is None:  # exits 1 when untracked
+        return None
+    sha, status = git("rev-parse", "HEAD"), git("status", "--porcelain")
+    if not sha or status is None:
+        return None
+    return f"{sha}-dirty" if status else sha

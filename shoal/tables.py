@@ -53,6 +53,10 @@ def _as_arrow(data: object) -> pa.Table | pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(first.schema, chained())
 
 
+class CommitNotLanded(CatalogError):
+    """A table write failed before its commit: nothing was committed, so its side files may go."""
+
+
 def write_table(
     uri: str,
     name: str,
@@ -62,7 +66,13 @@ def write_table(
     predicate: str | None,
     provenance: Provenance,
 ) -> int:
-    """Write `data` to the Delta table at `uri` as one commit; return the new version."""
+    """Write `data` to the Delta table at `uri` as one commit; return the version of that commit.
+
+    Raises:
+        CommitNotLanded: the write failed; nothing was committed.
+        CatalogError: a bad request (nothing written), or the commit landed but its version
+            could not be read back.
+    """
     from deltalake import CommitProperties, write_deltalake
     from deltalake.exceptions import DeltaError
 
@@ -73,17 +83,50 @@ def write_table(
         raise CatalogError(f"table {name!r}: a predicate needs mode='overwrite' (replace where)")
     stamp = json.dumps(lineage.to_dict())
     try:
+        table = _existing_table(uri)
+        # Given a DeltaTable, delta-rs moves it to the snapshot of its own commit, retries
+        # over concurrent appends included: its version() is then ours, whatever landed since.
         write_deltalake(
-            uri,
+            uri if table is None else table,
             arrow,
             mode=mode,
             predicate=predicate,
             commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: stamp}),
         )
-        # Other writers may have committed since: find ours by its lineage stamp.
-        return next(e["version"] for e in _open(uri, name).history(limit=64) if e.get(LINEAGE_KEY) == stamp)
     except (DeltaError, ValueError) as error:
-        raise CatalogError(f"table {name!r}: write failed: {error}; nothing was committed") from error
+        raise CommitNotLanded(f"table {name!r}: write failed: {error}; nothing was committed") from error
+    try:
+        return _committed_version(uri, table, stamp)
+    except Exception as error:  # noqa: BLE001 (whatever broke, the commit is there: never say otherwise)
+        raise CatalogError(
+            f"table {name!r}: the write landed (it is committed), but its version could not be read "
+            f"back ({error}); see `shoal catalog history {name}` for it, and do not write it again"
+        ) from error
+
+
+def _existing_table(uri: str):  # noqa: ANN202 (deltalake is lazy)
+    """The table at `uri`, or None when this write is to create it."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(uri)
+    except TableNotFoundError:
+        return None
+
+
+def _committed_version(uri: str, table: object | None, stamp: str) -> int:
+    """The version our write produced: the table's own, or found by its lineage stamp."""
+    if table is not None:
+        return table.version()  # type: ignore[attr-defined]
+    # A creating write gets no table back: search the whole history (no limit, so commits
+    # made by others since cannot push ours out of sight).
+    from deltalake import DeltaTable
+
+    for entry in DeltaTable(uri).history():
+        if entry.get(LINEAGE_KEY) == stamp:
+            return entry["version"]
+    raise CatalogError("no commit in the table's history carries this write's lineage")
 
 
 def _open(uri: str, name: str, version: int | None = None):  # noqa: ANN202 (deltalake is lazy)

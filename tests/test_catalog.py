@@ -20,6 +20,7 @@ from shoal.catalog import Catalog, validate_name
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, SourceFile
 from shoal.settings import resolve_home
+from shoal.tables import CommitNotLanded
 
 WRITER = Path(__file__).parent / "writer.py"
 sys.path.insert(0, str(WRITER.parent))
@@ -95,9 +96,51 @@ def test_scan_table_is_a_lazy_polars_frame_at_any_version(catalog: Catalog) -> N
 
 def test_schema_mismatch_is_refused_and_nothing_is_committed(catalog: Catalog) -> None:
     catalog.write_table("t", pa.table({"a": [1]}), provenance=Provenance())
-    with pytest.raises(CatalogError, match="nothing was committed"):
+    with pytest.raises(CommitNotLanded, match="nothing was committed"):
         catalog.write_table("t", pa.table({"b": ["x"]}), provenance=Provenance())
     assert [v.version for v in catalog.history("t")] == [0]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["creating", "appending"])
+def test_a_write_returns_its_own_version_when_70_other_commits_land_before_the_read_back(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    import deltalake
+
+    real = deltalake.write_deltalake
+    uri = catalog.uri("table", "t")
+    if existing:
+        catalog.write_table("t", pa.table({"a": [-1]}), provenance=Provenance())
+
+    def then_another_writer(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        real(*args, **kwargs)
+        for i in range(70):  # more than any fixed window of recent history
+            real(uri, pa.table({"a": [i]}), mode="append")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", then_another_writer)
+    version = catalog.write_table("t", pa.table({"a": [999]}), provenance=Provenance(message="mine"))
+    assert version == int(existing)
+    assert catalog.lineage("t", version=version).message == "mine"
+    assert [r["a"] for r in _rows(catalog, "t", version=version)] == ([-1, 999] if existing else [999])
+    assert catalog.history("t")[0].version == version + 70
+
+
+def test_a_read_back_failure_says_the_write_landed_never_that_nothing_was_committed(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal import tables
+
+    catalog.write_table("t", pa.table({"a": [1]}), provenance=Provenance())
+
+    def broken(*args: object) -> int:
+        raise OSError("the log cannot be read")
+
+    monkeypatch.setattr(tables, "_committed_version", broken)
+    with pytest.raises(CatalogError, match=r"table 't': the write landed .*could not be read back") as raised:
+        catalog.write_table("t", pa.table({"a": [2]}), provenance=Provenance(message="landed"))
+    assert "nothing was committed" not in str(raised.value) and not isinstance(raised.value, CommitNotLanded)
+    monkeypatch.undo()
+    assert catalog.lineage("t").message == "landed" and [v.version for v in catalog.history("t")] == [1, 0]
 
 
 def test_predicate_without_overwrite_is_refused(catalog: Catalog) -> None:

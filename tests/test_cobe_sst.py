@@ -152,6 +152,46 @@ def test_two_files_for_one_month_are_both_refused_and_the_rest_committed(catalog
     assert np.isnan(_month(catalog.open_array("sst"), "1982-02")).all()
 
 
+def test_progress_sees_every_file_once_whatever_became_of_it(catalog: Catalog, tmp_path: Path) -> None:
+    from shoal.sources import get_source
+
+    source = get_source("sst")
+    source.ingest(catalog, [GOOD[0]])  # unchanged below
+    misnamed = shutil.copy(GOOD[1], tmp_path / "january.grb")
+    twice = tmp_path / "other" / "sst198202.grb"  # 1982-02 twice: both refused
+    twice.parent.mkdir()
+    shutil.copy(DATA / "revised" / "sst198202.grb", twice)
+    paths = [DATA / "good", DATA / "bad", Path(misnamed), twice, tmp_path / "empty"]
+    (tmp_path / "empty").mkdir()  # a failure, but no file: nothing to count
+    expected = [str(p) for p in source.expand(paths)]
+    assert len(expected) == 3 + 8 + 2
+    seen: list[str] = []
+    report = source.ingest(catalog, paths, progress=seen.append)
+    assert sorted(seen) == sorted(expected)
+    assert (len(report.committed), len(report.unchanged), len(report.failures)) == (1, 1, 8 + 1 + 2 + 1)
+
+
+def test_the_report_gives_the_version_of_its_own_commit_when_another_lands_right_after(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.arrays import ArraySession
+
+    real = ArraySession.commit
+    others: list[str] = []
+
+    def then_another_writer(self: ArraySession, provenance) -> str:  # noqa: ANN001
+        snapshot = real(self, provenance)
+        if not others:  # once: the other writer's own commit goes through this wrapper too
+            others.append("running")
+            assert _ingest(catalog, GOOD[2]).version == 1
+        return snapshot
+
+    monkeypatch.setattr(ArraySession, "commit", then_another_writer)
+    report = _ingest(catalog, GOOD[0], GOOD[1])
+    assert report.version == 0 and len(report.committed) == 2
+    assert [v.version for v in catalog.history("sst")] == [1, 0]
+
+
 def test_sample_files_follow_the_real_nino34_series_in_the_box(tmp_path: Path) -> None:
     files = write_sample(tmp_path, start="1997-06", end="1998-01", bits=16)
     real = nino34_mean(months_between("1997-06", "1998-01"))

@@ -21,8 +21,8 @@ def _batch(config: ConvLSTMConfig, size: int = 4, seed: int = 0) -> dict[str, to
     return {
         "x": torch.randn(size, 6, 1, h, w, generator=g),  # (B, T, C, H, W)
         "grid": torch.randn(size, 1, h, w, generator=g),
-        "index": torch.randn(size, generator=g),
-        "phase": torch.randint(0, 3, (size,), generator=g),
+        "index": torch.randn(size, len(config.leads), generator=g),  # (B, L)
+        "phase": torch.randint(0, 3, (size, len(config.leads)), generator=g),
     }
 
 
@@ -32,14 +32,27 @@ def test_the_analysis_configuration_derives_the_published_flatten_size_and_shape
     assert model.fc.in_features == 33408
     with torch.no_grad():
         out = model.eval()(torch.zeros(2, 6, 1, 115, 360))  # (B, T, C, H, W)
-    assert out.grid.shape == (2, 1, 115, 360) and out.index.shape == (2,) and out.phase_logits.shape == (2, 3)
+    assert out.grid.shape == (2, 1, 115, 360) and out.index.shape == (2, 1) and out.phase_logits.shape == (2, 1, 3)
 
 
 def test_a_coarse_grid_works_without_code_changes() -> None:
     model = ConvLSTM(SMALL)
     out = model(_batch(SMALL)["x"])
-    assert out.grid.shape == (4, 1, 28, 90) and out.index.shape == (4,) and out.phase_logits.shape == (4, 3)
+    assert out.grid.shape == (4, 1, 28, 90) and out.index.shape == (4, 1) and out.phase_logits.shape == (4, 1, 3)
     assert model.flat == 32 * 3 * 13
+
+
+def test_several_leads_get_one_index_and_one_phase_output_each() -> None:
+    config = ConvLSTMConfig(height=28, width=90, leads=(1, 3, 6))
+    batch = _batch(config)
+    out = ConvLSTM(config)(batch["x"])
+    assert out.grid.shape == (4, 1, 28, 90) and out.index.shape == (4, 3) and out.phase_logits.shape == (4, 3, 3)
+    assert enso_loss(out, batch, torch.zeros(28, 90, dtype=torch.bool), config).shape == ()
+    with pytest.raises(ModelConfigError, match="same leads"):
+        enso_loss(out, _batch(SMALL), torch.zeros(28, 90, dtype=torch.bool), config)
+    for leads in ((), (3, 1), (0, 1), (1, 1)):
+        with pytest.raises(ModelConfigError, match="leads"):
+            ConvLSTMConfig(leads=leads)
 
 
 def test_one_adam_step_on_a_fixed_batch_lowers_the_loss() -> None:
@@ -83,8 +96,8 @@ def test_the_grid_loss_is_the_mean_over_ocean_cells_weighted_0_2() -> None:
     land[:, :8] = True
     grid = torch.zeros(2, 1, 16, 16)
     grid[..., 8:] = 3.0  # error 3 on every ocean cell
-    out = EnsoOutput(grid=grid, index=torch.zeros(2), phase_logits=torch.zeros(2, 3))
-    batch = {"grid": torch.zeros(2, 1, 16, 16), "index": torch.zeros(2), "phase": torch.zeros(2, dtype=torch.long)}
+    out = EnsoOutput(grid=grid, index=torch.zeros(2, 1), phase_logits=torch.zeros(2, 1, 3))
+    batch = {"grid": torch.zeros(2, 1, 16, 16), "index": torch.zeros(2, 1), "phase": torch.zeros(2, 1, dtype=torch.long)}
     assert enso_loss(out, batch, land, config).item() == pytest.approx(0.2 * 9.0)
 
 

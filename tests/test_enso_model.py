@@ -1,4 +1,4 @@
-"""The ENSO task: train, evaluate against persistence and climatology, persist predictions."""
+"""The ENSO task: test-period skill by lead beside three baselines, predictions, reuse of identical runs."""
 
 from __future__ import annotations
 
@@ -10,69 +10,149 @@ import pytest
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
-from shoal.features.enso import EnsoFeatureConfig, EnsoFeatures, build
-from shoal.models.convlstm import ConvLSTMConfig
-from shoal.models.enso import evaluate, load_enso_model, predict_enso, train_enso
-from shoal.models.train import TrainConfig
+from shoal.features.enso import PERIODS, EnsoFeatures, IndexSeries
+from shoal.models.enso import baselines, threshold_phase, verdict
+from shoal.models.runs import evaluate_model, load_model, predict_model, train_model
+from shoal.progress import NULL
+from shoal.tasks import get_task
 
-QUICK = TrainConfig(epochs=1, max_batches_per_epoch=3, device="cpu")
+TASK = get_task("enso")
+QUICK = {"epochs": 1, "max_batches": 3, "batch_size": 2, "device": "cpu", "coarsen": 8, "leads": "1,3",
+         "valid_start": "1996-01", "test_start": "1998-01"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     root = tmp_path_factory.mktemp("enso")
     catalog = Catalog(root / "home")
-    cobe_sst.ingest(catalog, [Path(write_sample(root / "sst", start="1987-01", end="1990-12")[0]).parent])
+    cobe_sst.ingest(catalog, [Path(write_sample(root / "sst", start="1990-01", end="1999-12")[0]).parent])
     oni.ingest(catalog, [oni.SAMPLE])
-    build(catalog, config=EnsoFeatureConfig(train_end="1990-01", coarsen=4))
-    train_enso(catalog, model_config=ConvLSTMConfig(), train_config=QUICK, run_id="run0")
+    settings = TASK.parse(QUICK)
+    TASK.build_features(catalog, settings, NULL)
+    assert not train_model(catalog, TASK, settings).reused
     return catalog
 
 
-def test_training_registers_a_model_with_metrics_beside_both_baselines(trained: Catalog) -> None:
-    model, entry = load_enso_model(trained)
-    assert entry.version == 0 and entry.run_id == "run0" and entry.checkpoint.exists()
+def test_training_registers_test_skill_by_lead_for_the_model_and_three_baselines(trained: Catalog) -> None:
+    _, entry = load_model(trained, TASK)
+    assert entry.version == 0 and entry.checkpoint.exists() and entry.config["model"]["leads"] == [1, 3]
     assert entry.feature_version == trained.history("enso_features")[0].snapshot
-    assert entry.config["model"]["height"] == 28 and entry.config["model"]["width"] == 90
-    for name in ("model", "persistence", "climatology"):
-        assert set(entry.metrics[name]) == {"rmse_c", "correlation", "phase_accuracy"}
-    assert entry.metrics["windows"] == 12
+    metrics = entry.metrics
+    assert metrics["period"] == "test" and metrics["test_start"] == "1998-01"
+    assert [(row["lead"], row["method"]) for row in metrics["skill"]] == [
+        (lead, method) for lead in (1, 3) for method in ("model", "persistence", "climatology", "linear")]
+    for row in metrics["skill"]:
+        assert row["months"] == 24 and set(row) >= {"rmse_c", "correlation", "phase_accuracy"}  # 1998-01 .. 1999-12
 
 
-def test_persistence_and_climatology_are_computed_from_the_real_index(trained: Catalog) -> None:
-    model, _ = load_enso_model(trained)
-    features = EnsoFeatures(trained)
-    metrics = evaluate(model, features, device="cpu")
-    targets = features.targets("valid")
-    observed = features.nino34_mean[targets].astype(np.float64)
-    persistence = features.nino34_mean[targets - 1].astype(np.float64)
-    assert metrics["persistence"]["rmse_c"] == pytest.approx(np.sqrt(np.mean((persistence - observed) ** 2)))
-    train = features.present & features.train
-    calendar = features.months.astype(int) % 12
-    climate = {m: np.mean(features.nino34_mean[train & (calendar == m)].astype(np.float64)) for m in range(12)}
-    expected = np.sqrt(np.mean([(climate[calendar[t]] - features.nino34_mean[t]) ** 2 for t in targets]))
-    assert metrics["climatology"]["rmse_c"] == pytest.approx(expected)
-    assert metrics["model"] == load_enso_model(trained)[1].metrics["model"]
+def test_training_and_model_selection_never_see_a_test_month(trained: Catalog) -> None:
+    prepared = TASK.prepare(trained, TASK.parse(QUICK), None)
+    months = EnsoFeatures(trained).months
+    for data, end in ((prepared.train_data, "1996-01"), (prepared.valid_data, "1998-01")):
+        last_targets = months[data.origins - 1 + 3]
+        assert len(data) > 0 and (last_targets < np.datetime64(end)).all()
 
 
-def test_predictions_cover_the_validation_period_and_forecast_the_next_month(trained: Catalog) -> None:
-    version, plot = predict_enso(trained, device="cpu", run_id="pred0")
-    table = trained.read_table("enso_predictions", version=version).to_pandas()
+def test_evaluate_recomputes_the_registered_skill(trained: Catalog) -> None:
+    entry, metrics = evaluate_model(trained, TASK, device="cpu")
+    assert metrics["skill"] == entry.metrics["skill"]
+
+
+def test_an_identical_rerun_reuses_the_model_and_retrain_gives_a_new_version_with_the_same_cpu_weights(trained: Catalog) -> None:
+    import torch
+
+    settings = TASK.parse(QUICK)
+    again = train_model(trained, TASK, settings)
+    assert again.reused and again.entry.version == 0 and again.result is None
+    retrained = train_model(trained, TASK, settings, retrain=True)
+    assert not retrained.reused and retrained.entry.version == 1 and retrained.run_id == again.run_id
+    first, _ = load_model(trained, TASK, 0)
+    second, _ = load_model(trained, TASK, 1)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other = train_model(trained, TASK, TASK.parse(QUICK | {"seed": 1}))
+    assert not other.reused and other.run_id != again.run_id
+
+
+def test_predictions_cover_validation_and_test_at_every_lead_and_forecast_from_the_newest_window(trained: Catalog) -> None:
+    entry, predicted = predict_model(trained, TASK, model_version=0, device="cpu", run_id="pred0")
+    table = trained.read_table("enso_predictions", version=predicted.version).to_pandas()
     hindcast, forecast = table[table.kind == "hindcast"], table[table.kind == "forecast"]
-    assert len(hindcast) == 12 and list(forecast.target_month.astype(str)) == ["1991-01-01"]
-    assert forecast.observed_c.isna().all() and hindcast.observed_c.notna().all()
+    assert set(hindcast.period) == {"valid", "test"} and set(hindcast.lead) == {1, 3}
+    assert len(hindcast[(hindcast.lead == 1) & (hindcast.period == "test")]) == 24
+    assert list(forecast.lead) == [1, 3] and list(forecast.target_month.astype(str)) == ["2000-01-01", "2000-03-01"]
+    assert (forecast.issued_month.astype(str) == "1999-12-01").all() and forecast.period.isna().all()
+    assert forecast.observed_anom_c.isna().all() and hindcast.observed_anom_c.notna().all()
     np.testing.assert_allclose(table[["prob_e", "prob_l", "prob_n"]].sum(axis=1), 1.0, rtol=1e-6)
-    assert set(table.phase) <= {"E", "L", "N"} and (table.run_id == "pred0").all() and (table.model_version == 0).all()
-    assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (table.run_id == "pred0").all() and (table.model_version == 0).all()
+    for plot in predicted.plots:
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lineage = trained.lineage("enso_predictions")
     assert {i.name for i in lineage.inputs} == {"enso_features", "model_registry"}
 
 
-def test_the_same_seed_and_inputs_give_the_same_cpu_weights(trained: Catalog) -> None:
-    import torch
+def _tiny() -> IndexSeries:
+    """30 months from 2000-01: train 2000-01 .. 2001-06, valid 2001-07 .. 2001-12, test 2002."""
+    months = np.arange(np.datetime64("2000-01"), np.datetime64("2002-07"))
+    anomaly = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.8, 0.6, 0.4, 0.2, 0.0, -0.2,
+                        -0.4, -0.6, -0.8, -1.0, -0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6,
+                        0.8, 1.0, 0.8, 0.6, 0.4, 0.2])
+    phase = np.array([2, 2, 2, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 2, 2])
+    split = np.array([0] * 18 + [1] * 6 + [2] * 6, dtype=np.int8)
+    return IndexSeries(months=months, anomaly=anomaly, phase=phase, present=np.ones(30, bool), split=split, window=2)
 
-    train_enso(trained, model_config=ConvLSTMConfig(), train_config=QUICK, run_id="run1")
-    first, _ = load_enso_model(trained, 0)
-    second, _ = load_enso_model(trained, 1)
-    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+
+def test_persistence_and_climatology_give_the_hand_computed_answers() -> None:
+    series = _tiny()
+    origins = series.rows(2, "test")  # origin t: inputs t-2, t-1; lead-2 target t+1 in 2002-01 .. 2002-06
+    assert list(origins) == [23, 24, 25, 26, 27, 28]
+    forecasts = baselines(series, origins, 2)
+    value, phase = forecasts["persistence"]  # the anomaly and phase of month t-1
+    np.testing.assert_allclose(value, [0.4, 0.6, 0.8, 1.0, 0.8, 0.6])
+    assert list(phase) == [2, 0, 0, 0, 0, 0]
+    value, phase = forecasts["climatology"]  # training mean of the target's calendar month
+    # Jan (2000, 2001): (0.0 - 0.4) / 2; Feb: (0.2 - 0.6) / 2; ...; May, Jun: (0.8 - 0.8) / 2, (1.0 - 0.6) / 2
+    np.testing.assert_allclose(value, [-0.2, -0.2, -0.2, -0.2, 0.0, 0.2], atol=1e-12)
+    assert list(phase) == [2, 1, 1, 0, 0, 0]  # the most frequent training phase; Feb-Jun tie (one each): the lower code
+
+
+def test_the_linear_baseline_recovers_an_exact_autoregression() -> None:
+    months = np.arange(np.datetime64("1980-01"), np.datetime64("1990-01"))
+    anomaly = np.zeros(len(months))
+    anomaly[:2] = 0.5, -0.3
+    for t in range(2, len(months)):  # a noiseless AR(2) plus a seasonal term: least squares is exact
+        anomaly[t] = 0.6 * anomaly[t - 1] - 0.2 * anomaly[t - 2] + 0.1 * (months[t - 1].astype(int) % 12)
+    series = IndexSeries(months=months, anomaly=anomaly, phase=np.zeros(len(months), int), present=np.ones(len(months), bool),
+                         split=np.array([0] * 80 + [1] * 20 + [2] * 20, dtype=np.int8), window=2)
+    origins = series.rows(1, "test")
+    value, phase = baselines(series, origins, 1)["linear"]
+    np.testing.assert_allclose(value, anomaly[origins], atol=1e-9)
+    assert list(phase) == list(threshold_phase(anomaly[origins]))
+
+
+def test_on_the_real_ersstv5_series_the_linear_baseline_beats_persistence_as_published() -> None:
+    table = oni.read_oni(oni.SAMPLE)
+    months = np.array(table.column("month").to_pylist(), dtype="datetime64[M]")
+    anomaly = table.column("nino34_anom").to_numpy(zero_copy_only=False).astype(np.float64)
+    split = np.where(months < np.datetime64("1990-01"), 0, np.where(months < np.datetime64("2005-01"), 1, 2))
+    split[months < np.datetime64("1950-01")] = 3  # fitted on targets 1950-1989; earlier months are inputs only
+    present = np.isfinite(anomaly)
+    series = IndexSeries(months=months, anomaly=np.nan_to_num(anomaly), phase=np.zeros(len(months), int),
+                         present=present, split=split.astype(np.int8))
+    expected = {1: (0.971, 0.956), 3: (0.796, 0.733), 6: (0.431, 0.304), 9: (0.089, -0.013)}
+    for lead, (linear, persistence) in expected.items():
+        rows = series.rows(lead, "test")
+        observed = anomaly[rows - 1 + lead]
+        forecasts = baselines(series, rows, lead)
+        assert len(rows) == 189  # target months 2005-01 .. 2020-09: the table has no anomaly after 2020-09
+        assert np.corrcoef(forecasts["linear"][0], observed)[0, 1] == pytest.approx(linear, abs=1e-3)
+        assert np.corrcoef(forecasts["persistence"][0], observed)[0, 1] == pytest.approx(persistence, abs=1e-3)
+
+
+def test_the_verdict_says_where_the_model_wins_and_where_it_loses() -> None:
+    skill = [{"lead": 1, "method": "model", "correlation": 0.5}, {"lead": 1, "method": "linear", "correlation": 0.9},
+             {"lead": 3, "method": "model", "correlation": 0.7}, {"lead": 3, "method": "linear", "correlation": 0.6},
+             {"lead": 3, "method": "persistence", "correlation": float("nan")}]
+    assert verdict(skill) == ("The model beats every baseline's correlation at lead 3; it loses to the best baseline "
+                              "at lead 1 (linear 0.900 vs model 0.500)")
+    assert PERIODS == ("train", "valid", "test")

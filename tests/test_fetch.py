@@ -34,7 +34,7 @@ from shoal.datasets.cobe_sst_fetch import (
 )
 from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download
 
-JMA_LIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "grib" / "cobe_sst_urls.txt"  # when present
+JMA_LIST = Path(__file__).parent / "data" / "cobe_sst" / "cobe_sst_urls.txt"  # JMA's real list (see its README)
 
 START, END = "1899-10", "1900-03"  # six months across the first decade-folder boundary
 FAST = DownloadConfig(retries=2, timeout=5.0, backoff=0.01, max_backoff=0.05, workers=4)
@@ -162,6 +162,11 @@ def _error_lines(result) -> list[str]:  # noqa: ANN001
     return lines
 
 
+def _leftovers(folder: Path) -> list[Path]:
+    """Temporary files of `shoal.files.atomic_write` (hidden, `.tmp`), or `.part` files."""
+    return [p for p in folder.iterdir() if p.name.endswith((".tmp", ".part"))]
+
+
 # --- the URL pattern -------------------------------------------------------------------
 
 
@@ -174,8 +179,7 @@ def test_month_urls_follow_the_jma_pattern() -> None:
         ("1899-12", "http://mirror/x/1891-1899/sst189912.grb", "sst189912.grb"),
         ("1900-01", "http://mirror/x/1900-1909/sst190001.grb", "sst190001.grb"),
     ]
-    if JMA_LIST.exists():  # JMA's real list of files
-        assert [m.url for m in months] == JMA_LIST.read_text().split()
+    assert [m.url for m in months] == JMA_LIST.read_text().split()  # JMA's real list of files
 
 
 @pytest.mark.parametrize(("start", "end", "expected"), [
@@ -225,7 +229,7 @@ def test_every_month_downloaded_with_sha256_and_manifest(jma: FakeJma, tmp_path:
         assert jma.gets(path) == 1
     assert sorted(seen) == sorted((f.url, "downloaded") for f in report.downloaded)
     assert (dest / "SHA256SUMS").read_text() == "".join(f"{expected[n]}  {n}\n" for n in sorted(expected))
-    assert sorted(p.name for p in dest.iterdir()) == sorted([*expected, "SHA256SUMS"])  # no .part left
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*expected, "SHA256SUMS"])  # no temporary file left
     if shutil.which("sha256sum"):
         subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=dest, check=True)
 
@@ -247,7 +251,7 @@ def test_truncated_response_is_retried(jma: FakeJma, tmp_path: Path) -> None:
     assert report.exit_code == 0
     assert jma.gets(path) == 3
     assert (tmp_path / name).read_bytes() == jma.files[path]
-    assert not list(tmp_path.glob("*.part"))
+    assert not _leftovers(tmp_path)
 
 
 def test_timeout_is_retried(jma: FakeJma, tmp_path: Path) -> None:
@@ -272,7 +276,7 @@ def test_always_truncated_month_fails_cleanly_and_the_others_land(jma: FakeJma, 
     assert "(3 attempts)" in line and "rerun later" in line
     assert jma.gets(path) == 3
     assert not (dest / name).exists()
-    assert not list(dest.glob("*.part"))  # a failed month leaves nothing behind
+    assert not _leftovers(dest)  # a failed month leaves nothing behind
     for other_path, other_name, _ in months[:2] + months[3:]:
         assert (dest / other_name).read_bytes() == jma.files[other_path]
     assert name not in (dest / "SHA256SUMS").read_text()
@@ -288,7 +292,7 @@ def test_404_fails_at_once(jma: FakeJma, tmp_path: Path) -> None:
     assert failure.status == 404 and failure.attempts == 1
     assert str(failure).startswith(f"{jma.base_url}/1900-1909/{name}: HTTP 404 Not Found (1 attempt); ")
     assert jma.gets(path) == 1
-    assert not (tmp_path / name).exists() and not list(tmp_path.glob("*.part"))
+    assert not (tmp_path / name).exists() and not _leftovers(tmp_path)
 
     result = _invoke("fetch", "sst", "--start", month, "--end", month, "--dest", tmp_path / "alone",
                      "--base-url", jma.base_url, *FAST_CLI)
@@ -330,16 +334,17 @@ def test_rerun_skips_complete_files(jma: FakeJma, tmp_path: Path) -> None:
     assert (tmp_path / "SHA256SUMS").read_text() == manifest
 
 
-def test_a_part_file_is_never_taken_for_complete(jma: FakeJma, tmp_path: Path) -> None:
+def test_a_killed_runs_temporary_file_is_never_taken_for_complete(jma: FakeJma, tmp_path: Path) -> None:
     months = _months(jma)
     (full_path, full_name, _), (half_path, half_name, _) = months[0], months[2]
-    (tmp_path / f"{full_name}.part").write_bytes(jma.files[full_path])  # even a full-length one
-    (tmp_path / f"{half_name}.part").write_bytes(jma.files[half_path][:1000])
+    full, half = tmp_path / f".{full_name}.1-1.tmp", tmp_path / f".{half_name}.1-1.tmp"  # pid 1: not us
+    full.write_bytes(jma.files[full_path])  # even a full-length one
+    half.write_bytes(jma.files[half_path][:1000])
     report = fetch_sst(start=START, end=END, dest=tmp_path, base_url=jma.base_url, config=FAST)
     assert report.exit_code == 0 and len(report.downloaded) == 6
     assert jma.gets(full_path) == 1 and jma.gets(half_path) == 1
     assert (tmp_path / half_name).read_bytes() == jma.files[half_path]
-    assert not list(tmp_path.glob("*.part"))
+    assert sorted(_leftovers(tmp_path)) == sorted([full, half])  # another process's files: not ours to delete
 
 
 def test_a_changed_local_copy_is_reported_not_hidden(jma: FakeJma, tmp_path: Path) -> None:

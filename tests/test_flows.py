@@ -61,41 +61,50 @@ def test_ingest_sst_flow_commits_good_files_and_fails_naming_the_bad_ones(home: 
     assert Catalog(home).open_array("sst").sizes["time"] == 3
 
 
-def test_enso_pipeline_runs_every_step_and_a_rerun_reuses_the_features(home: Path, tmp_path: Path) -> None:
+QUICK = {"coarsen": 8, "epochs": 1, "max_batches": 2, "batch_size": 2, "device": "cpu", "leads": "1,3",
+         "valid_start": "1989-01", "test_start": "1990-01"}
+
+
+def test_the_pipeline_runs_every_step_and_a_rerun_reuses_features_and_model(home: Path, tmp_path: Path) -> None:
     from shoal.datasets.cobe_sst_sample import write_sample
-    from shoal.flows import enso_pipeline
-    from shoal.flows.enso import EnsoSettings
+    from shoal.flows.pipelines import pipeline
 
     samples = tmp_path / "sst"
-    write_sample(samples, start="1987-01", end="1990-06")
-    settings = EnsoSettings(coarsen=4, epochs=1, max_batches_per_epoch=2, device="cpu")
-    first = enso_pipeline(sst_paths=[samples], home=str(home), settings=settings)
-    assert first["model_version"] == 0 and first["predictions_version"] == 0 and Path(first["plot"]).exists()
-    assert set(first["metrics"]) >= {"model", "persistence", "climatology"}
-    second = enso_pipeline(sst_paths=[samples], home=str(home), settings=settings)
-    assert second["feature_version"] == first["feature_version"] and second["model_version"] == 1
-    catalog = Catalog(home)
-    assert catalog.read_table("enso_predictions").num_rows == 2 * (6 + 1)
+    write_sample(samples, start="1985-01", end="1990-06")
+    first = pipeline(task_name="enso", paths=[samples], home=str(home), settings=QUICK)
+    assert first.trained.entry.version == 0 and not first.trained.reused and first.predicted.version == 0
+    assert all(plot.exists() for plot in first.predicted.plots) and not first.failures
+    assert {row["method"] for row in first.trained.entry.metrics["skill"]} == {"model", "persistence", "climatology", "linear"}
+    second = pipeline(task_name="enso", paths=[samples], home=str(home), settings=QUICK)
+    assert second.features.reused and second.features.snapshot == first.features.snapshot
+    assert second.trained.reused and second.trained.entry.version == 0
+    assert Catalog(home).read_table("enso_predictions").num_rows == 2 * first.predicted.rows
 
 
-def test_enso_settings_are_validated_at_the_flow_boundary() -> None:
-    from pydantic import ValidationError
+def test_flow_settings_are_validated_at_the_flow_boundary(home: Path) -> None:
+    from shoal.flows.pipelines import build_features
+    from shoal.tasks import SettingsError
 
-    from shoal.flows.enso import EnsoSettings
-
-    with pytest.raises(ValidationError, match="train_end"):
-        EnsoSettings(train_end="1990-13")
-    with pytest.raises(ValidationError, match="coarsen"):
-        EnsoSettings(coarsen=0)
+    with pytest.raises(SettingsError, match=r"--valid-start: expected YYYY-MM, got '1990-13'"):
+        build_features(task_name="enso", home=str(home), settings={"valid_start": "1990-13"})
+    with pytest.raises(SettingsError, match=r"--coarsen: input should be greater than or equal to 1"):
+        build_features(task_name="enso", home=str(home), settings={"coarsen": 0})
 
 
-def test_shoal_run_enso_prints_the_metrics_beside_the_baselines(home: Path, tmp_path: Path) -> None:
+def test_shoal_run_enso_prints_the_skill_by_lead_and_exits_1_when_some_sst_files_failed(home: Path, tmp_path: Path) -> None:
     from shoal.cli import app
     from shoal.datasets.cobe_sst_sample import write_sample
 
-    write_sample(tmp_path / "sst", start="1988-01", end="1990-04")
-    result = CliRunner().invoke(app, ["--home", str(home), "run", "enso", str(tmp_path / "sst"), "--coarsen", "4",
-                                      "--epochs", "1", "--max-batches", "2", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    for row in ("model", "persistence", "climatology", "RMSE °C", "enso_predictions version 0"):
-        assert row in result.output
+    write_sample(tmp_path / "sst", start="1985-01", end="1990-06")
+    bad = tmp_path / "bad" / "sst199007.grb"  # an unreadable GRIB file for a month after the sample
+    bad.parent.mkdir()
+    bad.write_bytes((Path(__file__).parent / "data" / "cobe_sst" / "bad" / "sst199002.grb").read_bytes())
+    args = ["--home", str(home), "run", "enso", str(tmp_path / "sst"), str(bad)]
+    for key, value in QUICK.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "sst199007.grb:1: unreadable GRIB message" in result.output
+    for text in ("lead", "persistence", "climatology", "linear", "RMSE °C", "test period from 1990-01",
+                 "enso_predictions version 0"):
+        assert text in result.output

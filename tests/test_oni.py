@@ -335,6 +335,16 @@ def test_ingest_wants_exactly_one_file(catalog: Catalog, paths: list[Path]) -> N
     assert not catalog.exists("nino34")
 
 
+def test_progress_is_called_once_per_file_committed_unchanged_failed_or_refused(catalog: Catalog) -> None:
+    from shoal.sources import get_source
+
+    source = get_source("oni")
+    for paths in ([SMALL], [SMALL], [NINO / "empty.txt"], [SMALL, CHANGED], []):
+        seen: list[str] = []
+        source.ingest(catalog, paths, progress=seen.append)
+        assert seen == [str(p) for p in source.expand(paths)] == [str(p) for p in paths]
+
+
 # -- readable without shoal ------------------------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ import pytest
 from shoal.catalog import Catalog
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion
-from shoal.models.registry import ModelVersion, load_model_entry, register_model
+from shoal.models.registry import ModelVersion, find_run, load_model_entry, register_model
+from shoal.tables import CommitNotLanded
 
 
 def _register(catalog: Catalog, tmp_path: Path, payload: bytes, feature_version: str = "SNAP1") -> ModelVersion:
@@ -89,6 +90,50 @@ def test_bad_inputs_are_refused_before_anything_is_written(catalog: Catalog, tmp
         register_model(Catalog("s3://bucket/prefix"), name="m", architecture="a", config={}, feature=feature,
                        metrics={}, checkpoint=tmp_path / "c.pt", run_id="r")
     assert not catalog.exists("model_registry") and not Path(catalog.home, "models").exists()
+
+
+def test_a_row_that_landed_keeps_its_checkpoint_even_when_its_version_cannot_be_read_back(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal import tables
+
+    def broken(*args: object) -> int:
+        raise OSError("the log cannot be read")
+
+    monkeypatch.setattr(tables, "_committed_version", broken)
+    with pytest.raises(CatalogError, match="the write landed"):
+        _register(catalog, tmp_path, b"a")
+    monkeypatch.undo()
+    entry = load_model_entry(catalog, "enso_convlstm")  # the row is there, and so is its file
+    assert entry.version == 0 and entry.checkpoint.read_bytes() == b"a"
+
+
+def test_a_commit_that_did_not_land_leaves_no_checkpoint(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deltalake
+    from deltalake.exceptions import DeltaError
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise DeltaError("no space left on device")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", failing)
+    with pytest.raises(CommitNotLanded, match="nothing was committed"):
+        _register(catalog, tmp_path, b"a")
+    assert not Path(catalog.home, "models", "enso_convlstm", "0.pt").exists()
+
+
+def test_find_run_returns_the_newest_version_a_run_registered(catalog: Catalog, tmp_path: Path) -> None:
+    assert find_run(catalog, "enso_convlstm", "run-a") is None  # no registry yet
+    _register(catalog, tmp_path, b"a")
+    _register(catalog, tmp_path, b"b")
+    _register(catalog, tmp_path, b"a", feature_version="SNAP2")  # run-a registered again
+    found = find_run(catalog, "enso_convlstm", "run-a")
+    assert found is not None and (found.version, found.run_id, found.feature_version) == (2, "run-a", "SNAP2")
+    assert found.checkpoint.read_bytes() == b"a" and found.registry_version == 2
+    assert find_run(catalog, "enso_convlstm", "run-b").version == 1
+    assert find_run(catalog, "enso_convlstm", "run-z") is None
+    assert find_run(catalog, "other_model", "run-a") is None
 
 
 def test_the_registry_does_not_import_torch() -> None:

@@ -31,8 +31,18 @@ class Windows(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "grid": self.x[i, -1], "index": self.index[i], "phase": self.phase[i],
-                "month": torch.tensor(240 + i)}
+        return {"x": self.x[i], "grid": self.x[i, -1], "index": self.index[i : i + 1], "phase": self.phase[i : i + 1]}
+
+
+class Staged(Windows):
+    """The same samples, stageable: `to(device)` once, then `gather` whole batches there."""
+
+    def to(self, device: torch.device) -> Staged:
+        return self
+
+    def gather(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"x": self.x[items], "grid": self.x[items, -1], "index": self.index[items, None],
+                "phase": self.phase[items, None]}
 
 
 def _loss(out: EnsoOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -40,13 +50,14 @@ def _loss(out: EnsoOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _run(
-    folder: Path, *, epochs: int, seed: int = 0, resume: bool = True, lr: float = 1e-3, max_batches: int | None = None
+    folder: Path, *, epochs: int, seed: int = 0, resume: bool = True, lr: float = 1e-3, max_batches: int | None = None,
+    data: type[Windows] = Windows, reporter: object = None,
 ) -> tuple[torch.nn.Module, TrainResult]:
     model = seeded(0, lambda: ConvLSTM(TINY))
     result = train(
-        model, loss_fn=_loss, train_data=Windows(24, 1), val_data=Windows(8, 2),
+        model, loss_fn=_loss, train_data=data(26, 1), val_data=data(8, 2),
         config=TrainConfig(epochs=epochs, seed=seed, lr=lr, device="cpu", max_batches_per_epoch=max_batches),
-        checkpoint_dir=folder, resume=resume,
+        checkpoint_dir=folder, resume=resume, reporter=reporter,
     )
     return model, result
 
@@ -69,13 +80,13 @@ def test_two_epochs_straight_equal_one_epoch_then_a_resume_from_last_pt(tmp_path
     assert len(partial.history) == 1 and torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["epoch"] == 0
     resumed, result = _run(tmp_path / "resumed", epochs=2)
     assert _same(straight, resumed)
-    assert result.history == full.history and len(result.history) == 2 and result.samples == 24  # one epoch trained
+    assert result.history == full.history and len(result.history) == 2 and result.samples == 24  # one epoch trained: 6 full batches of 4 of 26
     assert (result.best_epoch, result.best_val_loss) == (full.best_epoch, full.best_val_loss)
 
 
 def test_resuming_with_other_settings_is_refused_and_resume_false_starts_over(tmp_path: Path) -> None:
     _run(tmp_path, epochs=1)
-    with pytest.raises(TrainingError, match=r"seed: 0 -> 1.*resume=False"):
+    with pytest.raises(TrainingError, match=r"seed: 0 -> 1.*--restart"):
         _run(tmp_path, epochs=2, seed=1)
     _, result = _run(tmp_path, epochs=1, seed=1, resume=False)
     assert len(result.history) == 1 and result.samples == 24
@@ -123,7 +134,7 @@ def test_predict_concatenates_outputs_in_dataset_order(tmp_path: Path) -> None:
     data = Windows(10, 3)
     out = predict(model, data, batch_size=4, device="cpu")
     assert isinstance(out, EnsoOutput)
-    assert out.grid.shape == (10, 1, H, W) and out.index.shape == (10,) and out.phase_logits.shape == (10, 3)
+    assert out.grid.shape == (10, 1, H, W) and out.index.shape == (10, 1) and out.phase_logits.shape == (10, 1, 3)
     with torch.no_grad():
         direct = model.eval()(data.x[6:10])
     torch.testing.assert_close(out.index[6:], direct.index)
@@ -150,7 +161,7 @@ class _Dropout(torch.nn.Module):
                                        torch.nn.Linear(8, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)  # (B,)
+        return self.net(x)  # (B, 1)
 
 
 def test_a_model_with_dropout_resumes_bit_identically_and_predicts_a_tensor(tmp_path: Path) -> None:
@@ -165,4 +176,32 @@ def test_a_model_with_dropout_resumes_bit_identically_and_predicts_a_tensor(tmp_
     run(tmp_path / "resumed", 1)
     resumed, result = run(tmp_path / "resumed", 2)
     assert _same(straight, resumed) and result.history == full.history
-    assert predict(straight, Windows(5, 3), batch_size=2, device="cpu").shape == (5,)
+    assert predict(straight, Windows(5, 3), batch_size=2, device="cpu").shape == (5, 1)
+
+
+def test_the_staged_path_gives_the_same_weights_as_the_dataloader(tmp_path: Path) -> None:
+    loader, first = _run(tmp_path / "loader", epochs=2)
+    staged, second = _run(tmp_path / "staged", epochs=2, data=Staged)
+    assert _same(loader, staged) and first.history == second.history and second.samples == first.samples == 48
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def start(self, description: str, total: int | None) -> None:
+        self.calls.append(("start", description, total))
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        self.calls.append(("advance", steps))
+
+    def finish(self, message: str) -> None:
+        self.calls.append(("finish", message))
+
+
+def test_the_reporter_sees_every_batch_and_one_line_per_epoch(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    _run(tmp_path, epochs=2, max_batches=3, reporter=recorder)
+    assert [c[0] for c in recorder.calls] == ["start", "advance", "advance", "advance", "finish"] * 2
+    assert recorder.calls[0] == ("start", "epoch 1/2", 3)
+    assert recorder.calls[4][1].startswith("epoch 1/2: train loss ") and "samples/s" in recorder.calls[4][1]

@@ -1,0 +1,124 @@
+"""Generic Prefect flows over the task registry: features, train, predict, and the whole pipeline.
+
+Each flow takes the task's name and its settings as a plain dict (the same names as the
+command-line options, e.g. {"coarsen": 4, "leads": "1,3,6"}), validated by the task's
+pydantic settings at the flow boundary; each Prefect task is one call into the generic run
+functions of `shoal.models.runs`. No flow knows a task by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from shoal.catalog import Catalog
+from shoal.flows.ingest import IngestFailed, _transient, ingest_source
+from shoal.models.runs import Trained, predict_model, train_model
+from shoal.sources import IngestReport
+from shoal.tasks import FeatureBuild, Predicted, get_task
+
+
+class RunLogReporter:
+    """Progress for the Prefect UI: one run-log line per finished stage (an epoch, a feature build)."""
+
+    def start(self, description: str, total: int | None) -> None:
+        """Nothing: a log line per batch would flood the UI."""
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        """Nothing, as for `start`."""
+
+    def finish(self, message: str) -> None:
+        """Log the stage's closing line."""
+        get_run_logger().info(message)
+
+
+@task(retries=1, retry_delay_seconds=1, retry_condition_fn=_transient)
+def features_task(task_name: str, home: str | None, settings: dict[str, Any]) -> FeatureBuild:
+    """Build or reuse the task's feature version of the newest inputs."""
+    chosen = get_task(task_name)
+    return chosen.build_features(Catalog(home), chosen.parse(settings), RunLogReporter())
+
+
+@task
+def train_task(task_name: str, home: str | None, settings: dict[str, Any], feature_version: str | None,
+               retrain: bool) -> Trained:
+    """Train (or resume, or reuse) and register the task's model."""
+    chosen = get_task(task_name)
+    trained = train_model(Catalog(home), chosen, chosen.parse(settings), feature_version=feature_version,
+                          retrain=retrain, reporter=RunLogReporter())
+    entry = trained.entry
+    get_run_logger().info("model %s version %s (%s), run %s", entry.name, entry.version,
+                          "reused" if trained.reused else "new", trained.run_id)
+    return trained
+
+
+@task
+def predict_task(task_name: str, home: str | None, model_version: int | None, device: str) -> Predicted:
+    """Write the predictions of a registered model."""
+    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device)
+    get_run_logger().info("%s version %s: %d rows; plots %s", predicted.table, predicted.version, predicted.rows,
+                          [str(p) for p in predicted.plots])
+    return predicted
+
+
+@flow(name="build-features", flow_run_name="{task_name}-features")
+def build_features(task_name: str, home: str | None = None, settings: dict[str, Any] | None = None) -> FeatureBuild:
+    """Build (or reuse) a task's features from the newest inputs."""
+    get_task(task_name).parse(settings or {})
+    return features_task(task_name, home, settings or {})
+
+
+@flow(name="train-model", flow_run_name="{task_name}-train")
+def train(task_name: str, home: str | None = None, settings: dict[str, Any] | None = None,
+          feature_version: str | None = None, retrain: bool = False) -> Trained:
+    """Train a task's model on a feature version (default the newest)."""
+    get_task(task_name).parse(settings or {})
+    return train_task(task_name, home, settings or {}, feature_version, retrain)
+
+
+@flow(name="predict", flow_run_name="{task_name}-predict")
+def predict(task_name: str, home: str | None = None, model_version: int | None = None,
+            device: str = "auto") -> Predicted:
+    """Write the predictions of a task's registered model (default the newest)."""
+    return predict_task(task_name, home, model_version, device)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What `pipeline` did: every ingest report, the features, the model, the predictions."""
+
+    ingests: tuple[IngestReport, ...]
+    features: FeatureBuild
+    trained: Trained
+    predicted: Predicted
+
+    @property
+    def failures(self) -> tuple[str, ...]:
+        """One line per input that failed to ingest (the rest were committed and used)."""
+        return tuple(failure for report in self.ingests for failure in report.failures)
+
+
+@flow(name="pipeline", flow_run_name="{task_name}-pipeline")
+def pipeline(task_name: str, paths: list[Path], home: str | None = None, settings: dict[str, Any] | None = None,
+             retrain: bool = False) -> PipelineResult:
+    """Ingest -> features -> train -> predict for one task, each step a Prefect task.
+
+    Bad input files are reported and the good ones used: the pipeline stops only when a
+    source committed nothing at all (nor had anything unchanged).
+    """
+    settings = settings or {}
+    chosen = get_task(task_name)
+    parsed = chosen.parse(settings)
+    reports = []
+    for source, source_paths in chosen.sources(paths):
+        report = ingest_source(source=source, paths=source_paths, home=home)
+        if report.exit_code == 2:
+            raise IngestFailed("; ".join(report.failures) or f"{source}: nothing to ingest in {source_paths}")
+        reports.append(report)
+    features = features_task(task_name, home, settings)
+    trained = train_task(task_name, home, settings, features.snapshot, retrain)
+    predicted = predict_task(task_name, home, trained.entry.version, parsed.device)
+    return PipelineResult(ingests=tuple(reports), features=features, trained=trained, predicted=predicted)

@@ -1,0 +1,65 @@
+"""Plots of a task's results, drawn on `matplotlib.figure.Figure` objects directly.
+
+No pyplot: the user's backend and global figure state are never touched, and nothing
+needs a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shoal.files import atomic_write
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=100)
+    return path
+
+
+def plot_hindcast(path: Path, table: pa.Table, *, lead: int, title: str) -> Path:
+    """Predicted vs observed Niño 3.4 anomaly of the hindcast rows at `lead`, periods shaded."""
+    from matplotlib.figure import Figure
+
+    rows = table.filter(pc.and_(pc.equal(table["lead"], lead),
+                                        pc.equal(table["kind"], "hindcast"))).to_pydict()
+    figure = Figure(figsize=(10, 3.5))
+    axes = figure.add_subplot()
+    months = np.array(rows["target_month"], dtype="datetime64[D]")
+    observed = np.array([np.nan if v is None else v for v in rows["observed_anom_c"]], dtype=np.float64)
+    axes.plot(months, observed, label="observed (NINO34_ANOM)", color="black")
+    axes.plot(months, rows["predicted_anom_c"], label=f"predicted, lead {lead}", color="tab:red")
+    test = [m for m, p in zip(months, rows["period"], strict=True) if p == "test"]
+    if test:
+        axes.axvspan(min(test), max(test), color="tab:blue", alpha=0.08, label="test period")
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.set_ylabel("Niño 3.4 anomaly (°C)")
+    axes.set_title(title)
+    axes.legend(loc="upper left")
+    return _save(figure, path)
+
+
+def plot_skill(path: Path, skill: Sequence[Mapping[str, Any]], *, title: str) -> Path:
+    """Test correlation against lead, one line per method (the model and each baseline)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for method in dict.fromkeys(row["method"] for row in skill):
+        points = sorted((row["lead"], row["correlation"]) for row in skill if row["method"] == method)
+        leads, correlation = zip(*points, strict=True)
+        axes.plot(leads, correlation, marker="o", label=method, linewidth=2.5 if method == "model" else 1.2)
+    axes.axhline(0.5, color="grey", linewidth=0.5, linestyle="--")
+    axes.set_xlabel("lead (months)")
+    axes.set_ylabel("correlation on the test period")
+    axes.set_title(title)
+    axes.legend()
+    return _save(figure, path)

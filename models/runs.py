@@ -1,0 +1,151 @@
+"""Generic runs over any registered task: train (resumable, reused when identical), evaluate, predict.
+
+A training run's id is derived from its content: the task, the feature snapshot, the model
+configuration and every training setting that changes the weights (not the device, nor the
+DataLoader workers, nor staging). So rerunning the same command after a crash finds the
+run's `last.pt` and resumes it, and rerunning a finished identical run finds its registered
+model version and reuses it instead of training and registering a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shoal.catalog import Catalog
+    from shoal.models.registry import ModelVersion
+    from shoal.models.train import TrainConfig, TrainResult
+    from shoal.progress import Reporter
+    from shoal.tasks import Predicted, Prepared, Task, TaskSettings
+
+# Training settings that do not change the weights, so they are not part of a run's identity.
+NOT_IDENTITY = ("device", "num_workers", "stage")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The outcome of `train_model`.
+
+    Attributes:
+        entry: the registered model version (new, or the reused one).
+        reused: True when an identical finished run was found and nothing was trained.
+        run_id: the training run.
+        result: the training result (None when reused).
+    """
+
+    entry: ModelVersion
+    reused: bool
+    run_id: str
+    result: TrainResult | None = None
+
+
+def train_config(settings: TaskSettings) -> TrainConfig:
+    """The generic loop's configuration from a task's settings."""
+    from shoal.models.train import TrainConfig
+
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+                       device=settings.device, max_batches_per_epoch=settings.max_batches, compile=settings.compile,
+                       amp_dtype=settings.amp_dtype)
+
+
+def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:
+    """A run id from the run's content: the same inputs and settings give the same id."""
+    settings = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
+    payload = {"task": task.name, "feature": asdict(prepared.feature), "model": prepared.model_config, "train": settings}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_dir(catalog: Catalog, task: Task, run_id: str) -> Path:
+    return Path(catalog.home, "models", task.model_name, "runs", run_id)
+
+
+def train_model(
+    catalog: Catalog,
+    task: Task,
+    settings: TaskSettings,
+    *,
+    feature_version: int | str | None = None,
+    run_id: str | None = None,
+    restart: bool = False,
+    retrain: bool = False,
+    reporter: Reporter | None = None,
+) -> Trained:
+    """Train the task's model on a feature version (default latest), evaluate it on test, register it.
+
+    Args:
+        catalog: the catalog.
+        task: the task.
+        settings: the task's validated settings.
+        feature_version: a feature version number or snapshot id; default the latest.
+        run_id: the run's folder under `models/NAME/runs/`; default derived from the content.
+        restart: discard the run's checkpoints and start from epoch 0.
+        retrain: train and register a new version even when an identical run was registered.
+        reporter: progress of the epochs.
+
+    Returns:
+        The registered model version and whether it was reused.
+    """
+    from shoal.models.registry import find_run, register_model
+    from shoal.models.train import seeded, train
+
+    prepared = task.prepare(catalog, settings, feature_version)
+    config = train_config(settings)
+    run_id = run_id or run_id_of(task, prepared, config)
+    if not (retrain or restart) and (found := find_run(catalog, task.model_name, run_id)) is not None:
+        return Trained(entry=found, reused=True, run_id=run_id)
+    folder = _run_dir(catalog, task, run_id)
+    if (retrain or restart) and folder.exists():
+        shutil.rmtree(folder)
+    model = seeded(config.seed, prepared.build)
+    result = train(model, loss_fn=prepared.loss_fn, train_data=prepared.train_data, val_data=prepared.valid_data,
+                   config=config, checkpoint_dir=folder, reporter=reporter)
+    model.load_state_dict(load_weights(result.best_checkpoint))
+    metrics = task.evaluate(catalog, model, feature_version=str(prepared.feature.version),
+                            model_config=prepared.model_config, device=config.device)
+    metrics |= {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                "history": [list(epoch) for epoch in result.history], "device": result.device,
+                "samples_per_second": result.windows_per_second}
+    entry = register_model(catalog, name=task.model_name, architecture=task.architecture,
+                           config={"model": dict(prepared.model_config), "train": asdict(config)},
+                           feature=prepared.feature, metrics=metrics, checkpoint=result.best_checkpoint, run_id=run_id)
+    return Trained(entry=entry, reused=False, run_id=run_id, result=result)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """The model state dict of a checkpoint (`best.pt`, `last.pt` or a registered one)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("model", state)
+
+
+def load_model(catalog: Catalog, task: Task, version: int | None = None) -> tuple[Any, ModelVersion]:
+    """A registered model of the task (default: the latest version) with its best weights, in eval mode."""
+    from shoal.models.registry import load_model_entry
+
+    entry = load_model_entry(catalog, task.model_name, version)
+    model = task.model(entry.config["model"])
+    model.load_state_dict(load_weights(entry.checkpoint))
+    return model.eval(), entry
+
+
+def evaluate_model(catalog: Catalog, task: Task, *, model_version: int | None = None,
+                   device: str = "auto") -> tuple[ModelVersion, dict[str, Any]]:
+    """Test skill of a registered model beside the task's baselines (recomputed, not read back)."""
+    model, entry = load_model(catalog, task, model_version)
+    metrics = task.evaluate(catalog, model, feature_version=entry.feature_version, model_config=entry.config["model"],
+                            device=device)
+    return entry, metrics
+
+
+def predict_model(catalog: Catalog, task: Task, *, model_version: int | None = None, device: str = "auto",
+                  run_id: str | None = None) -> tuple[ModelVersion, Predicted]:
+    """Write the task's predictions table version from a registered model (default latest)."""
+    model, entry = load_model(catalog, task, model_version)
+    return entry, task.predict(catalog, model, entry, device=device, run_id=run_id or uuid.uuid4().hex[:12])

@@ -1,0 +1,196 @@
+"""The task registry: `@register_task("enso")` makes `shoal features|train|evaluate|predict|run enso` work.
+
+A task is one module in `models/` that says how to build its features, which model and
+configuration it trains with which loss on which splits, how it is evaluated on its test
+split beside its baselines, and which predictions table it writes. The CLI, the generic run
+functions (`shoal.models.runs`) and the flows know no task by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shoal.errors import CatalogError, ShoalError
+
+if TYPE_CHECKING:
+    from shoal.catalog import Catalog
+    from shoal.lineage import InputVersion
+    from shoal.models.registry import ModelVersion
+    from shoal.progress import Reporter
+
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+class SettingsError(ShoalError):
+    """A task option is invalid; the message names the option as the command line spells it."""
+
+
+class TaskSettings(BaseModel):
+    """Options every training task shares; a task subclasses it with its own.
+
+    Field names are the command-line options with `-` as `_` (`--batch-size` -> batch_size).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(10, ge=1, description="Training epochs.")
+    batch_size: int = Field(4, ge=1, description="Samples per step.")
+    max_batches: int | None = Field(None, ge=1, description="Stop each epoch after N batches.")
+    lr: float = Field(1e-3, gt=0, description="Adam's learning rate.")
+    seed: int = Field(0, description="Seed of weights and shuffles.")
+    device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    compile: bool = Field(False, description="Run the model through torch.compile.")
+    amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="Mixed precision on cuda.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+def settings_error(error: ValidationError) -> str:
+    """One line per a pydantic error: `--valid-start: expected YYYY-MM, got '1990-13'`."""
+    parts = []
+    for item in error.errors():
+        field = str(item["loc"][0]).replace("_", "-") if item["loc"] else "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            parts.append(f"--{field}: not an option of this task")
+        else:
+            parts.append(f"--{field}: {message[0].lower()}{message[1:]}, got {item['input']!r}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    """A feature build: the version and snapshot of its own commit (or of the reused one)."""
+
+    version: int
+    snapshot: str
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the generic training run needs from a task.
+
+    Attributes:
+        feature: the feature version trained on.
+        model_config: the model's configuration, JSON-ready (stored in the registry).
+        build: a fresh model (called under the seed).
+        loss_fn: `loss_fn(output, batch) -> scalar`.
+        train_data, valid_data: the training and validation splits; the test split is not here.
+    """
+
+    feature: InputVersion
+    model_config: Mapping[str, Any]
+    build: Callable[[], Any]
+    loss_fn: Callable[[Any, Mapping[str, Any]], Any]
+    train_data: Any
+    valid_data: Any
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """A predictions commit: the table, its version and the plots written beside it."""
+
+    table: str
+    version: int
+    rows: int
+    plots: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class SkillTable:
+    """The test skill as a table for people: title, columns, rows of strings, and a verdict line."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    verdict: str
+
+
+class Task(ABC):
+    """Base class of a task module's task; see the module docstring."""
+
+    name: ClassVar[str]
+    model_name: ClassVar[str]
+    architecture: ClassVar[str]
+    predictions: ClassVar[str]
+    settings: ClassVar[type[TaskSettings]] = TaskSettings
+
+    @abstractmethod
+    def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
+        """Which registered source ingests which of the paths `shoal run TASK PATHS` was given."""
+
+    @abstractmethod
+    def build_features(self, catalog: Catalog, settings: TaskSettings, reporter: Reporter) -> FeatureBuild:
+        """Build (or reuse) the feature version for the latest inputs."""
+
+    @abstractmethod
+    def prepare(self, catalog: Catalog, settings: TaskSettings, feature_version: int | str | None) -> Prepared:
+        """Load a feature version (default latest) and say how to train on it."""
+
+    @abstractmethod
+    def model(self, model_config: Mapping[str, Any]) -> Any:
+        """A model from its stored configuration (weights are loaded by the caller)."""
+
+    @abstractmethod
+    def evaluate(self, catalog: Catalog, model: Any, *, feature_version: str, model_config: Mapping[str, Any],
+                 device: str) -> dict[str, Any]:
+        """Skill on the TEST split of a feature version beside the baselines, JSON-ready."""
+
+    @abstractmethod
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+        """Write the predictions table version of a registered model."""
+
+    @abstractmethod
+    def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
+        """The metrics `evaluate` returned, as a table for people."""
+
+    def parse(self, given: Mapping[str, Any]) -> TaskSettings:
+        """Validated settings from options; `SettingsError` with one line on bad ones."""
+        try:
+            return self.settings(**given)
+        except ValidationError as error:
+            raise SettingsError(settings_error(error)) from None
+
+
+_TASKS: dict[str, Task] = {}
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Register the decorated `Task` subclass as task `name`."""
+
+    def decorate(cls: type[Task]) -> type[Task]:
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is registered twice")
+        cls.name = name
+        _TASKS[name] = cls()
+        return cls
+
+    return decorate
+
+
+def tasks() -> dict[str, Task]:
+    """Every registered task by name (importing `shoal.models` fills the registry)."""
+    importlib.import_module("shoal.models")
+    return dict(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`, or a `CatalogError` listing the known ones."""
+    known = tasks()
+    if name not in known:
+        raise CatalogError(f"unknown task {name!r}; known tasks: {', '.join(sorted(known))}")
+    return known[name]
