@@ -166,15 +166,13 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
     reporter.advance(status="read nino34")
     features, stats = compute(catalog.open_array("sst", version=sst_input.version), nino34, config)
     reporter.advance(status="computed")
-    session = catalog.array_session(DATASET)
     h, w = features.sizes["lat"], features.sizes["lon"]
-    features.to_zarr(session.store, mode="w", consolidated=False, encoding={"sst": {"chunks": (12, h, w)}})
-    reporter.advance(status="written")
-    snapshot = session.commit(Provenance(
+    snapshot = catalog.write_array(DATASET, features, encoding={"sst": {"chunks": (12, h, w)}}, provenance=Provenance(
         inputs=(sst_input, nino_input),
         parameters={"content_key": key, "config": asdict(config), "statistics": stats},
         message=f"ENSO features {h} x {w}, valid from {config.valid_start}, test from {config.test_start}",
     ))
+    reporter.advance(status="committed")
     version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
     reporter.finish(f"enso_features version {version}: {h} x {w}, {features.sizes['time']} months")
     return FeatureBuild(version=version, snapshot=snapshot, reused=False)

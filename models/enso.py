@@ -279,6 +279,7 @@ class Enso(Task):
             title=f"Niño 3.4 anomaly, test period from {metrics['test_start']}",
             columns=("lead", "method", "correlation", "RMSE °C", "phase accuracy", "months"),
             rows=rows, verdict=verdict(metrics["skill"]),
+            model_rows=tuple(row["method"] == "model" for row in metrics["skill"]),
         )
 
 
@@ -293,11 +294,10 @@ def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
             wins.append(str(lead))
         else:
             losses.append(f"lead {lead} ({name} {best:.3f} vs model {at['model']:.3f})")
-    parts = [f"the model beats every baseline's correlation at lead {', '.join(wins)}"] if wins else []
+    parts = [f"The model beats every baseline's correlation at lead {', '.join(wins)}"] if wins else []
     if losses:
-        parts.append(f"it loses to the best baseline at {'; '.join(losses)}")
-    text = "; ".join(parts)
-    return text[:1].upper() + text[1:]
+        parts.append(f"{'it' if wins else 'The model'} loses to the best baseline at {'; '.join(losses)}")
+    return "; ".join(parts)
 
 
 def _date(month: np.datetime64) -> Any:

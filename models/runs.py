@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from shoal.errors import TrainingError
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 
 # Training settings that do not change the weights, so they are not part of a run's identity.
 NOT_IDENTITY = ("device", "num_workers", "stage")
+RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:
 
 
 def _run_dir(catalog: Catalog, task: Task, run_id: str) -> Path:
+    if not RUN_ID.fullmatch(run_id):
+        raise TrainingError(f"run id {run_id!r}: expected 1-64 letters, digits, '_' or '-', e.g. 'baseline_2'")
     return Path(catalog.home, "models", task.model_name, "runs", run_id)
 
 
@@ -97,9 +103,9 @@ def train_model(
     prepared = task.prepare(catalog, settings, feature_version)
     config = train_config(settings)
     run_id = run_id or run_id_of(task, prepared, config)
+    folder = _run_dir(catalog, task, run_id)
     if not (retrain or restart) and (found := find_run(catalog, task.model_name, run_id)) is not None:
         return Trained(entry=found, reused=True, run_id=run_id)
-    folder = _run_dir(catalog, task, run_id)
     if (retrain or restart) and folder.exists():
         shutil.rmtree(folder)
     model = seeded(config.seed, prepared.build)

@@ -107,6 +107,20 @@ class ArraySession:
                 return self._session.commit(message, metadata=metadata)
 
 
+def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset, *,
+                encoding: dict[str, dict] | None, provenance: Provenance) -> str:
+    """Replace the whole content of array `name` with `dataset` in one commit; return its snapshot id.
+
+    The session is opened, written and committed under the repository lock, so it always
+    starts from the newest snapshot: two whole writes at once land one after the other as two
+    versions, instead of the second failing with a conflict on every chunk.
+    """
+    with dataset_lock(lock_path):
+        session = ArraySession(uri, name, None)  # None: the lock is held here already
+        dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding)
+        return session.commit(provenance)
+
+
 def _open_dataset(store: zarr.storage.StoreLike) -> xr.Dataset | None:
     import xarray as xr
 

@@ -126,6 +126,17 @@ class Catalog:
         self._refuse_other_kind(name, "array")
         return arrays.ArraySession(self.uri("array", name), name, self._lock_path(name))
 
+    def write_array(self, name: str, dataset: xr.Dataset, *, provenance: Provenance,
+                    encoding: dict[str, dict] | None = None) -> str:
+        """Replace the whole content of array `name` (created when missing) with `dataset` as ONE commit.
+
+        Concurrent whole writes of one array are serialized on a local home, so each lands as
+        its own version. Returns the snapshot id of this write's commit.
+        """
+        self._refuse_other_kind(name, "array")
+        return arrays.write_whole(self.uri("array", name), name, self._lock_path(name), dataset, encoding=encoding,
+                                  provenance=provenance)
+
     def _refuse_other_kind(self, name: str, kind: Kind) -> None:
         other: Kind = "array" if kind == "table" else "table"
         if self._exists(other, name):

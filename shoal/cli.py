@@ -276,8 +276,8 @@ def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
 
     skill = task.skill_table(metrics)
     table = Table(*skill.columns, title=skill.title)
-    for row in skill.rows:
-        table.add_row(*row, style="bold" if row[1] == "model" else None)
+    for row, model in zip(skill.rows, skill.model_rows or (False,) * len(skill.rows), strict=True):
+        table.add_row(*row, style="bold" if model else None)
     console = _console()
     console.print(table)
     console.print(skill.verdict, markup=False, highlight=False)

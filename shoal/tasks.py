@@ -112,12 +112,16 @@ class Predicted:
 
 @dataclass(frozen=True)
 class SkillTable:
-    """The test skill as a table for people: title, columns, rows of strings, and a verdict line."""
+    """The test skill as a table for people: title, columns, rows of strings, and a verdict line.
+
+    `model_rows` flags the rows of the model itself (shown in bold), the others are baselines.
+    """
 
     title: str
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     verdict: str
+    model_rows: tuple[bool, ...] = ()
 
 
 class Task(ABC):

@@ -156,3 +156,20 @@ def test_the_verdict_says_where_the_model_wins_and_where_it_loses() -> None:
     assert verdict(skill) == ("The model beats every baseline's correlation at lead 3; it loses to the best baseline "
                               "at lead 1 (linear 0.900 vs model 0.500)")
     assert PERIODS == ("train", "valid", "test")
+
+
+def test_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib; matplotlib.use('svg')\n"
+        "from pathlib import Path\n"
+        "from shoal.models.reports import plot_skill\n"
+        f"plot_skill(Path({str(tmp_path)!r}) / 'skill.png', [{{'lead': 1, 'method': 'model', 'correlation': 0.5}},"
+        " {'lead': 3, 'method': 'model', 'correlation': 0.2}], title='t')\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "skill.png").read_bytes()[:4] == b"\x89PNG"

@@ -108,3 +108,25 @@ def test_shoal_run_enso_prints_the_skill_by_lead_and_exits_1_when_some_sst_files
     for text in ("lead", "persistence", "climatology", "linear", "RMSE °C", "test period from 1990-01",
                  "enso_predictions version 0"):
         assert text in result.output
+
+
+def test_the_feature_task_does_not_retry_a_shoal_error(home: Path) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from shoal.flows.pipelines import features_task
+
+    @flow
+    def build_once() -> dict[str, object]:  # in a dict: a returned failed state would fail the flow
+        return {"state": features_task(task_name="enso", home=str(home), settings={}, return_state=True)}
+
+    state = build_once()["state"]
+    assert state.is_failed() and "need 'sst'" in str(state.message)
+
+    async def run_count() -> int:
+        async with get_client() as client:
+            return (await client.read_task_run(state.state_details.task_run_id)).run_count
+
+    import asyncio
+
+    assert asyncio.run(run_count()) == 1  # a retry (retries=1) would make it 2
