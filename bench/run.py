@@ -5,8 +5,8 @@ Usage, from the repository root::
     python -m bench.run            # every bench/bench_*.py module
     python -m bench.run stats      # only bench/bench_stats.py; other sections are kept
 
-Each benchmark module exposes `run() -> list[Result]` and a module docstring that says what
-is compared; the docstring becomes the text of its section. Sections live between
+Each benchmark module exposes `run() -> list[Result]` (or, for a measurement that is not a
+timing, `report() -> (markdown, goal met)`) and a module docstring that says what is compared; the docstring becomes the text of its section. Sections live between
 `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers, so a partial run rewrites only
 its own sections. The exit status is 1 when a result misses its target.
 """
@@ -20,6 +20,7 @@ import inspect
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,18 +36,113 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Timing:
+    """The wall times of repeated calls of one function.
+
+    Attributes:
+        seconds: one wall time per call, in call order.
+    """
+
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        """The median of the times."""
+        return statistics.median(self.seconds)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The fastest and the slowest time: (min, max)."""
+        return min(self.seconds), max(self.seconds)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Ours against a baseline, timed in interleaved repeats (see `interleaved`).
+
+    Attributes:
+        ours: our times.
+        baseline: the baseline's times.
+    """
+
+    ours: Timing
+    baseline: Timing
+
+    @property
+    def ratio(self) -> float:
+        """Speed-up of ours: baseline median / ours median (> 1: ours faster)."""
+        return self.baseline.median / self.ours.median
+
+    @property
+    def ratio_spread(self) -> tuple[float, float]:
+        """The ratios the spreads allow: (baseline min / ours max, baseline max / ours min)."""
+        (ours_min, ours_max), (baseline_min, baseline_max) = self.ours.spread, self.baseline.spread
+        return baseline_min / ours_max, baseline_max / ours_min
+
+    @property
+    def verdict(self) -> str:
+        """The ratio spread above 1: "ours faster"; below 1: "ours slower"; holding 1: "no measurable difference"."""
+        low, high = self.ratio_spread
+        if low > 1.0:
+            return "ours faster"
+        if high < 1.0:
+            return "ours slower"
+        return "no measurable difference"
+
+    @property
+    def summary(self) -> str:
+        """The speed-up, its spread and the verdict, e.g. "1.07x (0.950..1.200x): no measurable difference".
+
+        The spread has three decimals: a bound of 0.999 must not read as 1.00.
+        """
+        low, high = self.ratio_spread
+        return f"{self.ratio:.2f}x ({low:.3f}..{high:.3f}x): {self.verdict}"
+
+
+def timed(function: Callable[[], object]) -> Callable[[], float]:
+    """`function` as a call that runs it once and returns its wall time (for `interleaved`)."""
+
+    def call() -> float:
+        start = time.perf_counter()
+        function()
+        return time.perf_counter() - start
+
+    return call
+
+
+def interleaved(ours: Callable[[], float], baseline: Callable[[], float], *, repeats: int = 3) -> Comparison:
+    """Call ours, baseline, ours, baseline, ... `repeats` times each, so drift hits both alike.
+
+    Args:
+        ours: runs our loop once and returns its seconds.
+        baseline: runs the baseline once and returns its seconds.
+        repeats: calls of each.
+
+    Returns:
+        Both series of times, in call order.
+    """
+    ours_seconds, baseline_seconds = [], []
+    for _ in range(repeats):
+        ours_seconds.append(ours())
+        baseline_seconds.append(baseline())
+    return Comparison(ours=Timing(tuple(ours_seconds)), baseline=Timing(tuple(baseline_seconds)))
+
+
+@dataclass(frozen=True)
 class Result:
     """One measurement: ours against a baseline, timed in the same run.
 
     Attributes:
         name: what was measured, e.g. "RunningStats 10M x 28 float32".
         ours_label: our implementation.
-        ours_seconds: its best time.
+        ours_seconds: its best time, or its median when `ours_spread` is given.
         baseline_label: the baseline.
-        baseline_seconds: its best time.
+        baseline_seconds: its best time, or its median when `baseline_spread` is given.
         target: the goal in words, e.g. ">= 0.5x, max rel diff <= 1e-12".
         passed: whether the target was met.
         notes: further measurements (throughput, accuracy).
+        ours_spread: (min, max) of our repeated times, when `ours_seconds` is their median.
+        baseline_spread: the same for the baseline.
     """
 
     name: str
@@ -57,11 +153,18 @@ class Result:
     target: str
     passed: bool
     notes: str = ""
+    ours_spread: tuple[float, float] | None = None
+    baseline_spread: tuple[float, float] | None = None
 
     @property
     def ratio(self) -> float:
         """Speed-up of ours over the baseline: baseline_seconds / ours_seconds (> 1: ours faster)."""
         return self.baseline_seconds / self.ours_seconds
+
+
+def seconds(value: float, spread: tuple[float, float] | None = None) -> str:
+    """A time for the table: "1.234", or "1.234 (1.200..1.300)" with its spread."""
+    return f"{value:.3f}" if spread is None else f"{value:.3f} ({spread[0]:.3f}..{spread[1]:.3f})"
 
 
 def best_of(function: Callable[[], T], *, repeats: int = 3) -> tuple[float, T]:
@@ -114,10 +217,17 @@ def section(name: str, doc: str, results: list[Result], *, when: str, command: s
     ]
     for r in results:
         lines.append(
-            f"| {r.name} | {r.ours_label} | {r.ours_seconds:.3f} | {r.baseline_label} | "
-            f"{r.baseline_seconds:.3f} | {r.ratio:.2f}x | {r.target} | {'yes' if r.passed else 'NO'} | {r.notes} |"
+            f"| {r.name} | {r.ours_label} | {seconds(r.ours_seconds, r.ours_spread)} | {r.baseline_label} | "
+            f"{seconds(r.baseline_seconds, r.baseline_spread)} | {r.ratio:.2f}x | {r.target} | {'yes' if r.passed else 'NO'} | {r.notes} |"
         )
     lines.append(f"<!-- /bench:{name} -->")
+    return "\n".join(lines) + "\n"
+
+
+def report_section(name: str, doc: str, body: str, *, when: str, command: str) -> str:
+    """The Markdown section of a benchmark module that reports its own table (`report()`)."""
+    lines = [f"<!-- bench:{name} -->", f"## {name}", "", inspect.cleandoc(doc), "",
+             f"Measured {when} with `{command}`.", "", body.rstrip(), f"<!-- /bench:{name} -->"]
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +240,9 @@ def write_report(new_sections: dict[str, str], *, when: str, command: str) -> No
     header = (
         "# Benchmarks\n\n"
         "Each benchmark runs ours and its baseline in the same process, one after the other; "
-        "times are the best of several runs. Speed-up = baseline seconds / ours seconds.\n\n"
+        "times are the best of several runs, or, where a spread (min..max) follows, the median of "
+        "interleaved repeats (ours, baseline, ours, baseline, ...). "
+        "Speed-up = baseline seconds / ours seconds.\n\n"
         f"Machine: {machine()}.\n\n"
         f"Last run {when}: `{command}`.\n"
     )
@@ -153,9 +265,16 @@ def main(argv: list[str]) -> int:
     print(f"{'benchmark':<34} {'ours s':>9} {'baseline s':>11} {'speed-up':>9}  passed")
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
+        if hasattr(module, "report"):  # a measurement that is not a timing (e.g. skill): its own table
+            body, passed = module.report()
+            print(f"{name}: {'goal met' if passed else 'goal NOT met'}\n{body}")
+            failed += not passed
+            sections[name] = report_section(name, module.__doc__ or "", body, when=when, command=command)
+            continue
         results = module.run()
         for r in results:
-            print(f"{r.name:<34} {r.ours_seconds:>9.3f} {r.baseline_seconds:>11.3f} {r.ratio:>8.2f}x  "
+            print(f"{r.name:<34} {seconds(r.ours_seconds, r.ours_spread):>9} "
+                  f"{seconds(r.baseline_seconds, r.baseline_spread):>11} {r.ratio:>8.2f}x  "
                   f"{'yes' if r.passed else 'NO'}  {r.notes}")
             failed += not r.passed
         sections[name] = section(name, module.__doc__ or "", results, when=when, command=command)

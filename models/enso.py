@@ -123,8 +123,7 @@ def baselines(series: IndexSeries, origins: np.ndarray, lead: int) -> dict[str, 
     }
 
 
-def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, leads: Sequence[int], *, device: str
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, *, device: str) -> tuple[np.ndarray, np.ndarray]:
     """The model's anomaly (N, L) in °C and phase probabilities (N, L, 3) for `origins`."""
     import torch
 
@@ -208,7 +207,7 @@ class Enso(Task):
                                f"test_start ({features.config.test_start}) on, or build features with an earlier "
                                "--test-start")
         origins = np.unique(np.concatenate(list(rows.values())))
-        anomaly, probabilities = _forecast(model, features, origins, leads, device=device)
+        anomaly, probabilities = _forecast(model, features, origins, device=device)
         observed_phase = features.phase.numpy()
         skill = []
         for column, lead in enumerate(leads):
@@ -238,7 +237,7 @@ class Enso(Task):
         wanted = hindcast.any(axis=1)
         wanted[-1] = True  # the newest window: the forecast
         origins, targets, hindcast = origins[wanted], targets[wanted], hindcast[wanted]
-        anomaly, probabilities = _forecast(model, features, origins, leads, device=device)
+        anomaly, probabilities = _forecast(model, features, origins, device=device)
         rows = []
         for i, origin in enumerate(origins):
             issued = features.months[origin - 1]
