@@ -62,6 +62,7 @@ def test_kelvin_gdal_shifted_and_south_to_north_files_decode_to_the_same_celsius
         ("sst199006.grb", r"GRIB date 19900701 is month 1990-07, the file name says 1990-06; rename"),
         ("sst199007.grb", r"values range 300.00 .. 330.00 fit neither °C"),
         ("sst199008.grb", r":2: more than one GRIB message"),
+        ("sst199009.grb", r":1: parameter is '2t', not 'sst'; expected sea-surface temperature \(GRIB1"),
     ],
 )
 def test_each_bad_file_gets_one_line_naming_the_file_the_problem_and_the_fix(name: str, problem: str) -> None:
@@ -164,11 +165,11 @@ def test_progress_sees_every_file_once_whatever_became_of_it(catalog: Catalog, t
     paths = [DATA / "good", DATA / "bad", Path(misnamed), twice, tmp_path / "empty"]
     (tmp_path / "empty").mkdir()  # a failure, but no file: nothing to count
     expected = [str(p) for p in source.expand(paths)]
-    assert len(expected) == 3 + 8 + 2
+    assert len(expected) == 3 + 9 + 2
     seen: list[str] = []
     report = source.ingest(catalog, paths, progress=seen.append)
     assert sorted(seen) == sorted(expected)
-    assert (len(report.committed), len(report.unchanged), len(report.failures)) == (1, 1, 8 + 1 + 2 + 1)
+    assert (len(report.committed), len(report.unchanged), len(report.failures)) == (1, 1, 9 + 1 + 2 + 1)
 
 
 def test_the_report_gives_the_version_of_its_own_commit_when_another_lands_right_after(
@@ -208,8 +209,8 @@ def test_the_cli_commits_good_files_prints_one_line_per_bad_file_and_exits_1(hom
     result = CliRunner().invoke(app, ["--home", str(home), "ingest", "sst", str(DATA / "good"), str(DATA / "bad")])
     assert result.exit_code == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 8 and all("/bad/sst1990" in line for line in errors)
-    assert "sst: version 0; 3 committed, 0 unchanged, 8 failed" in result.stdout
+    assert len(errors) == 9 and all("/bad/sst1990" in line for line in errors)
+    assert "sst: version 0; 3 committed, 0 unchanged, 9 failed" in result.stdout
     again = CliRunner().invoke(app, ["--home", str(home), "ingest", "sst", str(DATA / "bad")])
     assert again.exit_code == 2
 
