@@ -17,18 +17,16 @@ from prefect import flow, get_run_logger, task
 from shoal.catalog import Catalog
 from shoal.flows.ingest import IngestFailed, _transient, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
+from shoal.progress import NullReporter
 from shoal.sources import IngestReport
 from shoal.tasks import FeatureBuild, Predicted, get_task
 
 
-class RunLogReporter:
-    """Progress for the Prefect UI: one run-log line per finished stage (an epoch, a feature build)."""
+class RunLogReporter(NullReporter):
+    """Progress for the Prefect UI: one run-log line per finished stage (an epoch, a feature build).
 
-    def start(self, description: str, total: int | None) -> None:
-        """Nothing: a log line per batch would flood the UI."""
-
-    def advance(self, steps: int = 1, status: str = "") -> None:
-        """Nothing, as for `start`."""
+    Nothing per batch: a log line per batch would flood the UI.
+    """
 
     def finish(self, message: str) -> None:
         """Log the stage's closing line."""

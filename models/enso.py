@@ -14,6 +14,7 @@ training months only and scored on the same test rows:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -135,6 +136,20 @@ def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, *, device
     return anomaly, torch.softmax(out.phase_logits, dim=-1).numpy().astype(np.float64)
 
 
+@functools.lru_cache(maxsize=1)
+def _cached(home: str, snapshot: str) -> EnsoFeatures:
+    from shoal.catalog import Catalog
+
+    return EnsoFeatures(Catalog(home), version=snapshot)
+
+
+def _features(catalog: Catalog, version: int | str | None) -> EnsoFeatures:
+    """A feature version in memory, loaded once for training, evaluation and prediction (snapshots never change)."""
+    from shoal.arrays import resolve
+
+    return _cached(catalog.home, resolve(catalog.uri("array", FEATURES), FEATURES, version).snapshot)
+
+
 class _Loss:
     """The ConvLSTM loss with the land mask kept on each device it is asked for (no copy per step)."""
 
@@ -176,7 +191,7 @@ class Enso(Task):
         """The ConvLSTM sized to the features' grid, with one output per lead, and the two splits."""
         from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig
 
-        features = EnsoFeatures(catalog, version=feature_version)
+        features = _features(catalog, feature_version)
         height, width = features.sst.shape[-2:]
         config = ConvLSTMConfig(height=height, width=width, leads=settings.leads)
         train, valid = features.windows("train", settings.leads), features.windows("valid", settings.leads)
@@ -199,7 +214,7 @@ class Enso(Task):
     def evaluate(self, catalog: Catalog, model: Any, *, feature_version: str, model_config: Mapping[str, Any],
                  device: str) -> dict[str, Any]:
         """Correlation, RMSE and phase accuracy by lead on the test months: the model and each baseline."""
-        features = EnsoFeatures(catalog, version=feature_version)
+        features = _features(catalog, feature_version)
         leads = tuple(model_config["leads"])
         rows = {lead: features.series.rows(lead, "test") for lead in leads}
         if not any(len(r) for r in rows.values()):
@@ -225,7 +240,7 @@ class Enso(Task):
         """Hindcasts of every validation and test month at every lead, and the forecast from the newest window."""
         from shoal.models.reports import plot_hindcast, plot_skill
 
-        features = EnsoFeatures(catalog, version=entry.feature_version)
+        features = _features(catalog, entry.feature_version)
         leads = tuple(entry.config["model"]["leads"])
         origins = features.series.origins()
         if len(origins) == 0:
@@ -282,17 +297,25 @@ class Enso(Task):
         )
 
 
+def best_baselines(skill: Sequence[Mapping[str, Any]]) -> dict[int, tuple[float, str, float]]:
+    """Per lead: the model's test correlation, and the name and correlation of the best baseline."""
+    best = {}
+    for lead in sorted({row["lead"] for row in skill}):
+        at = {row["method"]: row["correlation"] for row in skill if row["lead"] == lead}
+        name, value = max(((m, c) for m, c in at.items() if m != "model" and np.isfinite(c)), key=lambda mc: mc[1],
+                          default=("none", -np.inf))
+        best[lead] = (at["model"], name, value)
+    return best
+
+
 def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
     """Where the model's test correlation beats every baseline's, and where it loses to the best one."""
     wins, losses = [], []
-    for lead in sorted({row["lead"] for row in skill}):
-        at = {row["method"]: row["correlation"] for row in skill if row["lead"] == lead}
-        name, best = max(((m, c) for m, c in at.items() if m != "model" and np.isfinite(c)), key=lambda mc: mc[1],
-                         default=("none", -np.inf))
-        if np.isfinite(at["model"]) and at["model"] > best:
+    for lead, (model, name, best) in best_baselines(skill).items():
+        if np.isfinite(model) and model > best:
             wins.append(str(lead))
         else:
-            losses.append(f"lead {lead} ({name} {best:.3f} vs model {at['model']:.3f})")
+            losses.append(f"lead {lead} ({name} {best:.3f} vs model {model:.3f})")
     parts = [f"The model beats every baseline's correlation at lead {', '.join(wins)}"] if wins else []
     if losses:
         parts.append(f"{'it' if wins else 'The model'} loses to the best baseline at {'; '.join(losses)}")

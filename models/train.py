@@ -138,7 +138,10 @@ def pick_device(preference: str | torch.device = "auto") -> torch.device:
     except RuntimeError as error:
         raise TrainingError(f"unknown device {preference!r}: expected auto, cpu, cuda, cuda:N or mps") from error
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not available.get(device.type, False):
+    present = available.get(device.type, False)
+    if present and device.type == "cuda" and device.index is not None:
+        present = device.index < torch.cuda.device_count()
+    if not present:
         raise TrainingError(f"device {preference!r} is not available on this machine; use --device auto or cpu")
     return device
 
