@@ -1,5 +1,5 @@
 """One module per source; importing this package registers them all (see shoal.sources)."""
 
-from shoal.datasets import cobe_sst, oni
+from shoal.datasets import cobe_sst, oni, speech_commands
 
-__all__ = ["cobe_sst", "oni"]
+__all__ = ["cobe_sst", "oni", "speech_commands"]
