@@ -15,30 +15,25 @@ with another sha256, it is reported as a failure (the local copy changed) instea
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
 from shoal.download import (
+    MANIFEST,
     DownloadConfig,
-    DownloadFailure,
     DownloadReport,
+    FetchArgumentError,
     ProgressFn,
-    download,
-    manifest_entries,
-    read_manifest,
-    write_manifest,
+    check_url,
+    download_into,
 )
-from shoal.errors import ShoalError
+
+__all__ = ["COBE_SST_BASE_URL", "FIRST_MONTH", "MANIFEST", "FetchArgumentError", "MonthUrl", "fetch_sst",
+           "month_urls", "parse_month"]
 
 COBE_SST_BASE_URL = "https://ds.data.jma.go.jp/tcc/tcc/products/elnino/cobesst/gpvdata"
 FIRST_MONTH = "1891-01"  # COBE-SST starts here; there is no earlier file
-MANIFEST = "SHA256SUMS"
 _MONTH = re.compile(r"(\d{4})-(\d{2})")
-
-
-class FetchArgumentError(ShoalError):
-    """A fetch was asked for something that cannot exist (bad month, bad range, bad URL)."""
 
 
 class MonthUrl(NamedTuple):
@@ -73,8 +68,7 @@ def month_urls(start: str, end: str, base_url: str = COBE_SST_BASE_URL) -> list[
         raise FetchArgumentError(f"end {end} is before start {start}; give an end on or after the start")
     if first < parse_month(FIRST_MONTH):
         raise FetchArgumentError(f"start {start} is before COBE-SST's first month {FIRST_MONTH}; start at {FIRST_MONTH} or later")
-    if not base_url.startswith(("http://", "https://")):
-        raise FetchArgumentError(f"base URL {base_url!r} is not http:// or https://; default is {COBE_SST_BASE_URL}")
+    check_url(base_url, what="base URL", default=COBE_SST_BASE_URL)
     base = base_url.rstrip("/")
     found = []
     year, month = first
@@ -115,26 +109,4 @@ def fetch_sst(
         DownloadError: `dest/SHA256SUMS` cannot be read or written.
     """
     months = month_urls(start, end, base_url)
-    dest = Path(dest)
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FetchArgumentError(f"{dest}: cannot create the destination folder ({error}); pick a writable folder") from error
-    manifest = dest / MANIFEST
-    entries = read_manifest(manifest)  # a broken manifest stops us before any download
-    report = download([(m.url, dest / m.filename) for m in months], config=config, progress=progress)
-
-    changed = [f for f in report.skipped if entries.get(Path(f.path).name, f.sha256) != f.sha256]
-    entries.update(manifest_entries(report.downloaded, dest))
-    entries.update(manifest_entries([f for f in report.skipped if f not in changed], dest))
-    write_manifest(manifest, entries)
-    if not changed:
-        return report
-    mismatches = tuple(
-        DownloadFailure(url=f.url, path=f.path, attempts=0,
-                        problem=f"{f.path} has sha256 {f.sha256[:12]}…, {MANIFEST} says {entries[Path(f.path).name][:12]}…",
-                        fix="the local copy changed: delete it and fetch again")
-        for f in changed
-    )
-    return replace(report, skipped=tuple(f for f in report.skipped if f not in changed),
-                   failures=report.failures + mismatches)
+    return download_into([(m.url, m.filename) for m in months], dest, config=config, progress=progress)

@@ -4,6 +4,6 @@
 task flows (importing it loads torch on first training only, through shoal.models.runs).
 """
 
-from shoal.flows.ingest import ingest_oni, ingest_sst
+from shoal.flows.ingest import ingest_oni, ingest_speech, ingest_sst
 
-__all__ = ["ingest_oni", "ingest_sst"]
+__all__ = ["ingest_oni", "ingest_speech", "ingest_sst"]

@@ -61,3 +61,9 @@ def ingest_oni(path: FilePath = SAMPLE, home: str | None = None) -> IngestReport
 def ingest_sst(paths: list[Path], home: str | None = None) -> IngestReport:
     """Ingest COBE-SST GRIB files (or folders of them) into the array `sst`."""
     return finish(ingest_source(source="sst", paths=paths, home=home))
+
+
+@flow(name="ingest-speech")
+def ingest_speech(paths: list[Path], home: str | None = None) -> IngestReport:
+    """Ingest Speech Commands folders or .tar.gz archives into the `speech` and `speech_noise` tables."""
+    return finish(ingest_source(source="speech", paths=paths, home=home))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from shoal.models import enso, registry
+from shoal.models import enso, registry, speech
 
-__all__ = ["convlstm", "enso", "registry", "reports", "runs", "train"]
-_LAZY_MODULES = frozenset({"convlstm", "reports", "runs", "train"})
+__all__ = ["audio_cnn", "convlstm", "enso", "registry", "reports", "runs", "speech", "train"]
+_LAZY_MODULES = frozenset({"audio_cnn", "convlstm", "reports", "runs", "train"})
 
 
 def __getattr__(name: str) -> ModuleType:

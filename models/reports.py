@@ -63,3 +63,21 @@ def plot_skill(path: Path, skill: Sequence[Mapping[str, Any]], *, title: str) ->
     axes.set_title(title)
     axes.legend()
     return _save(figure, path)
+
+
+def plot_confusion(path: Path, confusion: np.ndarray, labels: Sequence[str], *, title: str) -> Path:
+    """The confusion matrix (rows: true label, columns: predicted), each row as fractions of its clips."""
+    from matplotlib.figure import Figure
+
+    totals = confusion.sum(axis=1, keepdims=True)
+    fractions = np.divide(confusion, totals, out=np.zeros(confusion.shape), where=totals > 0)
+    figure = Figure(figsize=(9, 8))
+    axes = figure.add_subplot()
+    image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
+    axes.set_yticks(range(len(labels)), labels, fontsize=8)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true word's clips")
+    return _save(figure, path)

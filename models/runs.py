@@ -53,7 +53,8 @@ def train_config(settings: TaskSettings) -> TrainConfig:
     """The generic loop's configuration from a task's settings."""
     from shoal.models.train import TrainConfig
 
-    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=settings.seed,
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+                       optimizer=settings.optimizer, seed=settings.seed,
                        device=settings.device, max_batches_per_epoch=settings.max_batches, compile=settings.compile,
                        amp_dtype=settings.amp_dtype)
 

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
 # A resumed run must draw the same batches as an uninterrupted one: these must not change.
-RESUME_KEYS = ("seed", "batch_size", "lr", "max_batches_per_epoch")
+RESUME_KEYS = ("seed", "batch_size", "lr", "max_batches_per_epoch", "optimizer")
+Optimizer = Literal["adam", "adadelta"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class TrainConfig:
         epochs: passes over the training data (a resumed run trains up to this many in all).
         batch_size: samples per step; a last partial batch is dropped (BatchNorm cannot train
             on one sample, and equal batches weigh every sample alike).
-        lr: Adam's learning rate.
+        lr: the optimizer's learning rate.
+        optimizer: "adam", or "adadelta" (rho 0.95, eps 1e-7: Keras' defaults, the speech analysis').
         seed: seeds the shuffle and the randomness of every epoch. The initial weights are
             the caller's: build the model under `seeded(seed, ...)`.
         device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps".
@@ -77,6 +79,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 4
     lr: float = 1e-3
+    optimizer: Optimizer = "adam"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -95,6 +98,8 @@ class TrainConfig:
             )
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
             raise TrainingError(f"max_batches_per_epoch must be None or >= 1, got {self.max_batches_per_epoch}")
+        if self.optimizer not in ("adam", "adadelta"):
+            raise TrainingError(f"optimizer must be adam or adadelta, got {self.optimizer!r}")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise TrainingError(f"amp_dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
 
@@ -367,7 +372,7 @@ def train(
     resume: bool = True,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """Train `model` with Adam; a checkpoint each epoch; keep the best by validation loss.
+    """Train `model` with Adam or Adadelta; a checkpoint each epoch; keep the best by validation loss.
 
     Model selection sees `val_data` only; a task's test data never comes here. The model is
     moved to the device and left with the LAST epoch's weights (load `best_checkpoint` for
@@ -401,7 +406,8 @@ def train(
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
     forward = torch.compile(model) if config.compile else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = (torch.optim.Adadelta(model.parameters(), lr=config.lr, rho=0.95, eps=1e-7)
+                 if config.optimizer == "adadelta" else torch.optim.Adam(model.parameters(), lr=config.lr))
     scaler = torch.amp.GradScaler("cuda", enabled=amp and config.amp_dtype == "float16")
     history: list[tuple[float, float]] = []
     best_epoch, best_loss, start = -1, math.inf, 0

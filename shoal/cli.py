@@ -213,14 +213,20 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "epochs": (int | None, typer.Option(help="Training epochs.")),
     "batch_size": (int | None, typer.Option(help="Samples per step.")),
     "max_batches": (int | None, typer.Option(help="Stop each epoch after N batches.")),
-    "lr": (float | None, typer.Option(help="Adam's learning rate.")),
+    "lr": (float | None, typer.Option(help="The optimizer's learning rate.")),
+    "optimizer": (str | None, typer.Option(help="adam, or adadelta (rho 0.95, eps 1e-7).")),
+    "split": (str | None, typer.Option(help="official (the dataset's split) or random (by clip, seeded by --seed: "
+                                            "only to reproduce an analysis that split so).")),
+    "materialize": (bool, typer.Option("--materialize", help="Store the normalized inputs in the feature version "
+                                                              "instead of computing them in the loader.")),
     "seed": (int | None, typer.Option(help="Seed of weights and shuffles.")),
     "device": (str | None, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")),
     "compile": (bool, typer.Option("--compile", help="Run the model through torch.compile (GPU).")),
     "amp_dtype": (str | None, typer.Option(help="Mixed precision on cuda: float16 (with a GradScaler) or bfloat16.")),
 }
-_FEATURE_OPTIONS = ("valid_start", "test_start", "coarsen")
-_TRAIN_OPTIONS = ("leads", "epochs", "batch_size", "max_batches", "lr", "seed", "device", "compile", "amp_dtype")
+_FEATURE_OPTIONS = ("valid_start", "test_start", "coarsen", "split", "materialize", "seed")
+_TRAIN_OPTIONS = ("leads", "epochs", "batch_size", "max_batches", "lr", "optimizer", "seed", "device", "compile",
+                  "amp_dtype")
 # Options of the step itself, not of the task.
 _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "feature_version": (str | None, typer.Option(help="Feature version (number or snapshot id); default the newest.")),
@@ -361,7 +367,7 @@ def _print_predicted(entry: Any, predicted: Any) -> None:
                      markup=False, highlight=False)
 
 
-@_step("run", options=(*_FEATURE_OPTIONS, *_TRAIN_OPTIONS, "retrain"), paths=True)
+@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain"), paths=True)
 def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path], retrain: bool) -> None:
     """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict."""
     _run(task_name, paths, given, retrain=retrain)
@@ -384,6 +390,7 @@ def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: b
 
 DEMO_SST = ("1960-01", "2020-12")
 DEMO_ENSO = {"coarsen": 8, "epochs": 3, "max_batches": 40, "leads": "1,3,6"}  # ~1.5 min on 2 CPU cores
+DEMO_SPEECH = {"epochs": 3, "max_batches": 8, "batch_size": 32}  # ~1.5 min on 2 CPU cores
 
 
 @app.command()
@@ -392,6 +399,7 @@ def demo() -> None:
     import polars as pl
 
     from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.datasets.speech_commands_sample import write_sample as write_speech_sample
     from shoal.flows import ingest_oni
 
     catalog = _catalog()
@@ -408,14 +416,51 @@ def demo() -> None:
     files = write_sample(samples, start=start, end=end)
     console.print(f"wrote {len(files)} COBE-format GRIB files to {samples} (Niño 3.4 box = the real series)")
     _run("enso", [samples], DEMO_ENSO)
-    console.rule(f"4. the catalog at {catalog.home}")
+    clips = Path(catalog.home, "samples", "speech_commands")
+    console.rule("4. Speech: 300 real Speech Commands clips + augmentations -> spectrograms -> CNN -> predictions")
+    write_speech_sample(clips)
+    console.print(f"wrote the 300 real clips and augmented copies of the training clips to {clips} (real users "
+                  "ingest the full archive: `shoal fetch speech`)", markup=False, highlight=False)
+    _run("speech", [clips], DEMO_SPEECH)
+    console.rule(f"5. the catalog at {catalog.home}")
     catalog_ls()
-    console.rule("5. lineage of the predictions, down to the source files")
+    console.rule("6. lineage of the predictions, down to the source files")
     catalog_lineage("enso_predictions")
 
 
 fetch_app = typer.Typer(help="Download source files: retries, resume, sha256 (SHA256SUMS).", no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
+
+RetriesOpt = Annotated[int, typer.Option(help="Retries per file after the first attempt (transient errors only).")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to connect, and between two reads.")]
+BackoffOpt = Annotated[float, typer.Option(help="Seconds before the first retry; doubles each retry.")]
+
+
+def _fetch(name: str, dest: Path, plan: Any, fetch: Any, *, retries: int, timeout: float, backoff: float,
+           workers: int = 4) -> None:
+    """Run one fetch under a progress bar; one line per failure, then the summary and the exit code.
+
+    `plan()` validates the arguments and returns the number of files (before any output);
+    `fetch(config, progress)` downloads them and returns the `DownloadReport`.
+    """
+    from shoal.download import MANIFEST, DownloadConfig
+
+    try:
+        config = DownloadConfig(retries=retries, timeout=timeout, backoff=backoff, workers=workers)
+        total = plan()
+        with _reporter() as reporter:
+            reporter.start(f"fetch {name}", total=total)
+            report = fetch(config, lambda _url, _outcome: reporter.advance())
+    except ShoalError as error:  # caught here too, so that in-process callers get the exit code
+        if _State.debug:
+            raise
+        _fail(f"{error}")
+    for failure in report.failures:
+        typer.echo(f"error: {failure}", err=True)
+    _console().print(f"{dest}: {len(report.downloaded)} downloaded, {len(report.skipped)} already complete, "
+                     f"{len(report.failures)} failed; sha256 in {dest / MANIFEST}", markup=False, highlight=False)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @fetch_app.command("sst")
@@ -424,33 +469,36 @@ def fetch_sst_command(
     end: Annotated[str, typer.Option(help="Last month, YYYY-MM, inclusive.")],
     dest: Annotated[Path, typer.Option(help="Folder for sstYYYYMM.grb and SHA256SUMS; created when missing.")],
     base_url: Annotated[str | None, typer.Option(help="URL of the decade folders; default JMA/TCC's COBE-SST gpvdata.")] = None,
-    retries: Annotated[int, typer.Option(help="Retries per file after the first attempt (transient errors only).")] = 4,
-    timeout: Annotated[float, typer.Option(help="Seconds to connect, and between two reads.")] = 60.0,
-    backoff: Annotated[float, typer.Option(help="Seconds before the first retry; doubles each retry.")] = 1.0,
+    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = 60.0,
+    backoff: BackoffOpt = 1.0,
     workers: Annotated[int, typer.Option(help="Files downloaded at once.")] = 4,
 ) -> None:
     """Download COBE-SST monthly GRIB files sstYYYYMM.grb; files already there are skipped."""
-    from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, MANIFEST, fetch_sst, month_urls
-    from shoal.download import DownloadConfig
+    from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, fetch_sst, month_urls
 
-    console = _console()
-    try:
-        config = DownloadConfig(retries=retries, timeout=timeout, backoff=backoff, workers=workers)
-        total = len(month_urls(start, end, base_url or COBE_SST_BASE_URL))  # validates before any output
-        with _reporter() as reporter:
-            reporter.start("fetch sst", total=total)
-            report = fetch_sst(start=start, end=end, dest=dest, base_url=base_url or COBE_SST_BASE_URL,
-                               config=config, progress=lambda _url, _outcome: reporter.advance())
-    except ShoalError as error:  # caught here too, so that in-process callers get the exit code
-        if _State.debug:
-            raise
-        _fail(f"{error}")
-    for failure in report.failures:
-        typer.echo(f"error: {failure}", err=True)
-    console.print(f"{dest}: {len(report.downloaded)} downloaded, {len(report.skipped)} already complete, "
-                  f"{len(report.failures)} failed; sha256 in {dest / MANIFEST}", markup=False, highlight=False)
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+    url = base_url or COBE_SST_BASE_URL
+    _fetch("sst", dest, lambda: len(month_urls(start, end, url)),
+           lambda config, progress: fetch_sst(start=start, end=end, dest=dest, base_url=url, config=config,
+                                              progress=progress),
+           retries=retries, timeout=timeout, backoff=backoff, workers=workers)
+
+
+@fetch_app.command("speech")
+def fetch_speech_command(
+    dest: Annotated[Path, typer.Option(help="Folder for speech_commands_v0.01.tar.gz and SHA256SUMS; created when missing.")],
+    url: Annotated[str | None, typer.Option(help="URL of the archive; default Google's speech_commands_v0.01.tar.gz.")] = None,
+    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = 60.0,
+    backoff: BackoffOpt = 1.0,
+) -> None:
+    """Download the Speech Commands v0.01 archive (~1.4 GB); resumes a partial download, skips a complete one."""
+    from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech, speech_items
+
+    url = url or SPEECH_COMMANDS_URL
+    _fetch("speech", dest, lambda: len(speech_items(url)),
+           lambda config, progress: fetch_speech(dest=dest, url=url, config=config, progress=progress),
+           retries=retries, timeout=timeout, backoff=backoff)
 
 
 def run() -> None:

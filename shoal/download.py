@@ -6,10 +6,15 @@ Generic: it knows URLs and destination paths, nothing of what the files hold.
   file in its destination folder, fsynced), checked against the server's Content-Length, and
   only then renamed (`os.replace`) to its final name. A partial file is never visible under
   the final name; a failed download deletes its temporary file.
-- **Resume.** Because of that, a file that exists under its final name is complete: it is
+- **Skip.** Because of that, a file that exists under its final name is complete: it is
   skipped without asking the server (no HEAD, no GET), and hashed locally for the report. A
-  temporary file left by a killed run is never trusted (nor reused): every download starts
-  from byte 0 (no Range requests; the files this serves are small).
+  temporary file of `atomic_write` left by a killed run is never trusted (nor reused).
+- **Resume** (`resume=True`, for big files such as a 1.4 GB archive): the bytes go to
+  `NAME.part` beside the final name instead, which a failed attempt, a failed run or a kill
+  leaves behind; the next attempt (or run) asks for the rest with a `Range` request and
+  appends it, or starts over when the server answers 200. The file is locked while written
+  (POSIX `flock`), so two processes never append to one `.part`; once complete it is
+  fsynced and renamed. Without `resume` every download starts from byte 0 (small files).
 - **Retries** (tenacity): connection errors, timeouts, a connection dropped mid-body or a
   body shorter than its Content-Length, HTTP 408, 429 and 5xx are retried with exponential
   backoff plus jitter (honouring a numeric `Retry-After`). Anything else, 404 included, fails
@@ -17,7 +22,9 @@ Generic: it knows URLs and destination paths, nothing of what the files hold.
 - **Failures** are per file: one line each (URL, status or error, attempts, fix) in the
   report; the other files still download.
 
-`read_manifest` / `write_manifest` keep a `sha256sum`-format manifest (`SHA256SUMS`).
+`download_into` is what a `shoal fetch` command calls: it downloads into one folder and keeps
+that folder's `sha256sum`-format manifest (`SHA256SUMS`, via `read_manifest` /
+`write_manifest`) up to date, reporting a local copy that no longer matches it.
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 from shoal.errors import ShoalError, exit_code
+from shoal.files import _fsync_dir as fsync_dir  # the same durability as atomic_write's rename
 from shoal.files import atomic_write, sha256_file
 from shoal.lineage import SourceFile
 
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 _BLOCK = 1 << 16
 _RETRIED_STATUS = frozenset({408, 429})  # plus every 5xx
 _MANIFEST_LINE = re.compile(r"([0-9a-fA-F]{64}) [ *](.+)")
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+)")
+MANIFEST = "SHA256SUMS"
 
 Outcome = Literal["downloaded", "skipped", "failed"]
 ProgressFn = Callable[[str, Outcome], None]
@@ -52,6 +62,21 @@ ProgressFn = Callable[[str, Outcome], None]
 
 class DownloadError(ShoalError):
     """A download cannot be set up, or its manifest cannot be read or written."""
+
+
+class FetchArgumentError(ShoalError):
+    """A fetch was asked for something that cannot exist (bad month, bad range, bad URL, bad folder)."""
+
+
+def check_url(url: str, *, what: str, default: str) -> str:
+    """`url` when it is http:// or https://.
+
+    Raises:
+        FetchArgumentError: another scheme, or no URL; the message names `what` and `default`.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise FetchArgumentError(f"{what} {url!r} is not http:// or https://; default is {default}")
+    return url
 
 
 @dataclass(frozen=True)
@@ -152,6 +177,7 @@ def download(
     *,
     config: DownloadConfig = DownloadConfig(),
     progress: ProgressFn | None = None,
+    resume: bool = False,
 ) -> DownloadReport:
     """Download each `(url, dest)` that is not already complete at `dest`.
 
@@ -159,6 +185,8 @@ def download(
         items: URL and destination file pairs; destinations must be distinct.
         config: retries, timeout, backoff and concurrency.
         progress: called once per item, from a worker thread, with the URL and its outcome.
+        resume: keep partial bytes in `dest.part` and continue them with Range requests
+            (see the module docstring); for big files.
 
     Returns:
         The report; a file that still fails after its retries is a failure in it, not an
@@ -184,7 +212,7 @@ def download(
                       headers={"Accept-Encoding": "identity"}) as client:
 
         def one(pair: tuple[str, Path]) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
-            outcome, result = _download_one(client, pair[0], pair[1], config)
+            outcome, result = _download_one(client, pair[0], pair[1], config, resume=resume)
             if progress is not None:
                 progress(pair[0], outcome)
             return outcome, result
@@ -203,6 +231,62 @@ def download(
         done[outcome].append(result)
     return DownloadReport(downloaded=tuple(done["downloaded"]), skipped=tuple(done["skipped"]),
                           failures=tuple(done["failed"]))
+
+
+def download_into(
+    items: Sequence[tuple[str, str]],
+    dest: str | Path,
+    *,
+    config: DownloadConfig = DownloadConfig(),
+    progress: ProgressFn | None = None,
+    manifest: str = MANIFEST,
+    resume: bool = False,
+) -> DownloadReport:
+    """Download each `(url, name)` to `dest/name` and keep `dest/<manifest>` up to date.
+
+    A file already complete in `dest` is skipped (and hashed); when the manifest lists it
+    with another sha256, it is a failure in the report instead (the local copy changed), and
+    the manifest keeps the recorded sha256. Every other downloaded or skipped file gets its
+    entry; entries of other files stay.
+
+    Args:
+        items: URL and file name (relative to `dest`, `/`-separated) pairs.
+        dest: the folder; created when missing.
+        config: retries, timeout, backoff and concurrency.
+        progress: called once per item with its URL and outcome.
+        manifest: the manifest's file name in `dest`.
+        resume: continue partial downloads from `NAME.part` (see `download`).
+
+    Returns:
+        The report of `download`, with changed local copies moved from skipped to failures.
+
+    Raises:
+        FetchArgumentError: `dest` cannot be created.
+        DownloadError: the manifest cannot be read (before any download) or written.
+    """
+    dest = Path(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FetchArgumentError(f"{dest}: cannot create the destination folder ({error}); pick a writable folder") from error
+    manifest_path = dest / manifest
+    entries = read_manifest(manifest_path)  # a broken manifest stops us before any download
+    report = download([(url, dest / name) for url, name in items], config=config, progress=progress, resume=resume)
+
+    changed = [f for f in report.skipped if entries.get(_name_in(dest, f.path), f.sha256) != f.sha256]
+    entries.update(manifest_entries(report.downloaded, dest))
+    entries.update(manifest_entries([f for f in report.skipped if f not in changed], dest))
+    write_manifest(manifest_path, entries)
+    if not changed:
+        return report
+    mismatches = tuple(
+        DownloadFailure(url=f.url, path=f.path, attempts=0,
+                        problem=f"{f.path} has sha256 {f.sha256[:12]}…, {manifest} says {entries[_name_in(dest, f.path)][:12]}…",
+                        fix="the local copy changed: delete it and fetch again")
+        for f in changed
+    )
+    return replace(report, skipped=tuple(f for f in report.skipped if f not in changed),
+                   failures=report.failures + mismatches)
 
 
 def read_manifest(path: str | Path) -> dict[str, str]:
@@ -257,15 +341,22 @@ def manifest_entries(files: Iterable[DownloadedFile], folder: str | Path) -> dic
     Raises:
         DownloadError: a file lies outside `folder`.
     """
+    return {_name_in(folder, file.path): file.sha256 for file in files}
+
+
+def _name_in(folder: str | Path, path: str | Path) -> str:
+    """`path` relative to `folder`, `/`-separated: its name in the folder's manifest."""
     folder = Path(os.path.abspath(folder))
-    entries = {}
-    for file in files:
-        try:
-            name = Path(os.path.abspath(file.path)).relative_to(folder).as_posix()
-        except ValueError:
-            raise DownloadError(f"{file.path}: not inside {folder}; a manifest lists only files in its own folder") from None
-        entries[name] = file.sha256
-    return entries
+    try:
+        return Path(os.path.abspath(path)).relative_to(folder).as_posix()
+    except ValueError:
+        raise DownloadError(f"{path}: not inside {folder}; a manifest lists only files in its own folder") from None
+
+
+def part_name(path: str | Path) -> Path:
+    """Where a resumable download keeps the bytes of `path` until they are all there."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.part")
 
 
 class _BadStatus(Exception):
@@ -283,8 +374,16 @@ class _Truncated(Exception):
         super().__init__(f"truncated response: received {received} of {expected} bytes")
 
 
-def _download_one(client: httpx.Client, url: str, dest: Path,
-                  config: DownloadConfig) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
+class _Restart(Exception):
+    """A resumed download cannot continue where its `.part` ends; the next attempt starts over."""
+
+
+class _Busy(Exception):
+    """Another process holds the lock on the `.part` file."""
+
+
+def _download_one(client: httpx.Client, url: str, dest: Path, config: DownloadConfig,
+                  *, resume: bool) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
     """One item: skipped, downloaded, or failed after its retries."""
     import httpx
     import tenacity
@@ -300,8 +399,8 @@ def _download_one(client: httpx.Client, url: str, dest: Path,
         if dest.is_file():  # only a complete download is ever renamed to its final name
             sha256, size = sha256_file(dest)
             return "skipped", DownloadedFile(url=url, path=str(dest), sha256=sha256, bytes=size)
-        return "downloaded", retrying(_attempt, client, url, dest)
-    except (httpx.HTTPError, httpx.InvalidURL, _BadStatus, _Truncated, OSError) as error:
+        return "downloaded", retrying(_resume_attempt if resume else _attempt, client, url, dest)
+    except (httpx.HTTPError, httpx.InvalidURL, _BadStatus, _Truncated, _Restart, _Busy, OSError) as error:
         attempts = retrying.statistics.get("attempt_number", 1)
         return "failed", _failure(url, dest, error, attempts, config)
 
@@ -328,12 +427,106 @@ def _attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
     return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
 
 
+def _resume_attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
+    """One GET that continues `dest.part` where it ends, then renames it to `dest`.
+
+    The bytes already in `.part` stay there when this attempt fails, for the next one.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = part_name(dest)
+    with open(part, "a+b") as f:
+        _lock(f, part)
+        try:
+            digest, size = _continue(client, url, f)
+        except BaseException:
+            f.flush()
+            if os.fstat(f.fileno()).st_size == 0:  # nothing to resume: leave nothing behind
+                part.unlink(missing_ok=True)
+            raise
+        f.flush()
+        os.fsync(f.fileno())
+        os.replace(part, dest)  # still locked: no other process appends to the renamed file
+    fsync_dir(dest.parent)
+    return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
+
+
+def _continue(client: httpx.Client, url: str, f: IO[bytes]) -> tuple[hashlib._Hash, int]:
+    """Append the rest of the file to `f` (or all of it); its sha256 and size."""
+    have = f.seek(0, os.SEEK_END)
+    with client.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else None) as response:
+        start, total = _continue_at(response, have, f)
+        digest = _sha256_prefix(f, start)
+        size = start
+        if response.status_code == 416:  # the .part was complete (killed before the rename)
+            return digest, size
+        for block in response.iter_bytes(_BLOCK):
+            f.write(block)
+            digest.update(block)
+            size += len(block)
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and response.num_bytes_downloaded != int(length):
+            raise _Truncated(size, start + int(length))
+        if total is not None and size != total:
+            raise _Truncated(size, total)
+    return digest, size
+
+
+def _continue_at(response: httpx.Response, have: int, f: IO[bytes]) -> tuple[int, int | None]:
+    """Where the body continues the `.part` (0 or `have`, truncating it for 0), and the file's size when known."""
+    found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    total = int(found.group(3)) if found else None
+    if response.status_code == 206 and found and found.group(1) is not None and int(found.group(1)) == have:
+        return have, total
+    if response.status_code == 416 and have and total == have:
+        return have, total
+    if response.status_code in (206, 416) and have:  # not where the .part ends, or the file shrank
+        f.truncate(0)
+        raise _Restart(f"the server cannot continue at byte {have} (HTTP {response.status_code}, "
+                       f"Content-Range {response.headers.get('Content-Range')!r}); starting over")
+    if response.status_code != 200:
+        raise _BadStatus(response.status_code, response.reason_phrase, _retry_after(response.headers.get("Retry-After")))
+    f.truncate(0)  # the server sends the whole file (it ignored the Range, or there was none)
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length is not None and length.isdigit() else None
+
+
+def _sha256_prefix(f: IO[bytes], size: int) -> hashlib._Hash:
+    """A sha256 fed with the first `size` bytes of `f` (the part downloaded before)."""
+    digest = hashlib.sha256()
+    f.seek(0)
+    left = size
+    while left and (block := f.read(min(_BLOCK * 16, left))):
+        digest.update(block)
+        left -= len(block)
+    if left:
+        raise OSError(f"{getattr(f, 'name', 'the .part file')} shrank while being resumed")
+    return digest
+
+
+def _lock(f: IO[bytes], part: Path) -> None:
+    """Lock the open `.part` for this process, and check it is still the file named `part`."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock; one fetch per folder at a time
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _Busy(f"{part} is locked by another process") from None
+    try:
+        same = os.path.samestat(os.fstat(f.fileno()), os.stat(part))
+    except FileNotFoundError:
+        same = False
+    if not same:  # the lock holder finished and renamed it while we waited to open it
+        raise _Busy(f"{part} was completed by another process")
+
+
 def _is_transient(error: BaseException) -> bool:
     import httpx
 
     if isinstance(error, _BadStatus):
         return error.status in _RETRIED_STATUS or 500 <= error.status <= 599
-    return isinstance(error, (_Truncated, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+    return isinstance(error, (_Truncated, _Restart, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
 
 
 def _wait(config: DownloadConfig) -> Callable[[tenacity.RetryCallState], float]:
@@ -368,7 +561,7 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 def _describe(error: BaseException | None) -> str:
     """The error on one line, with its type unless it is one of ours."""
     text = " ".join(str(error).split())  # one line, whatever the library put in it
-    if isinstance(error, (_BadStatus, _Truncated)):
+    if isinstance(error, (_BadStatus, _Truncated, _Restart, _Busy)):
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -387,6 +580,10 @@ def _failure(url: str, dest: Path, error: BaseException, attempts: int, config: 
         fix = "the server refused the request: check the URL"
     elif isinstance(error, _Truncated) or isinstance(error, httpx.RemoteProtocolError):
         fix = "the connection kept dropping mid-file: rerun later (complete files are skipped)"
+    elif isinstance(error, _Restart):
+        fix = "rerun: the download starts over"
+    elif isinstance(error, _Busy):
+        fix = "another fetch is writing this file: wait for it to finish, then rerun"
     elif isinstance(error, httpx.TimeoutException):
         fix = f"no answer within the {config.timeout:g} s timeout: raise the timeout or rerun later"
     elif isinstance(error, (httpx.UnsupportedProtocol, httpx.InvalidURL)):

@@ -1,15 +1,17 @@
-"""`shoal fetch sst` and shoal.download against a real HTTP server on 127.0.0.1.
+"""`shoal fetch sst|speech` and shoal.download against a real HTTP server on 127.0.0.1.
 
-The server serves seeded random bytes (the downloader does not care that they are not GRIB)
-under the JMA folder layout, and follows a per-path script of behaviours: a status code, a
-truncated body (Content-Length larger than what is sent, then the connection closes), a
-reply slower than the client's timeout.
+The server serves seeded random bytes (the downloader does not care that they are not GRIB
+or a tar.gz) under the JMA folder layout and at the Speech Commands archive's path, answers
+`Range: bytes=N-` with 206 (unless told to ignore it), and follows a per-path script of
+behaviours: a status code, a truncated body (Content-Length larger than what is sent, then
+the connection closes), a reply slower than the client's timeout.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -32,13 +34,16 @@ from shoal.datasets.cobe_sst_fetch import (
     fetch_sst,
     month_urls,
 )
-from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download
+from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
+from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download, part_name
 
 JMA_LIST = Path(__file__).parent / "data" / "cobe_sst" / "cobe_sst_urls.txt"  # JMA's real list (see its README)
 
 START, END = "1899-10", "1900-03"  # six months across the first decade-folder boundary
 FAST = DownloadConfig(retries=2, timeout=5.0, backoff=0.01, max_backoff=0.05, workers=4)
 FAST_CLI = ["--retries", "2", "--backoff", "0.01", "--timeout", "5"]
+ARCHIVE = "speech_commands_v0.01.tar.gz"
+ARCHIVE_PATH = f"/data/{ARCHIVE}"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
@@ -47,7 +52,10 @@ class FakeJma:
     """What the server serves, how it misbehaves, and what it was asked."""
 
     base_url: str = ""
+    root_url: str = ""  # http://127.0.0.1:PORT
     files: dict[str, bytes] = field(default_factory=dict)  # URL path -> body
+    honour_range: bool = True  # False: answer a Range request with the whole file (200)
+    ranges: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header) of each GET
     script: dict[str, list[str]] = field(default_factory=dict)  # path -> behaviour of each next GET
     always: dict[str, str] = field(default_factory=dict)  # path -> behaviour of every GET
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -60,6 +68,10 @@ class FakeJma:
     def all_gets(self) -> list[str]:
         with self.lock:
             return [seen for method, seen in self.requests if method == "GET"]
+
+    def range_headers(self, path: str) -> list[str | None]:
+        with self.lock:
+            return [header for seen, header in self.ranges if seen == path]
 
 
 class _Server(ThreadingHTTPServer):
@@ -98,6 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append((self.command, self.path))
             behaviour = "ok"
             if body:
+                state.ranges.append((self.path, self.headers.get("Range")))
                 queue = state.script.get(self.path)
                 behaviour = state.always.get(self.path) or (queue.pop(0) if queue else "ok")
         data = state.files.get(self.path)
@@ -109,15 +122,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if behaviour == "slow":
             time.sleep(0.6)
+        status, headers = 200, {}
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if asked and state.honour_range:
+            first = int(asked.group(1))
+            if first >= len(data):
+                self._reply(416, b"", send_body=body, headers={"Content-Range": f"bytes */{len(data)}"})
+                return
+            status, headers = 206, {"Content-Range": f"bytes {first}-{len(data) - 1}/{len(data)}"}
+            data = data[first:]
         if behaviour == "truncate":
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True  # the socket closes after half the body
             return
-        self._reply(200, data, send_body=body)
+        self._reply(status, data, send_body=body, headers=headers)
 
 
 def _path(url: str) -> str:
@@ -134,10 +158,12 @@ def jma(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJma]:
     server.state = state
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/gpvdata"
+    state.root_url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.base_url = f"{state.root_url}/gpvdata"
     rng = random.Random(1891)
     for index, month in enumerate(month_urls(START, END, state.base_url)):
         state.files[_path(month.url)] = rng.randbytes(200_000 if index == 2 else rng.randint(2_000, 9_000))
+    state.files[ARCHIVE_PATH] = rng.randbytes(300_000)  # a stand-in for the 1.4 GB archive
     try:
         yield state
     finally:
@@ -393,3 +419,115 @@ def test_cli_all_ok_and_import_stays_light(jma: FakeJma, tmp_path: Path) -> None
     assert "6 downloaded, 0 already complete, 0 failed" in result.stdout
     check = "import shoal.cli, sys; assert not {'httpx', 'tenacity'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+# --- shoal fetch speech: one big archive, resumed -----------------------------------------
+
+
+def _speech(jma: FakeJma, tmp_path: Path, **kwargs) -> DownloadReport:  # noqa: ANN003
+    return fetch_speech(dest=tmp_path, url=jma.root_url + ARCHIVE_PATH, config=FAST, **kwargs)
+
+
+def test_speech_archive_downloaded_with_manifest_then_skipped(jma: FakeJma, tmp_path: Path) -> None:
+    body = jma.files[ARCHIVE_PATH]
+    result = _invoke("fetch", "speech", "--dest", tmp_path, "--url", jma.root_url + ARCHIVE_PATH, *FAST_CLI)
+    assert result.exit_code == 0, result.output
+    assert "1 downloaded, 0 already complete, 0 failed" in result.stdout
+    assert (tmp_path / ARCHIVE).read_bytes() == body
+    assert (tmp_path / "SHA256SUMS").read_text() == f"{hashlib.sha256(body).hexdigest()}  {ARCHIVE}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SHA256SUMS", ARCHIVE]  # no .part left
+    assert jma.range_headers(ARCHIVE_PATH) == [None]
+
+    jma.requests.clear()
+    again = _speech(jma, tmp_path)
+    assert jma.requests == [] and again.exit_code == 0 and again.downloaded == ()
+    (skipped,) = again.skipped
+    assert skipped.sha256 == hashlib.sha256(body).hexdigest() and skipped.bytes == len(body)
+
+    (tmp_path / ARCHIVE).write_bytes(body[:-1] + b"x")
+    changed = _speech(jma, tmp_path)
+    assert changed.exit_code == 2 and "SHA256SUMS says" in str(changed.failures[0])
+
+
+@pytest.mark.parametrize("status", ["503", "429"])
+def test_speech_transient_status_is_retried(jma: FakeJma, tmp_path: Path, status: str) -> None:
+    jma.script[ARCHIVE_PATH] = [status]
+    report = _speech(jma, tmp_path)
+    assert report.exit_code == 0 and jma.gets(ARCHIVE_PATH) == 2
+    assert (tmp_path / ARCHIVE).read_bytes() == jma.files[ARCHIVE_PATH]
+
+
+def test_speech_retry_after_a_dropped_connection_continues_the_part(jma: FakeJma, tmp_path: Path) -> None:
+    jma.script[ARCHIVE_PATH] = ["truncate"]
+    report = _speech(jma, tmp_path)
+    assert report.exit_code == 0
+    first, second = jma.range_headers(ARCHIVE_PATH)
+    assert first is None and second is not None
+    assert 0 < int(second.removeprefix("bytes=").rstrip("-")) <= len(jma.files[ARCHIVE_PATH]) // 2
+    assert (tmp_path / ARCHIVE).read_bytes() == jma.files[ARCHIVE_PATH]
+    assert report.downloaded[0].sha256 == hashlib.sha256(jma.files[ARCHIVE_PATH]).hexdigest()
+    assert not _leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(("have", "honour_range"), [
+    pytest.param(100_000, True, id="206: the rest is appended"),
+    pytest.param(100_000, False, id="200: Range ignored, the whole file replaces the part"),
+    pytest.param(300_000, True, id="416: the part was complete (killed before the rename)"),
+])
+def test_speech_resumes_a_part_left_by_a_killed_run(jma: FakeJma, tmp_path: Path, have: int, honour_range: bool) -> None:
+    body = jma.files[ARCHIVE_PATH]
+    jma.honour_range = honour_range
+    part = part_name(tmp_path / ARCHIVE)
+    part.write_bytes(body[:have] if honour_range else b"\0" * have)  # junk: it must be thrown away
+    report = _speech(jma, tmp_path)
+    assert report.exit_code == 0, report.failures
+    assert jma.range_headers(ARCHIVE_PATH) == [f"bytes={have}-"]
+    assert (tmp_path / ARCHIVE).read_bytes() == body and not part.exists()
+    (done,) = report.downloaded
+    assert done.sha256 == hashlib.sha256(body).hexdigest() and done.bytes == len(body)
+    assert (tmp_path / "SHA256SUMS").read_text() == f"{done.sha256}  {ARCHIVE}\n"
+
+
+def test_speech_failed_run_keeps_the_part_and_the_next_run_finishes_it(jma: FakeJma, tmp_path: Path) -> None:
+    body = jma.files[ARCHIVE_PATH]
+    jma.always[ARCHIVE_PATH] = "truncate"  # each attempt gets half of what is still missing
+    url = jma.root_url + ARCHIVE_PATH
+    result = _invoke("fetch", "speech", "--dest", tmp_path, "--url", url, *FAST_CLI)
+    assert result.exit_code == 2
+    (line,) = _error_lines(result)
+    assert url in line and "(3 attempts)" in line
+    assert "0 downloaded, 0 already complete, 1 failed" in result.stdout
+    part = part_name(tmp_path / ARCHIVE)
+    assert len(body) // 2 < part.stat().st_size < len(body) and not (tmp_path / ARCHIVE).exists()
+    assert ARCHIVE not in (tmp_path / "SHA256SUMS").read_text()
+
+    del jma.always[ARCHIVE_PATH]
+    jma.ranges.clear()
+    have = part.stat().st_size
+    result = _invoke("fetch", "speech", "--dest", tmp_path, "--url", url, *FAST_CLI)
+    assert result.exit_code == 0, result.output
+    assert jma.range_headers(ARCHIVE_PATH) == [f"bytes={have}-"]
+    assert (tmp_path / ARCHIVE).read_bytes() == body and not part.exists()
+
+
+def test_speech_part_locked_by_another_fetch_is_left_alone(jma: FakeJma, tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    part = part_name(tmp_path / ARCHIVE)
+    part.write_bytes(jma.files[ARCHIVE_PATH][:1000])
+    with part.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        report = _speech(jma, tmp_path)
+    (failure,) = report.failures
+    assert "locked by another process" in str(failure) and "wait for it" in str(failure)
+    assert jma.gets(ARCHIVE_PATH) == 0 and part.stat().st_size == 1000
+
+
+def test_speech_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:
+    for url, expected in (("ftp://mirror/speech.tar.gz", "is not http:// or https://"),
+                          ("http://mirror/data/", "names a folder, not a file")):
+        result = _invoke("fetch", "speech", "--dest", tmp_path / "speech", "--url", url)
+        assert result.exit_code == 2
+        (line,) = _error_lines(result)
+        assert expected in line and SPEECH_COMMANDS_URL in line
+    assert not (tmp_path / "speech").exists()
+    assert _invoke("fetch", "speech", "--dest", tmp_path, "--retries", "-1").exit_code == 2

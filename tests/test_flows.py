@@ -49,6 +49,9 @@ def test_demo_ingests_through_the_flow_and_reads_back_without_shoal(home: Path) 
     assert result.exit_code == 0, result.output
     assert "nino34" in result.output and "sha256" in result.output
     assert "pl.read_delta" in result.output and "2020-08-01" in result.output
+    for text in ("word accuracy on test (official split)", "mean_spectrum_logistic", "speech_predictions version 0",
+                 "_confusion.png", "enso_predictions version 0"):
+        assert text in result.output
 
 
 def test_ingest_sst_flow_commits_good_files_and_fails_naming_the_bad_ones(home: Path) -> None:
@@ -130,3 +133,25 @@ def test_the_feature_task_does_not_retry_a_shoal_error(home: Path) -> None:
     import asyncio
 
     assert asyncio.run(run_count()) == 1  # a retry (retries=1) would make it 2
+
+
+def test_shoal_run_speech_prints_test_accuracy_beside_the_baselines_and_exits_1_on_a_bad_clip(
+        home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shoal.cli import app
+    from shoal.flows import ingest_speech
+    from shoal.flows.ingest import IngestFailed
+
+    clips = Path(shutil.copytree(Path(__file__).parent / "data" / "speech_commands" / "v0.01", tmp_path / "clips"))
+    (clips / "yes" / "ffff0001_nohash_0.wav").write_bytes(b"")
+    args = ["--home", str(home), "run", "speech", str(clips), "--epochs", "1", "--max-batches", "1", "--batch-size", "2",
+            "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "ffff0001_nohash_0.wav: the file is empty" in result.output
+    for text in ("word accuracy on test (official split)", "majority", "mean_spectrum_logistic",
+                 "speech_predictions version 0: 9 rows", "_confusion.png"):
+        assert text in result.output
+    with pytest.raises(IngestFailed, match="a file outside a word folder"):  # not the dataset layout: nothing lands
+        ingest_speech(paths=[clips / "yes"], home=str(home))
