@@ -18,15 +18,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from shoal.download import (
-    MANIFEST,
-    DownloadConfig,
-    DownloadReport,
-    FetchArgumentError,
-    ProgressFn,
-    check_url,
-    download_into,
-)
+from shoal.download import DownloadConfig, DownloadReport, FetchArgumentError, ProgressFn, check_url
+from shoal.manifest import MANIFEST, download_into
 
 __all__ = ["COBE_SST_BASE_URL", "FIRST_MONTH", "MANIFEST", "FetchArgumentError", "MonthUrl", "fetch_sst",
            "month_urls", "parse_month"]

@@ -6,7 +6,8 @@ own name, and `dest/SHA256SUMS` lists its sha256 (`sha256sum -c SHA256SUMS` chec
 download resumes: a run that fails or is killed leaves `speech_commands_v0.01.tar.gz.part`,
 and the next run asks only for the missing bytes. A complete archive already in `dest` is not
 fetched again; when the manifest lists it with another sha256, that is reported as a failure
-(the local copy changed). Unpack it with `tar xzf` and ingest the folder.
+(the local copy changed). `shoal ingest speech DEST/speech_commands_v0.01.tar.gz` reads the
+archive as a stream, without unpacking it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shoal.download import (
-    DownloadConfig,
-    DownloadReport,
-    FetchArgumentError,
-    ProgressFn,
-    check_url,
-    download_into,
-)
+from shoal.download import DownloadConfig, DownloadReport, FetchArgumentError, ProgressFn, check_url
+from shoal.manifest import download_into
 
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz"
 

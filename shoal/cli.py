@@ -443,7 +443,8 @@ def _fetch(name: str, dest: Path, plan: Any, fetch: Any, *, retries: int, timeou
     `plan()` validates the arguments and returns the number of files (before any output);
     `fetch(config, progress)` downloads them and returns the `DownloadReport`.
     """
-    from shoal.download import MANIFEST, DownloadConfig
+    from shoal.download import DownloadConfig
+    from shoal.manifest import MANIFEST
 
     try:
         config = DownloadConfig(retries=retries, timeout=timeout, backoff=backoff, workers=workers)

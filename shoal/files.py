@@ -55,7 +55,7 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         partial.unlink(missing_ok=True)
 
@@ -89,7 +89,7 @@ def copy_atomic(source: str | Path, target: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable (POSIX); Windows cannot open a folder for fsync."""
     if os.name != "posix":
         return
