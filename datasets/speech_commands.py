@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -57,7 +56,6 @@ LISTS = {"validation_list.txt": "valid", "testing_list.txt": "test"}
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # the hash rule's buckets (TensorFlow speech_commands/input_data.py)
 CLIP_NAME = re.compile(r"(?P<speaker>[^_/]+)_nohash_(?P<utterance>\d+)\.wav")
 BATCH = 512  # clips per record batch written: ~16 MB of waveforms
-CHUNK = 64  # clips per task of a decoding process
 _AUDIO = [("sample_rate", pa.int32()), ("source_sample_rate", pa.int32()), ("source_channels", pa.int8()),
           ("n_samples", pa.int32()), ("sha256", pa.string()), ("waveform", pa.list_(pa.int16()))]
 SCHEMA = pa.schema([
@@ -202,47 +200,15 @@ def _classify(member: Member) -> str | None:
     return None
 
 
-def _decode_chunk(blobs: list[bytes]) -> list[tuple[np.ndarray, int, int] | str]:
-    """Decode several files in a worker process: samples, or the problem of each."""
-    decoded: list[tuple[np.ndarray, int, int] | str] = []
-    for data in blobs:
-        try:
-            decoded.append(decode(data))
-        except ValueError as error:
-            decoded.append(str(error))
-    return decoded
-
-
 Candidate = tuple[Member, str, str]  # a new clip or noise file, its split, its sha256
 
 
-def _decode_all(candidates: Iterator[Candidate], workers: int) -> Iterator[tuple[Candidate, tuple | str]]:
-    """Each candidate with its decoded samples (or problem), in order, decoded in worker processes.
-
-    Processes, not threads: decoding a clip takes ~0.2 ms, mostly Python under the GIL, and
-    threads ran at 0.5x a plain loop here while processes ran at 1.3x (2 cores). Chunks go to
-    the workers ahead of need, so reading, hashing and writing overlap with decoding. A
-    source of one chunk or less is decoded in this process.
-    """
-    import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-
-    first = list(islice(candidates, CHUNK))
-    if len(first) < CHUNK:
-        yield from zip(first, _decode_chunk([m.data for m, _, _ in first]), strict=True)
-        return
-    chunks = chain([first], iter(lambda: list(islice(candidates, CHUNK)), []))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        pending: deque = deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.submit(_decode_chunk, [m.data for m, _, _ in chunk])))
-            if len(pending) > 2 * workers:
-                done, future = pending.popleft()
-                yield from zip(done, future.result(), strict=True)
-        while pending:
-            done, future = pending.popleft()
-            yield from zip(done, future.result(), strict=True)
+def _decoded(candidate: Candidate) -> tuple[np.ndarray, int, int] | str:
+    """The candidate's samples, or the problem that stops it."""
+    try:
+        return decode(candidate[0].data)
+    except ValueError as error:
+        return str(error)
 
 
 def _audio_columns(decoded: Sequence[tuple[Member, tuple[np.ndarray, int, int]]], hashes: Sequence[str]) -> dict[str, pa.Array]:
@@ -283,11 +249,14 @@ def _stored(catalog: Catalog, name: str, key: str) -> dict[str, str]:
 
 
 class _Clips:
-    """The new clips of some sources as record batches, decoded on every core as they stream by."""
+    """The new clips of some sources as record batches, decoded as they stream by.
 
-    def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone,
-                 workers: int) -> None:
-        self.paths, self.stored, self.outcome, self.done, self.workers = paths, dict(stored), outcome, done, workers
+    In this process: decoding is ~0.2 ms a clip, and writing the waveforms to Parquet costs
+    several times that; worker processes made the whole ingest slower here (BENCHMARKS.md).
+    """
+
+    def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone) -> None:
+        self.paths, self.stored, self.outcome, self.done = paths, dict(stored), outcome, done
 
     def _candidates(self, path: Path, lists: dict[str, set[str]] | None) -> Iterator[Candidate]:
         """Members that are new clips (or noise) with their split; everything else is accounted for here."""
@@ -320,7 +289,8 @@ class _Clips:
         """Record batches of up to BATCH new clips; failures and noise go to the outcome."""
         for path in self.paths:
             clips, splits, hashes = [], [], []
-            for (member, split, sha256), result in _decode_all(self._candidates(path, lists[path]), self.workers):
+            for candidate in self._candidates(path, lists[path]):
+                (member, split, sha256), result = candidate, _decoded(candidate)
                 if isinstance(result, str):
                     self.outcome.failures.append(str(SourceError(member.where, result, fix=_FIX_WAV)))
                 elif PurePosixPath(member.name).parts[0] == NOISE_FOLDER:
@@ -396,15 +366,13 @@ def _check_paths(paths: Sequence[Path], failures: list[str], done: FileDone) -> 
 
 @register_source("speech", dataset=DATASET, expand=expand,
                  description="Speech Commands (v0.01 layout): a folder or the .tar.gz, streamed")
-def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
-           workers: int | None = None) -> IngestReport:
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
     """Ingest Speech Commands folders or archives: new clips into `speech`, noise into `speech_noise`.
 
     Args:
         catalog: the catalog.
         paths: dataset folders and/or tar archives (`.tar.gz` as published).
         progress: called once per WAV of a folder and once per archive, when done with it.
-        workers: decoding processes; default one per core.
     """
     done = progress or no_progress
     outcome = _Outcome()
@@ -412,8 +380,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     sources = tuple(source_file(path) for path in good)
     lists = {path: _lists(path, outcome.failures) for path in good}
     rules = {str(path): "lists" if found else "hash" for path, found in lists.items()}
-    batches = _Clips(good, stored=_stored(catalog, DATASET, "clip_id"), outcome=outcome, done=done,
-                     workers=workers or os.cpu_count() or 1).batches(lists)
+    batches = _Clips(good, stored=_stored(catalog, DATASET, "clip_id"), outcome=outcome, done=done).batches(lists)
     first = next(batches, None)
     version = None
     if first is not None:

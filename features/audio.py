@@ -51,7 +51,7 @@ DATASET = "speech_features"
 INPUT = speech_commands.DATASET  # the `speech` table
 SPLITS = speech_commands.SPLITS  # ("train", "valid", "test"): split codes 0, 1, 2
 Split = Literal["train", "valid", "test"]
-FORMAT = 1  # bump when the feature computation changes: it is part of the content key
+FORMAT = 2  # bump when the feature computation changes: it is part of the content key
 BATCH = 256  # clips per spectrogram batch; fixes the merge order of the statistics
 CHUNK = 64  # clips per stored chunk of the materialized spectrograms
 
@@ -123,15 +123,17 @@ def spectrogram(waveforms: torch.Tensor, config: SpectrogramConfig = Spectrogram
     if waveforms.dtype == torch.int16:
         x = x / 32768.0
     window = torch.hann_window(config.win_length, device=x.device)  # periodic, as torchaudio's
+    window = window / window.pow(2.0).sum().sqrt()  # torchaudio's "window" normalization, applied before the FFT
     spec = torch.stft(x, config.n_fft, config.hop_length, config.win_length, window, center=True, pad_mode="reflect",
                       normalized=False, onesided=True, return_complex=True)  # (B, F, T) complex
-    spec = spec / window.pow(2.0).sum().sqrt()
-    return torch.log(spec.abs().pow(config.power) + config.log_offset).reshape(*lead, *config.shape)
+    # |X|^2 as re^2 + im^2 (no square root), then log in place: a third of the post-FFT time.
+    power = torch.view_as_real(spec).pow(2).sum(-1) if config.power == 2 else spec.abs().pow(config.power)
+    return power.add_(config.log_offset).log_().reshape(*lead, *config.shape)
 
 
 def normalize(spectra: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """(x - mean) / std per frequency bin: spectra (..., F, T), mean and std (F,) float32."""
-    return (spectra - mean[:, None]) / std[:, None]
+    return (spectra - mean[:, None]).div_(std[:, None])
 
 
 def random_split(n: int, seed: int) -> np.ndarray:

@@ -1,0 +1,164 @@
+"""Speech Commands: ingest of 3,000 WAVs, spectrogram features, CNN training throughput.
+
+Data: 3,000 byte copies of the 300 real clips under new names (`write_bench_clips`), as a
+folder and as a `.tar.gz` packed like the published archive, cached in `bench/.out/speech/`.
+
+- Ingest. Ours: `shoal ingest speech` into a fresh catalog (sha256 of every clip, layout and
+  split checks, decoding in worker processes, one Delta commit with the lineage). Ceiling: a
+  bare one-process loop `soundfile.read(path, dtype="int16")` over the 3,000 files, which
+  decodes and keeps nothing. Target >= 1.5x the ceiling on 2 cores. Three interleaved repeats.
+- Spectrograms. Ours: the loader's on-the-fly path (`SpeechClips.gather`: int16 -> float,
+  pad / crop, `torch.stft`, window normalization, power, log, per-bin normalization) over the
+  3,000 clips in batches of 256. Baseline: a bare `torch.stft` with the same window on the
+  same float batches, nothing else. Target >= 0.8x. Five interleaved repeats.
+- Training. Ours: `shoal.models.train.train` for one epoch cut at `BATCHES` batches of 32
+  (seeded shuffle, validation over 32 clips, checkpoints), Adadelta as the analysis. Baseline:
+  a bare PyTorch loop over the same clips, model, loss and optimizer. Three interleaved
+  repeats, on the device `auto` picks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.run import Result, interleaved, timed
+from shoal.catalog import Catalog
+from shoal.datasets import speech_commands
+from shoal.datasets.speech_commands_sample import write_bench_clips, write_tar_gz
+from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
+from shoal.models.audio_cnn import AudioCNN, AudioCNNConfig, speech_loss
+from shoal.models.train import TrainConfig, pick_device, seeded, train
+
+CLIPS, BATCH, BATCHES, BATCH_SIZE = 3000, 256, 6, 32
+CACHE = Path(__file__).parent / ".out" / "speech"
+
+
+def bench_data() -> tuple[Path, Path]:
+    """The 3,000-clip folder and its archive, written once and reused."""
+    folder, archive = CACHE / "clips", CACHE / "speech_commands_bench.tar.gz"
+    if len(list(folder.glob("*/*.wav"))) != CLIPS or not archive.exists():
+        write_bench_clips(folder, clips=CLIPS)
+        write_tar_gz(folder, archive)
+    return folder, archive
+
+
+def read_loop(files: list[Path]) -> None:
+    import soundfile as sf
+
+    for path in files:
+        sf.read(path, dtype="int16")
+
+
+def _ingest(scratch: Path, source: Path, runs: list) -> None:
+    home = scratch / f"home-{source.name}-{len(runs)}"
+    runs.append(speech_commands.ingest(Catalog(home), [source]))
+
+
+def ingest_results(folder: Path, archive: Path, scratch: Path) -> list[Result]:
+    files = sorted(folder.glob("*/*.wav"))
+    results = []
+    for label, source in (("folder", folder), ("tar.gz", archive)):
+        runs: list = []
+        comparison = interleaved(timed(lambda source=source, runs=runs: _ingest(scratch, source, runs)),
+                                 timed(lambda: read_loop(files)), repeats=3)
+        assert all(len(r.committed) == CLIPS for r in runs), runs[0].failures[:3]
+        results.append(Result(
+            name=f"Speech ingest, {CLIPS} WAVs ({label})", ours_label=f"shoal ingest speech ({label}, one commit)",
+            ours_seconds=comparison.ours.median, ours_spread=comparison.ours.spread,
+            baseline_label="ceiling: one-process soundfile.read loop", baseline_seconds=comparison.baseline.median,
+            baseline_spread=comparison.baseline.spread, target=">= 1.5x", passed=comparison.ratio >= 1.5,
+            notes=f"speed-up {comparison.summary}; {CLIPS / comparison.ours.median:.0f} clips/s vs "
+                  f"{CLIPS / comparison.baseline.median:.0f} clips/s"))
+    return results
+
+
+def spectrogram_result(features: SpeechFeatures, device: torch.device) -> Result:
+    clips = features.clips("train")
+    staged = clips.to(device)
+    order = torch.arange(len(clips), device=device)
+    batches = [order[i : i + BATCH] for i in range(0, len(clips), BATCH)]
+    spec = features.config.spectrogram
+    window = torch.hann_window(spec.win_length, device=device)
+    waveforms = features.waveforms[torch.from_numpy(clips.rows)].to(device)
+    floats = [waveforms[rows].float() / 32768.0 for rows in batches]
+
+    def ours() -> None:
+        for rows in batches:
+            staged.gather(rows)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def bare() -> None:
+        for x in floats:
+            torch.stft(x, n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.win_length, window=window,
+                       return_complex=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    ours(), bare()  # warm-up
+    comparison = interleaved(timed(ours), timed(bare), repeats=5)
+    return Result(
+        name=f"Spectrograms, {len(clips)} clips in batches of {BATCH}, {device}",
+        ours_label="SpeechClips.gather (stft, power, log, normalize)", ours_seconds=comparison.ours.median,
+        ours_spread=comparison.ours.spread, baseline_label="bare torch.stft", baseline_seconds=comparison.baseline.median,
+        baseline_spread=comparison.baseline.spread, target=">= 0.8x", passed=comparison.ratio >= 0.8,
+        notes=f"speed-up {comparison.summary}; {len(clips) / comparison.ours.median:.0f} clips/s vs "
+              f"{len(clips) / comparison.baseline.median:.0f} clips/s")
+
+
+def bare_training(features: SpeechFeatures, config: AudioCNNConfig, device: torch.device) -> float:
+    """Seconds of a bare loop over the same number of batches of the same clips."""
+    model = seeded(0, lambda: AudioCNN(config)).to(device).train()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0, rho=0.95, eps=1e-7)
+    staged = features.clips("train").to(device)
+    order = torch.randperm(len(staged), generator=torch.Generator().manual_seed(0)).to(device)
+    started = time.perf_counter()
+    for i in range(BATCHES):
+        batch = staged.gather(order[i * BATCH_SIZE : (i + 1) * BATCH_SIZE])
+        optimizer.zero_grad()
+        speech_loss(model(batch["x"]), batch).backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def training_result(features: SpeechFeatures, device: torch.device, checkpoints: Path) -> Result:
+    config = AudioCNNConfig()
+    valid = torch.utils.data.Subset(features.clips("valid"), range(BATCH_SIZE))
+
+    def generic() -> float:
+        return train(seeded(0, lambda: AudioCNN(config)), loss_fn=speech_loss, train_data=features.clips("train"),
+                     val_data=valid, config=TrainConfig(epochs=1, batch_size=BATCH_SIZE, lr=1.0, optimizer="adadelta",
+                                                        max_batches_per_epoch=BATCHES),
+                     checkpoint_dir=checkpoints, resume=False).seconds
+
+    bare_training(features, config, device)  # warm-up
+    comparison = interleaved(generic, lambda: bare_training(features, config, device), repeats=3)
+    done = BATCHES * BATCH_SIZE
+    return Result(
+        name=f"CNN training, (257, 101) spectrograms, batch {BATCH_SIZE}, {device}",
+        ours_label="shoal train() (checkpoints, validation)", ours_seconds=comparison.ours.median,
+        ours_spread=comparison.ours.spread, baseline_label="bare PyTorch loop", baseline_seconds=comparison.baseline.median,
+        baseline_spread=comparison.baseline.spread, target="report (>= 0.9x)", passed=comparison.ratio >= 0.9,
+        notes=f"speed-up {comparison.summary}; medians: ours {done / comparison.ours.median:.1f} clips/s, bare "
+              f"{done / comparison.baseline.median:.1f} clips/s over {done} clips; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads")
+
+
+def run() -> list[Result]:
+    """Ingest against the soundfile loop, spectrograms against bare stft, training against a bare loop."""
+    folder, archive = bench_data()
+    device = pick_device()
+    with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
+        results = ingest_results(folder, archive, Path(scratch))
+        catalog = Catalog(Path(scratch, f"home-{folder.name}-0"))
+        build(catalog, config=AudioFeatureConfig())
+        features = SpeechFeatures(catalog)
+        results.append(spectrogram_result(features, device))
+        results.append(training_result(features, device, Path(scratch, "checkpoints")))
+    return results
