@@ -39,7 +39,7 @@ from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild
+from shoal.tasks import FeatureBuild, existing_build
 
 if TYPE_CHECKING:
     import torch
@@ -186,15 +186,6 @@ def read_speech(catalog: Catalog, version: int, n_samples: int) -> SpeechRows:
                       split=np.array([SPLITS.index(s) for s in text], dtype=np.int8), waveforms=waveforms)
 
 
-def _existing(catalog: Catalog, key: str) -> FeatureBuild | None:
-    if not catalog.exists(DATASET):
-        return None
-    for entry in catalog.history(DATASET):
-        if entry.lineage is not None and entry.lineage.parameters.get("content_key") == key:
-            return FeatureBuild(version=entry.version, snapshot=entry.snapshot, reused=True)
-    return None
-
-
 def _scale(stats: RunningStats) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 mean and std per bin; a constant bin (std 0) is only shifted."""
     import torch
@@ -218,7 +209,7 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
         raise CatalogError(f"speech features need the table {INPUT!r} in {catalog.home}; run `shoal ingest speech PATH` first")
     speech = InputVersion(INPUT, "table", catalog.latest_version(INPUT))
     key = content_key(config, speech)
-    if (found := _existing(catalog, key)) is not None:
+    if (found := existing_build(catalog, DATASET, key)) is not None:
         reporter.start("features speech", total=1)
         reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
         return found

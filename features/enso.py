@@ -32,7 +32,7 @@ import shoal
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild
+from shoal.tasks import FeatureBuild, existing_build
 
 if TYPE_CHECKING:
     import torch
@@ -94,15 +94,6 @@ def _inputs(catalog: Catalog) -> tuple[InputVersion, InputVersion]:
     return InputVersion("sst", "array", snapshot), InputVersion("nino34", "table", catalog.latest_version("nino34"))
 
 
-def _existing(catalog: Catalog, key: str) -> FeatureBuild | None:
-    if not catalog.exists(DATASET):
-        return None
-    for entry in catalog.history(DATASET):
-        if entry.lineage is not None and entry.lineage.parameters.get("content_key") == key:
-            return FeatureBuild(version=entry.version, snapshot=entry.snapshot, reused=True)
-    return None
-
-
 def compute(sst: xr.Dataset, nino34: dict[str, np.ndarray], config: EnsoFeatureConfig) -> tuple[xr.Dataset, dict]:
     """The feature dataset and its statistics, from the `sst` array and the `nino34` columns."""
     import xarray as xr
@@ -154,7 +145,7 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
     reporter.start("features enso", total=4)
     sst_input, nino_input = _inputs(catalog)
     key = content_key(config, sst_input, nino_input)
-    if (found := _existing(catalog, key)) is not None:
+    if (found := existing_build(catalog, DATASET, key)) is not None:
         reporter.finish(f"enso_features version {found.version}: unchanged inputs and parameters, reused")
         return found
     table = catalog.read_table("nino34", version=int(nino_input.version))

@@ -81,6 +81,16 @@ class FeatureBuild:
     reused: bool
 
 
+def existing_build(catalog: Catalog, dataset: str, key: str) -> FeatureBuild | None:
+    """The version of the feature array `dataset` whose lineage holds content key `key`, if any."""
+    if not catalog.exists(dataset):
+        return None
+    for entry in catalog.history(dataset):
+        if entry.lineage is not None and entry.lineage.parameters.get("content_key") == key:
+            return FeatureBuild(version=entry.version, snapshot=entry.snapshot, reused=True)
+    return None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything the generic training run needs from a task.
