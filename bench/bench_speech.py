@@ -4,7 +4,8 @@ Data: 3,000 byte copies of the 300 real clips under new names (`write_bench_clip
 folder and as a `.tar.gz` packed like the published archive, cached in `bench/.out/speech/`.
 
 - Ingest. Ours: `shoal ingest speech` into a fresh catalog (sha256 of every clip, layout and
-  split checks, decoding, one Delta commit with the lineage). Ceiling: a
+  split checks, decoding, Parquet files written as the stream goes, one Delta commit with the
+  lineage). Ceiling: a
   bare one-process loop `soundfile.read(path, dtype="int16")` over the 3,000 files, which
   decodes and keeps nothing. Target >= 1.5x the ceiling on 2 cores. Three interleaved repeats.
 - Spectrograms. Ours: the loader's on-the-fly path (`SpeechClips.gather`: int16 -> float,
@@ -16,14 +17,19 @@ folder and as a `.tar.gz` packed like the published archive, cached in `bench/.o
   a bare PyTorch loop over the same clips, model, loss and optimizer. Three interleaved
   repeats, on the device `auto` picks.
 
-The ingest and spectrogram targets are missed, by far. Ingest: the ceiling decodes and keeps
-nothing, while shoal writes the 96 MB of waveforms as Parquet `list<int16>` — ~1.9 s of its
-~4.5 s for 3,000 clips by itself (delta-rs' default writer; pyarrow's own was 1.7 s) —
-besides hashing every clip twice (the folder manifest and the clip's sha256) and building the
-Arrow columns. Decoding in worker processes made the whole ingest slower (4.6-5.1 s against
-4.1-4.3 s), and Parquet without dictionary encoding, twice as fast to write, doubled the files
-(183 MB vs 87 MB). Spectrograms: the baseline is the FFT alone; the loader also converts,
-pads, squares, takes the log and normalizes 257 x 101 values a clip, ~2.5x the FFT's time on
+The ingest and spectrogram targets are missed. Ingest: the ceiling decodes and keeps nothing,
+while shoal also hashes every clip, checks the layout, builds the Arrow columns and writes the
+96 MB of waveforms as Parquet `list<int16>` (~1.9 s for 3,000 clips through delta-rs'
+writer alone). What brought it from 0.11x to 0.29x (folder) and from 0.10x to 0.16x (tar.gz):
+Parquet files encoded by two threads while the stream goes on (pyarrow releases the GIL) and
+committed to Delta in one transaction at the end (`Catalog.append_streamed`), each file hashed
+once instead of twice, gzip inflated with ISA-L instead of zlib, and the list-file pass of an
+archive stopping once both lists are read. Tried and dropped: decoding in worker processes
+(the whole ingest got slower: 4.6-5.1 s against 4.1-4.3 s, then), Parquet without
+dictionary encoding (twice as fast to write, twice the size: 183 MB vs 87 MB). An archive
+still costs a second pass when its list files come after the clips (tarfile's per-member
+Python work, twice). Spectrograms: the baseline is the FFT alone; the loader also converts,
+pads, squares, takes the log and normalizes 257 x 101 values a clip, ~2x the FFT's time on
 this CPU (0.24x before the power was computed as re^2 + im^2 and the normalization folded
 into the window). On a GPU these element-wise steps are cheap; not measured (no device lent).
 """

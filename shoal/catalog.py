@@ -20,6 +20,8 @@ from shoal.locks import dataset_lock
 from shoal.settings import is_url, resolve_home
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     import polars as pl
     import pyarrow as pa
     import xarray as xr
@@ -120,6 +122,38 @@ class Catalog:
         creating = not self._exists("table", name)
         with dataset_lock(self._lock_path(name) if creating else None):
             return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+
+    def append_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
+                        provenance: Callable[[], Provenance], workers: int = 2,
+                        file_bytes: int = 64 << 20) -> int | None:
+        """Append a stream of record batches as ONE commit, Parquet encoded by `workers` threads.
+
+        Faster than `write_table` for large streams: files are encoded in parallel while the
+        batches are produced, and the commit adds them all at the end. `provenance` is called
+        after the last batch, so the lineage can record what the stream found. `file_bytes`:
+        about how many bytes of batches go into one Parquet file.
+
+        Returns:
+            The new Delta version, or None when the stream held no rows (no commit).
+        """
+        self._refuse_other_kind(name, "table")
+        uri = self.uri("table", name)
+        if is_url(uri):
+            raise CatalogError(f"table {name!r}: streamed appends write local files; {uri} is a URL")
+        creating = not self._exists("table", name)
+        Path(uri).mkdir(parents=True, exist_ok=True)
+        writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
+        try:
+            for batch in batches:
+                writer.write(batch)
+        except BaseException:
+            writer.abort(remove_folder=creating)
+            raise
+        if writer.rows == 0:
+            writer.abort(remove_folder=creating)
+            return None
+        with dataset_lock(self._lock_path(name) if creating else None):
+            return writer.commit(provenance(), remove_folder=creating)
 
     def array_session(self, name: str) -> arrays.ArraySession:
         """A writable session on array `name` (created when missing); commit it once."""

@@ -104,6 +104,116 @@ def write_table(
         ) from error
 
 
+class StreamedWrite:
+    """Record batches written to Parquet files by worker threads, then ONE Delta commit adding them all.
+
+    pyarrow encodes Parquet without the GIL, so `workers` files are encoded at once while the
+    caller keeps producing batches. Nothing is visible until `commit`: files of a write that
+    fails or is never committed are not referenced by the table (and are deleted when it can).
+    Appends only.
+
+    Args:
+        uri: the table's folder (local path).
+        name: the table's name, for messages.
+        schema: the schema of every batch.
+        workers: files encoded at once.
+        file_bytes: about how many bytes of batches go into one Parquet file.
+    """
+
+    def __init__(self, uri: str, name: str, schema: pa.Schema, *, workers: int = 2, file_bytes: int = 64 << 20) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.uri, self.name, self.schema, self.file_bytes = uri, name, schema, file_bytes
+        self.rows, self._batches, self._size = 0, [], 0
+        self._pool, self._pending, self._actions, self._paths = ThreadPoolExecutor(workers), [], [], []
+        self._workers = workers
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Add a batch; a file's worth of batches goes to a worker."""
+        self._batches.append(batch)
+        self._size += batch.nbytes
+        self.rows += batch.num_rows
+        if self._size >= self.file_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._batches:
+            return
+        import uuid
+
+        path = f"part-{uuid.uuid4().hex}.snappy.parquet"
+        self._paths.append(path)
+        self._pending.append(self._pool.submit(self._write_file, path, self._batches))
+        self._batches, self._size = [], 0
+        while len(self._pending) > self._workers:  # bounded memory: wait for the oldest file
+            self._actions.append(self._pending.pop(0).result())
+
+    def _write_file(self, path: str, batches: list[pa.RecordBatch]):  # noqa: ANN202 (deltalake is lazy)
+        import os
+        import time
+
+        import pyarrow.parquet as pq
+        from deltalake.transaction import AddAction
+
+        full = os.path.join(self.uri, path)
+        table = pa.Table.from_batches(batches, schema=self.schema)
+        pq.write_table(table, full, compression="snappy")
+        stats = json.dumps({"numRecords": table.num_rows})
+        return AddAction(path=path, size=os.path.getsize(full), partition_values={},
+                         modification_time=int(time.time() * 1000), data_change=True, stats=stats)
+
+    def commit(self, provenance: Provenance, *, remove_folder: bool = False) -> int:
+        """Wait for every file and add them all to the table in one commit; return its version.
+
+        Raises:
+            CommitNotLanded: a file or the commit failed; nothing was committed.
+        """
+        from deltalake import CommitProperties, Schema
+        from deltalake.exceptions import DeltaError
+        from deltalake.transaction import create_table_with_add_actions
+
+        lineage = Lineage.complete(provenance, dataset=self.name, kind="table", rows=self.rows)
+        stamp = json.dumps(lineage.to_dict())
+        properties = CommitProperties(custom_metadata={LINEAGE_KEY: stamp})
+        try:
+            self._flush()
+            self._actions += [future.result() for future in self._pending]
+            self._pending = []
+            table = _existing_table(self.uri)
+            if table is None:
+                create_table_with_add_actions(self.uri, Schema.from_arrow(self.schema), self._actions, mode="append",
+                                              commit_properties=properties)
+            else:
+                table.create_write_transaction(self._actions, mode="append", schema=self.schema,
+                                               commit_properties=properties)
+        except (DeltaError, ValueError, OSError) as error:
+            self.abort(remove_folder=remove_folder)
+            raise CommitNotLanded(f"table {self.name!r}: write failed: {error}; nothing was committed") from error
+        finally:
+            self._pool.shutdown()
+        return _committed_version(self.uri, None, stamp)
+
+    def abort(self, *, remove_folder: bool = False) -> None:
+        """Drop what was written: the files are not in the table; delete them.
+
+        With `remove_folder` (the write was to create the table), the folder goes too when
+        no commit ever landed in it.
+        """
+        import os
+        import shutil
+
+        for future in self._pending:
+            future.exception()  # wait, whatever happened
+        self._pool.shutdown()
+        for path in self._paths:
+            try:
+                os.remove(os.path.join(self.uri, path))
+            except OSError:
+                pass  # never written, or already gone: unreferenced either way
+        if remove_folder and not os.path.exists(os.path.join(self.uri, "_delta_log")):
+            shutil.rmtree(self.uri, ignore_errors=True)
+
+
 def _existing_table(uri: str):  # noqa: ANN202 (deltalake is lazy)
     """The table at `uri`, or None when this write is to create it."""
     from deltalake import DeltaTable

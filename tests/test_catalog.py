@@ -319,3 +319,55 @@ def test_a_writer_killed_mid_write_leaves_the_last_version_intact_and_a_rerun_su
     # The lock died with the process: a rerun commits at once.
     assert _spawn(kind, Path(catalog.home), 1).wait(timeout=60) == 0
     assert len(catalog.history(name)) == len(before) + 1
+
+
+def _rows_batch(start: int, n: int):  # noqa: ANN202
+    return pa.RecordBatch.from_pydict({"x": pa.array(range(start, start + n), pa.int64())})
+
+
+def test_a_streamed_append_lands_as_one_commit_with_its_lineage_rows(catalog) -> None:  # noqa: ANN001
+    from shoal.lineage import Provenance
+
+    schema = pa.schema([("x", pa.int64())])
+    batches = (_rows_batch(i * 10, 10) for i in range(5))
+    version = catalog.append_streamed("streamed", batches, schema=schema, provenance=lambda: Provenance(message="five"))
+    assert version == 0 and catalog.read_table("streamed").column("x").to_pylist() == list(range(50))
+    assert catalog.history("streamed")[0].lineage.rows == 50
+    again = catalog.append_streamed("streamed", iter([_rows_batch(50, 3)]), schema=schema,
+                                    provenance=lambda: Provenance())
+    assert again == 1 and catalog.read_table("streamed").num_rows == 53
+    assert catalog.append_streamed("streamed", iter([]), schema=schema, provenance=lambda: Provenance()) is None
+
+
+def test_a_streamed_append_that_fails_midway_commits_nothing_and_leaves_no_files(catalog) -> None:  # noqa: ANN001
+    from pathlib import Path
+
+    from shoal.lineage import Provenance
+
+    schema = pa.schema([("x", pa.int64())])
+
+    def broken(start: int):  # noqa: ANN202
+        yield _rows_batch(start, 10)
+        raise RuntimeError("the source broke")
+
+    with pytest.raises(RuntimeError, match="the source broke"):
+        catalog.append_streamed("fresh", broken(0), schema=schema, provenance=lambda: Provenance())
+    assert not catalog.exists("fresh")
+    catalog.append_streamed("kept", iter([_rows_batch(0, 5)]), schema=schema, provenance=lambda: Provenance())
+    files = set(Path(catalog.uri("table", "kept")).glob("*.parquet"))
+    with pytest.raises(RuntimeError):
+        catalog.append_streamed("kept", broken(5), schema=schema, provenance=lambda: Provenance())
+    assert set(Path(catalog.uri("table", "kept")).glob("*.parquet")) == files
+    assert catalog.latest_version("kept") == 0 and catalog.read_table("kept").num_rows == 5
+
+
+def test_an_aborted_streamed_write_deletes_the_files_its_workers_wrote(tmp_path) -> None:  # noqa: ANN001
+    from shoal.tables import StreamedWrite
+
+    folder = tmp_path / "table"
+    folder.mkdir()
+    writer = StreamedWrite(str(folder), "table", pa.schema([("x", pa.int64())]), file_bytes=1)
+    for i in range(4):
+        writer.write(_rows_batch(i, 1))
+    writer.abort(remove_folder=True)
+    assert not folder.exists()
