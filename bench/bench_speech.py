@@ -22,7 +22,7 @@ while shoal also hashes every clip, checks the layout, builds the Arrow columns 
 96 MB of waveforms as Parquet `list<int16>` (~1.9 s for 3,000 clips through delta-rs'
 writer alone). What brought it from 0.11x to 0.29x (folder) and from 0.10x to 0.16x (tar.gz):
 Parquet files encoded by two threads while the stream goes on (pyarrow releases the GIL) and
-committed to Delta in one transaction at the end (`Catalog.append_streamed`), each file hashed
+committed to Delta in one transaction at the end (`Catalog.write_streamed`), each file hashed
 once instead of twice, gzip inflated with ISA-L instead of zlib, and the list-file pass of an
 archive stopping once both lists are read. Tried and dropped: decoding in worker processes
 (the whole ingest got slower: 4.6-5.1 s against 4.1-4.3 s, then), Parquet without

@@ -15,7 +15,7 @@ Both keep a speaker's clips on one side. An archive is read up to its list files
 Every clip becomes 16 kHz mono int16: another rate is resampled with soxr, more channels are
 averaged, and the row keeps the file's own rate and channel count. A clip already in the
 table with the same sha256 is unchanged; new clips are appended in ONE commit per table, their
-Parquet files encoded by threads while the stream goes on (`Catalog.append_streamed`).
+Parquet files encoded by threads while the stream goes on (`Catalog.write_streamed`).
 Bad clips (empty, corrupt, not WAV, outside a word folder) and refused archive members
 (absolute paths, `..`, links, devices) get one line each; the good clips still land.
 """
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from shoal.errors import SourceError
-from shoal.lineage import Provenance, SourceFile
+from shoal.lineage import HashingReader, Provenance, SourceFile
 from shoal.sources import FileDone, IngestReport, no_progress, register_source
 
 if TYPE_CHECKING:
@@ -139,35 +139,7 @@ class _Outcome:
     noise: list[tuple[Member, tuple[np.ndarray, int, int], str]] = field(default_factory=list)
 
 
-class _Hashing:
-    """A file read through: the sha256 and size of every byte read, for the lineage of a stream."""
-
-    def __init__(self, raw: io.BufferedReader) -> None:
-        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self.raw.readinto(buffer)
-        self.digest.update(memoryview(buffer)[:count])
-        self.size += count
-        return count
-
-    def readable(self) -> bool:
-        return True
-
-    def source(self, path: Path) -> SourceFile:
-        """The whole file's entry (what the stream left unread is read now)."""
-        while self.read(1 << 20):
-            pass
-        return SourceFile(path=str(path.resolve()), sha256=self.digest.hexdigest(), bytes=self.size)
-
-
-def _tar_stream(source: _Hashing) -> tarfile.TarFile:
+def _tar_stream(source: HashingReader) -> tarfile.TarFile:
     """A streaming tar reader; gzip is inflated with ISA-L (python-isal), ~3x zlib's speed here."""
     if source.raw.peek(2)[:2] == b"\x1f\x8b":
         from isal import igzip
@@ -181,7 +153,7 @@ def _archive_members(path: Path, failures: list[str], sources: dict[Path, Source
 
     With `sources`, the archive's own sha256 and size are recorded there once it is read.
     """
-    with path.open("rb") as raw, _tar_stream(hashing := _Hashing(raw)) as archive:
+    with path.open("rb") as raw, _tar_stream(hashing := HashingReader(raw)) as archive:
         for info in archive:
             name = info.name.removeprefix("./")
             where = f"{path}!{info.name}"
@@ -431,7 +403,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         return Provenance(sources=tuple(clips.sources[p] for p in good), parameters={"source": "speech", "split_rule": rules},
                           message=f"ingest Speech Commands from {', '.join(p.name for p in good)}")
 
-    version = catalog.append_streamed(DATASET, clips.batches(lists), schema=SCHEMA, provenance=provenance,
+    version = catalog.write_streamed(DATASET, clips.batches(lists), schema=SCHEMA, provenance=provenance,
                                       file_bytes=FILE_BYTES)
     _write_noise(catalog, outcome, provenance().sources)
     if version is None and catalog.exists(DATASET):

@@ -123,15 +123,16 @@ class Catalog:
         with dataset_lock(self._lock_path(name) if creating else None):
             return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
 
-    def append_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
-                        provenance: Callable[[], Provenance], workers: int = 2,
-                        file_bytes: int = 64 << 20) -> int | None:
-        """Append a stream of record batches as ONE commit, Parquet encoded by `workers` threads.
+    def write_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
+                       provenance: Callable[[], Provenance], mode: WriteMode = "append", workers: int = 2,
+                       file_bytes: int = 64 << 20) -> int | None:
+        """Write a stream of record batches as ONE commit, Parquet encoded by `workers` threads.
 
         Faster than `write_table` for large streams: files are encoded in parallel while the
         batches are produced, and the commit adds them all at the end. `provenance` is called
-        after the last batch, so the lineage can record what the stream found. `file_bytes`:
-        about how many bytes of batches go into one Parquet file.
+        after the last batch, so the lineage can record what the stream found. With mode
+        "overwrite" the commit replaces every row of the table. `file_bytes`: about how many
+        bytes of batches go into one Parquet file.
 
         Returns:
             The new Delta version, or None when the stream held no rows (no commit).
@@ -139,7 +140,7 @@ class Catalog:
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
         if is_url(uri):
-            raise CatalogError(f"table {name!r}: streamed appends write local files; {uri} is a URL")
+            raise CatalogError(f"table {name!r}: streamed writes write local files; {uri} is a URL")
         creating = not self._exists("table", name)
         Path(uri).mkdir(parents=True, exist_ok=True)
         writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
@@ -153,7 +154,7 @@ class Catalog:
             writer.abort(remove_folder=creating)
             return None
         with dataset_lock(self._lock_path(name) if creating else None):
-            return writer.commit(provenance(), remove_folder=creating)
+            return writer.commit(provenance(), mode=mode, remove_folder=creating)
 
     def array_session(self, name: str) -> arrays.ArraySession:
         """A writable session on array `name` (created when missing); commit it once."""

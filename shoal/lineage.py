@@ -8,12 +8,13 @@ sha, time) and stores it as JSON in the commit itself, so that it travels with t
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import functools
 import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import shoal
 from shoal.files import sha256_file
@@ -35,6 +36,38 @@ class SourceFile:
         path = Path(path)
         sha256, size = sha256_file(path)
         return cls(path=str(path.resolve()), sha256=sha256, bytes=size)
+
+
+class HashingReader:
+    """A binary file read through this: the sha256 and size of every byte read, for the lineage of a stream.
+
+    Pass it where a file object is read from start to end (tarfile's and gzip's stream modes);
+    `source` then completes the hash without a second pass over the file.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self.raw.readinto(buffer)
+        self.digest.update(memoryview(buffer)[:count])
+        self.size += count
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def source(self, path: Path) -> SourceFile:
+        """The whole file's entry (what the stream left unread is read now)."""
+        while self.read(1 << 20):
+            pass
+        return SourceFile(path=str(path.resolve()), sha256=self.digest.hexdigest(), bytes=self.size)
 
 
 @dataclass(frozen=True)

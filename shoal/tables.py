@@ -110,7 +110,6 @@ class StreamedWrite:
     pyarrow encodes Parquet without the GIL, so `workers` files are encoded at once while the
     caller keeps producing batches. Nothing is visible until `commit`: files of a write that
     fails or is never committed are not referenced by the table (and are deleted when it can).
-    Appends only.
 
     Args:
         uri: the table's folder (local path).
@@ -162,8 +161,10 @@ class StreamedWrite:
         return AddAction(path=path, size=os.path.getsize(full), partition_values={},
                          modification_time=int(time.time() * 1000), data_change=True, stats=stats)
 
-    def commit(self, provenance: Provenance, *, remove_folder: bool = False) -> int:
+    def commit(self, provenance: Provenance, *, mode: WriteMode = "append", remove_folder: bool = False) -> int:
         """Wait for every file and add them all to the table in one commit; return its version.
+
+        With mode "overwrite", the same commit removes every file the table had.
 
         Raises:
             CommitNotLanded: a file or the commit failed; nothing was committed.
@@ -184,7 +185,7 @@ class StreamedWrite:
                 create_table_with_add_actions(self.uri, Schema.from_arrow(self.schema), self._actions, mode="append",
                                               commit_properties=properties)
             else:
-                table.create_write_transaction(self._actions, mode="append", schema=self.schema,
+                table.create_write_transaction(self._actions, mode=mode, schema=self.schema,
                                                commit_properties=properties)
         except (DeltaError, ValueError, OSError) as error:
             self.abort(remove_folder=remove_folder)

@@ -330,13 +330,13 @@ def test_a_streamed_append_lands_as_one_commit_with_its_lineage_rows(catalog) ->
 
     schema = pa.schema([("x", pa.int64())])
     batches = (_rows_batch(i * 10, 10) for i in range(5))
-    version = catalog.append_streamed("streamed", batches, schema=schema, provenance=lambda: Provenance(message="five"))
+    version = catalog.write_streamed("streamed", batches, schema=schema, provenance=lambda: Provenance(message="five"))
     assert version == 0 and catalog.read_table("streamed").column("x").to_pylist() == list(range(50))
     assert catalog.history("streamed")[0].lineage.rows == 50
-    again = catalog.append_streamed("streamed", iter([_rows_batch(50, 3)]), schema=schema,
+    again = catalog.write_streamed("streamed", iter([_rows_batch(50, 3)]), schema=schema,
                                     provenance=lambda: Provenance())
     assert again == 1 and catalog.read_table("streamed").num_rows == 53
-    assert catalog.append_streamed("streamed", iter([]), schema=schema, provenance=lambda: Provenance()) is None
+    assert catalog.write_streamed("streamed", iter([]), schema=schema, provenance=lambda: Provenance()) is None
 
 
 def test_a_streamed_append_that_fails_midway_commits_nothing_and_leaves_no_files(catalog) -> None:  # noqa: ANN001
@@ -351,12 +351,12 @@ def test_a_streamed_append_that_fails_midway_commits_nothing_and_leaves_no_files
         raise RuntimeError("the source broke")
 
     with pytest.raises(RuntimeError, match="the source broke"):
-        catalog.append_streamed("fresh", broken(0), schema=schema, provenance=lambda: Provenance())
+        catalog.write_streamed("fresh", broken(0), schema=schema, provenance=lambda: Provenance())
     assert not catalog.exists("fresh")
-    catalog.append_streamed("kept", iter([_rows_batch(0, 5)]), schema=schema, provenance=lambda: Provenance())
+    catalog.write_streamed("kept", iter([_rows_batch(0, 5)]), schema=schema, provenance=lambda: Provenance())
     files = set(Path(catalog.uri("table", "kept")).glob("*.parquet"))
     with pytest.raises(RuntimeError):
-        catalog.append_streamed("kept", broken(5), schema=schema, provenance=lambda: Provenance())
+        catalog.write_streamed("kept", broken(5), schema=schema, provenance=lambda: Provenance())
     assert set(Path(catalog.uri("table", "kept")).glob("*.parquet")) == files
     assert catalog.latest_version("kept") == 0 and catalog.read_table("kept").num_rows == 5
 
