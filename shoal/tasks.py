@@ -82,12 +82,15 @@ class FeatureBuild:
 
 
 def existing_build(catalog: Catalog, dataset: str, key: str) -> FeatureBuild | None:
-    """The version of the feature array `dataset` whose lineage holds content key `key`, if any."""
+    """The version of feature set `dataset` whose lineage holds content key `key`, if any.
+
+    For an array the snapshot is Icechunk's id; for a table, the version number as text.
+    """
     if not catalog.exists(dataset):
         return None
     for entry in catalog.history(dataset):
         if entry.lineage is not None and entry.lineage.parameters.get("content_key") == key:
-            return FeatureBuild(version=entry.version, snapshot=entry.snapshot, reused=True)
+            return FeatureBuild(version=entry.version, snapshot=str(getattr(entry, "snapshot", entry.version)), reused=True)
     return None
 
 

@@ -1,0 +1,208 @@
+"""HIGGS features: the 28 columns standardized with statistics of the training rows only.
+
+The mean and std of every feature are fitted on the `train` split of a `higgs` version
+(`RunningStats`, float64, merged over record batches) and applied to every split. A feature
+version is a version of the Delta table `higgs_features` — row_id, label, split, and `x`, the
+28 standardized float32 values of a row as ONE list column, so that a split's matrix is the
+list's single contiguous values buffer: `HiggsFeatures.arrays` hands it to numpy and torch
+without a copy. Versions are content-addressed: building again with the same `higgs` version,
+parameters and code returns the existing version. Two passes over the table (statistics,
+then standardize and write), each streamed by record batches: memory does not grow with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+
+import shoal
+from shoal.datasets.higgs import DATASET as INPUT
+from shoal.datasets.higgs import FEATURES, SPLITS
+from shoal.errors import CatalogError
+from shoal.lineage import InputVersion, Provenance
+from shoal.stats import RunningStats
+from shoal.tasks import FeatureBuild, existing_build
+
+if TYPE_CHECKING:
+    import torch
+
+    from shoal.catalog import Catalog
+    from shoal.progress import Reporter
+
+DATASET = "higgs_features"
+FORMAT = 1  # bump when the feature computation changes: it is part of the content key
+Split = Literal["train", "valid", "test"]
+SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), ("split", pa.string()),
+                    ("x", pa.list_(pa.float32()))])  # 28 values a row (Delta has no fixed-size list)
+SCAN_ROWS = 262_144  # rows per record batch read from `higgs`
+
+
+def content_key(higgs: InputVersion) -> str:
+    """sha256 of everything a feature version depends on."""
+    payload = {"format": FORMAT, "shoal": shoal.__version__, "higgs": [higgs.name, higgs.kind, higgs.version]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _scan(catalog: Catalog, version: int, split: str | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of a `higgs` version (optionally one split), in row order, bounded memory."""
+    import polars as pl
+
+    frame = catalog.scan_table(INPUT, version=version)
+    if split is not None:
+        frame = frame.filter(pl.col("split") == split)
+    for chunk in frame.collect_batches(chunk_size=SCAN_ROWS):
+        yield from chunk.to_arrow().to_batches()
+
+
+def _matrix(batch: pa.RecordBatch) -> np.ndarray:
+    """(N, 28) float32 of a `higgs` batch's feature columns."""
+    return np.column_stack([batch.column(name).to_numpy() for name in FEATURES]).astype(np.float32, copy=False)
+
+
+def fit(catalog: Catalog, version: int) -> RunningStats:
+    """Per-feature statistics of the training rows of a `higgs` version."""
+    stats = RunningStats.identity((len(FEATURES),))
+    for batch in _scan(catalog, version, "train"):
+        stats = stats.merge(RunningStats.from_values(_matrix(batch), axis=0))
+    if int(stats.count.min()) == 0:
+        raise CatalogError(f"higgs version {version} has no training row to fit the statistics on; ingest a HIGGS file")
+    return stats
+
+
+def standardize(batch: pa.RecordBatch, mean: np.ndarray, std: np.ndarray) -> pa.RecordBatch:
+    """A `higgs` batch as a `higgs_features` batch: (x - mean) / std in float32."""
+    x = ((_matrix(batch) - mean) / std).astype(np.float32)
+    offsets = pa.array(np.arange(0, x.size + 1, len(FEATURES), dtype=np.int32))
+    values = pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
+    return pa.RecordBatch.from_arrays([batch.column("row_id"), batch.column("label"), batch.column("split"), values],
+                                      schema=SCHEMA)
+
+
+def build(catalog: Catalog, *, reporter: Reporter | None = None) -> FeatureBuild:
+    """Build (or reuse) the feature version of the latest `higgs`."""
+    from shoal.progress import NULL
+
+    reporter = reporter or NULL
+    if not catalog.exists(INPUT):
+        raise CatalogError(f"HIGGS features need the table {INPUT!r} in {catalog.home}; run `shoal ingest higgs FILE` first")
+    higgs = InputVersion(INPUT, "table", catalog.latest_version(INPUT))
+    key = content_key(higgs)
+    reporter.start("features higgs", total=3)
+    if (found := existing_build(catalog, DATASET, key)) is not None:
+        reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
+        return found
+    stats = fit(catalog, int(higgs.version))
+    reporter.advance(status="fitted on train")
+    std = np.where(stats.std > 0, stats.std, 1.0).astype(np.float32)  # a constant column is only shifted
+    mean = stats.mean.astype(np.float32)
+    batches = (standardize(batch, mean, std) for batch in _scan(catalog, int(higgs.version)))
+    version = catalog.write_streamed(DATASET, batches, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
+        inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES)},
+        message=f"HIGGS features standardized on the train split of higgs version {higgs.version}"))
+    if version is None:
+        raise CatalogError(f"higgs version {higgs.version} has no rows; ingest a HIGGS file")
+    reporter.advance(status="written")
+    reporter.finish(f"{DATASET} version {version}: {len(FEATURES)} standardized features")
+    return FeatureBuild(version=version, snapshot=str(version), reused=False)
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """One split as numpy: x (N, 28) float32 standardized, label (N,) int8, row_id (N,) int64."""
+
+    x: np.ndarray
+    label: np.ndarray
+    row_id: np.ndarray
+
+
+class HiggsFeatures:
+    """A feature version: its statistics, and its splits as arrays or as streamed batches.
+
+    Args:
+        catalog: the catalog.
+        version: a `higgs_features` version; default the latest.
+    """
+
+    def __init__(self, catalog: Catalog, *, version: int | str | None = None) -> None:
+        if not catalog.exists(DATASET):
+            raise CatalogError(f"no {DATASET!r} in {catalog.home}; run `shoal features higgs` first")
+        self.catalog = catalog
+        self.version = int(version) if version is not None else catalog.latest_version(DATASET)
+        lineage = catalog.lineage(DATASET, version=self.version)
+        if lineage is None or "statistics" not in lineage.parameters:
+            raise CatalogError(f"{DATASET} version {self.version} has no statistics; rebuild it with `shoal features higgs`")
+        self.stats = RunningStats.from_dict(lineage.parameters["statistics"])
+        self.input = lineage.inputs[0]
+
+    def _split(self, split: Split):  # noqa: ANN202 (polars is lazy)
+        import polars as pl
+
+        if split not in SPLITS:
+            raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return self.catalog.scan_table(DATASET, version=self.version).filter(pl.col("split") == split)
+
+    def arrays(self, split: Split) -> Arrays:
+        """The whole split in memory; `x` is a view of the one Arrow buffer of the split's values."""
+        table = self._split(split).select("row_id", "label", "x").collect().to_arrow()
+        values = table.column("x").combine_chunks()
+        x = values.values.to_numpy(zero_copy_only=True).reshape(-1, len(FEATURES))
+        return Arrays(x=x, label=table.column("label").to_numpy(), row_id=table.column("row_id").to_numpy())
+
+    def rows(self, split: Split) -> HiggsRows:
+        """The split as a torch Dataset (tensors share the arrays' memory)."""
+        return HiggsRows(self.arrays(split))
+
+    def batches(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Arrays]:
+        """Batches of a split streamed from the table: memory holds one record batch, not the split.
+
+        With `shuffle`, each record batch (up to SCAN_ROWS rows) is permuted with a generator
+        seeded by (seed, its index): a shuffle buffer, not a global shuffle.
+        """
+        for index, chunk in enumerate(self._split(split).collect_batches(chunk_size=SCAN_ROWS)):
+            table = chunk.to_arrow()
+            x = table.column("x").combine_chunks().values.to_numpy().reshape(-1, len(FEATURES))
+            label, row_id = table.column("label").to_numpy(), table.column("row_id").to_numpy()
+            order = np.random.default_rng([seed, index]).permutation(len(x)) if shuffle else np.arange(len(x))
+            for start in range(0, len(order), batch_size):
+                take = order[start : start + batch_size]
+                yield Arrays(x=x[take], label=label[take], row_id=row_id[take])
+
+
+class HiggsRows:
+    """torch Dataset over one split: items {"x": (28,) float32, "label": float32 0/1}.
+
+    Offers the staging interface of the generic train loop: `to(device)` copies the split to
+    the device once, and `gather(indices)` builds a batch there, with no per-row Python.
+    """
+
+    def __init__(self, arrays: Arrays) -> None:
+        import torch
+
+        self.row_id = arrays.row_id
+        with warnings.catch_warnings():  # Arrow's buffer is read-only, and nothing here writes to it
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.x = torch.from_numpy(arrays.x)  # (N, 28), shares memory with the Arrow buffer
+        self.label = torch.from_numpy(arrays.label.astype(np.float32))  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.row_id)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[item], "label": self.label[item]}
+
+    def to(self, device: torch.device) -> HiggsRows:
+        """The same rows with their tensors on `device`."""
+        moved = object.__new__(HiggsRows)
+        moved.row_id, moved.x, moved.label = self.row_id, self.x.to(device), self.label.to(device)
+        return moved
+
+    def gather(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of `items` (B,), exactly as the default collation of `__getitem__` would give it."""
+        return {"x": self.x[items], "label": self.label[items]}
