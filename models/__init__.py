@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from shoal.models import enso, registry, speech
+from shoal.models import enso, higgs, registry, speech
 
-__all__ = ["audio_cnn", "convlstm", "enso", "registry", "reports", "runs", "speech", "train"]
-_LAZY_MODULES = frozenset({"audio_cnn", "convlstm", "reports", "runs", "train"})
+__all__ = ["audio_cnn", "convlstm", "enso", "higgs", "registry", "reports", "runs", "speech", "tabnet", "train"]
+_LAZY_MODULES = frozenset({"audio_cnn", "convlstm", "reports", "runs", "tabnet", "train"})
 
 
 def __getattr__(name: str) -> ModuleType:

@@ -81,3 +81,17 @@ def plot_confusion(path: Path, confusion: np.ndarray, labels: Sequence[str], *, 
     axes.set_title(title)
     figure.colorbar(image, ax=axes, fraction=0.046, label="fraction of the true word's clips")
     return _save(figure, path)
+
+
+def plot_masks(path: Path, masks: np.ndarray, features: Sequence[str], *, title: str) -> Path:
+    """A heatmap of per-row feature importances (rows x features), as the TabNet analysis drew its masks."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 5))
+    axes = figure.add_subplot()
+    image = axes.imshow(masks.T, aspect="auto", cmap="viridis", interpolation="nearest")
+    axes.set_yticks(range(len(features)), features, fontsize=7)
+    axes.set_xlabel("test row")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="share of the row's attention")
+    return _save(figure, path)

@@ -51,7 +51,7 @@ def test_features_again_reuses_the_version_and_says_so(built: SimpleNamespace) -
     (("train", "enso", "--leads", "3,1"), "error: --leads: expected distinct increasing leads"),
     (("train", "enso", "--device", "tpu"), "error: --device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     (("train", "enso", "--epochs", "0"), "error: --epochs: input should be greater than or equal to 1, got 0"),
-    (("train", "nino", "--epochs", "1"), "error: unknown task 'nino'; known tasks: enso, speech"),
+    (("train", "nino", "--epochs", "1"), "error: unknown task 'nino'; known tasks: enso, higgs, speech"),
     (("train", "enso", "--run-id", "../x"), "error: run id '../x': expected 1-64 letters, digits"),
 ])
 def test_a_bad_option_gives_one_line_naming_it(built: SimpleNamespace, args: tuple[str, ...], message: str) -> None:

@@ -1,0 +1,80 @@
+"""The HIGGS task on 500 real rows: TabNet trained on train, picked on valid, scored on test beside the baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from shoal.catalog import Catalog
+from shoal.datasets.higgs import FEATURES, ingest
+from shoal.tasks import get_task
+from tests.test_cli import _one_error_line, shoal
+
+REAL = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"  # 500 real rows in the UCI format
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    from shoal.models.runs import predict_model, train_model
+
+    catalog = Catalog(tmp_path_factory.mktemp("higgs") / "home")
+    assert ingest(catalog, [REAL]).exit_code == 0
+    task = get_task("higgs")
+    settings = task.parse({"epochs": 2, "batch_size": 64, "device": "cpu"})
+    task.build_features(catalog, settings, reporter=None)
+    result = train_model(catalog, task, settings)
+    entry, predicted = predict_model(catalog, task, device="cpu", run_id="test")
+    return SimpleNamespace(catalog=catalog, trained=result, entry=entry, predicted=predicted)
+
+
+def test_the_defaults_are_tabnet_s_as_the_analysis_trained_it() -> None:
+    settings = get_task("higgs").parse({})
+    assert (settings.batch_size, settings.lr, settings.optimizer) == (16_384, 0.02, "adam")
+
+
+def test_training_registers_test_accuracy_and_auc_beside_gradient_boosting(trained: SimpleNamespace) -> None:
+    skill = {row["method"]: row for row in trained.trained.entry.metrics["skill"]}
+    assert set(skill) == {"model", "hist_gradient_boosting", "majority"}
+    assert all(row["rows"] == 125 for row in skill.values())  # the last quarter of 500 rows
+    assert skill["majority"]["roc_auc"] == 0.5 and 0.0 <= skill["model"]["accuracy"] <= 1.0
+    assert skill["hist_gradient_boosting"]["roc_auc"] > 0.55  # real rows: the label is learnable
+
+
+def test_predictions_cover_every_row_and_explanations_sum_to_one(trained: SimpleNamespace) -> None:
+    predictions = pl.read_delta(trained.catalog.uri("table", "higgs_predictions"))
+    assert predictions.height == 500 and sorted(predictions["row_id"]) == list(range(500))
+    assert ((predictions["probability"] >= 0.5).cast(pl.Int8) == predictions["predicted_label"]).all()
+    explanations = pl.read_delta(trained.catalog.uri("table", "higgs_explanations"))
+    overall = explanations.filter(pl.col("kind") == "global")
+    assert overall["feature"].to_list() == list(FEATURES)
+    assert overall["importance"].sum() == pytest.approx(1.0, abs=1e-4)
+    per_row = explanations.filter(pl.col("kind") == "row").group_by("row_id").agg(pl.col("importance").sum())
+    assert per_row.height == 125 and np.allclose(per_row["importance"].to_numpy(), 1.0, atol=1e-4)
+    (plot,) = trained.predicted.plots
+    assert plot.name.endswith("_masks.png") and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_verdict_says_when_tabnet_loses_and_when_it_wins() -> None:
+    from shoal.models.higgs import verdict
+
+    skill = [{"method": "model", "accuracy": 0.70, "roc_auc": 0.75},
+             {"method": "hist_gradient_boosting", "accuracy": 0.72, "roc_auc": 0.80},
+             {"method": "majority", "accuracy": 0.53, "roc_auc": 0.5}]
+    assert verdict(skill).startswith("The model loses to the hist_gradient_boosting baseline: test ROC AUC 0.7500 vs 0.8000")
+    skill[0] = {"method": "model", "accuracy": 0.79, "roc_auc": 0.86}
+    assert verdict(skill).startswith("The model beats every baseline: test ROC AUC 0.8600")
+
+
+def test_evaluate_through_the_cli_prints_the_table(trained: SimpleNamespace) -> None:
+    result = shoal("evaluate", "higgs", "--device", "cpu", home=trained.catalog.home)
+    assert result.returncode == 0, result.stderr
+    assert "HIGGS signal vs background on the test rows" in result.stdout and "hist_gradient_boosting" in result.stdout
+
+
+def test_training_without_features_says_to_build_them(tmp_path: Path) -> None:
+    result = shoal("train", "higgs", "--epochs", "1", home=tmp_path / "home")
+    assert result.returncode == 2 and "run `shoal features higgs` first" in _one_error_line(result)
