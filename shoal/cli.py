@@ -502,6 +502,23 @@ def fetch_speech_command(
            retries=retries, timeout=timeout, backoff=backoff)
 
 
+@fetch_app.command("higgs")
+def fetch_higgs_command(
+    dest: Annotated[Path, typer.Option(help="Folder for higgs.zip and SHA256SUMS; created when missing.")],
+    url: Annotated[str | None, typer.Option(help="URL of higgs.zip or HIGGS.csv.gz; default UCI's higgs.zip.")] = None,
+    retries: RetriesOpt = 4,
+    timeout: TimeoutOpt = 60.0,
+    backoff: BackoffOpt = 1.0,
+) -> None:
+    """Download the UCI HIGGS table (~2.6 GB); resumes a partial download, skips a complete one."""
+    from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs, higgs_items
+
+    url = url or HIGGS_URL
+    _fetch("higgs", dest, lambda: len(higgs_items(url)),
+           lambda config, progress: fetch_higgs(dest=dest, url=url, config=config, progress=progress),
+           retries=retries, timeout=timeout, backoff=backoff)
+
+
 def run() -> None:
     """Console entry point: one-line errors, exit code 2 when nothing was done."""
     try:

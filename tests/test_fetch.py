@@ -1,4 +1,4 @@
-"""`shoal fetch sst|speech` and shoal.download against a real HTTP server on 127.0.0.1.
+"""`shoal fetch sst|speech|higgs` and shoal.download against a real HTTP server on 127.0.0.1.
 
 The server serves seeded random bytes (the downloader does not care that they are not GRIB
 or a tar.gz) under the JMA folder layout and at the Speech Commands archive's path, answers
@@ -34,6 +34,8 @@ from shoal.datasets.cobe_sst_fetch import (
     fetch_sst,
     month_urls,
 )
+from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs
+from shoal.datasets.higgs_sample import write_sample
 from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
 from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download, part_name
 
@@ -531,3 +533,42 @@ def test_speech_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:
         assert expected in line and SPEECH_COMMANDS_URL in line
     assert not (tmp_path / "speech").exists()
     assert _invoke("fetch", "speech", "--dest", tmp_path, "--retries", "-1").exit_code == 2
+
+
+# --- shoal fetch higgs: the same one-file download, UCI's higgs.zip ----------------------------
+
+HIGGS_PATH = "/static/public/280/higgs.zip"  # UCI's path
+
+
+def test_higgs_zip_downloaded_with_manifest_then_skipped(jma: FakeJma, tmp_path: Path) -> None:
+    body = write_sample(tmp_path / "upstream", rows=200, compression="zip").read_bytes()  # a real-format zip
+    jma.files[HIGGS_PATH] = body
+    dest = tmp_path / "higgs"
+    result = _invoke("fetch", "higgs", "--dest", dest, "--url", jma.root_url + HIGGS_PATH, *FAST_CLI)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and "1 downloaded, 0 already complete, 0 failed" in result.stdout
+    assert (dest / "higgs.zip").read_bytes() == body
+    assert (dest / "SHA256SUMS").read_text() == f"{hashlib.sha256(body).hexdigest()}  higgs.zip\n"
+    assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "higgs.zip"]
+
+    jma.requests.clear()
+    again = fetch_higgs(dest=dest, url=jma.root_url + HIGGS_PATH, config=FAST)
+    assert jma.requests == [] and again.exit_code == 0 and again.downloaded == ()
+    assert [f.sha256 for f in again.skipped] == [hashlib.sha256(body).hexdigest()]
+
+
+def test_higgs_bad_url_exits_2_with_one_line(jma: FakeJma, tmp_path: Path) -> None:
+    dest = tmp_path / "higgs"
+    for url, expected in (("ftp://archive.ics.uci.edu/higgs.zip", "is not http:// or https://"),
+                          ("https://archive.ics.uci.edu/static/public/280/", "names a folder, not a file")):
+        result = _invoke("fetch", "higgs", "--dest", dest, "--url", url)
+        assert result.exit_code == 2
+        (line,) = _error_lines(result)
+        assert expected in line and HIGGS_URL in line
+    assert not dest.exists()
+    missing = jma.root_url + "/static/public/280/HIGGS.csv.gz"  # not served
+    result = _invoke("fetch", "higgs", "--dest", dest, "--url", missing, *FAST_CLI)
+    assert result.exit_code == 2
+    (line,) = _error_lines(result)
+    assert line.startswith(f"error: {missing}: HTTP 404") and "(1 attempt)" in line
+    assert not (dest / "HIGGS.csv.gz").exists() and not _leftovers(dest)
