@@ -10,7 +10,9 @@ standard deviation over the real rows, reflected back into the column's real [mi
 transverse momenta and masses stay positive, angles stay in range); the four b-tags are
 discrete and are kept exactly. 0.1 x std is far below the spread of each class, so the
 relationship between label and features survives (the tests compare it with the real rows),
-while rows do not repeat. Values are rounded to float32, as every value of the
+while rows do not repeat. Each split of the file (by `shoal.datasets.higgs.split_sizes`)
+draws from its own disjoint pool of real rows (`_pools`): a model that memorizes its training
+rows gains nothing on test. Values are rounded to float32, as every value of the
 real file is one.
 
 The file is the UCI text: no header, 29 comma-separated columns, the class first, every value
@@ -21,8 +23,7 @@ or `higgs.zip` holding the one member `HIGGS.csv.gz`.
 
 Determinism: the text depends only on the arguments. Each chunk of `CHUNK_ROWS` rows draws its
 picks and its jitter from two generators seeded from `(seed, chunk number)`, and every step
-after the draw is exact IEEE arithmetic, so the first N rows of a longer sample are the N-row
-sample. The gzip stream has mtime 0 and no file name; its bytes are those of the installed
+after the draw is exact IEEE arithmetic. The gzip stream has mtime 0 and no file name; its bytes are those of the installed
 ISA-L (`isal.igzip`), the same on every x86-64 with SSE4.2, but another build or CPU class
 may compress differently: compare decompressed text across machines, not archives.
 """
@@ -37,6 +38,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
+
+from shoal.datasets.higgs import split_sizes
 
 from shoal.datasets.higgs import B_TAGS, FEATURES
 from shoal.files import atomic_write
@@ -111,16 +114,31 @@ def sample_rows(*, rows: int, seed: int = 0, real: np.ndarray | None = None) -> 
     base = real.astype(np.float64)
     scale = JITTER * np.array([_std(base[:, j]) for j in _CONTINUOUS])
     low, high = base[:, _CONTINUOUS].min(axis=0), base[:, _CONTINUOUS].max(axis=0)
+    pools = _pools(len(real))
+    train, valid, _ = split_sizes(rows) if rows >= 3 else (rows, 0, 0)
     for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
         count = min(CHUNK_ROWS, rows - start)
         picks, noise = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))
-        chosen = picks.integers(0, len(real), size=count)
+        position = np.arange(start, start + count)
+        segment = (position >= train).astype(np.int64) + (position >= train + valid)  # the row's split in the file
+        first, size = pools[segment, 0], pools[segment, 1]
+        chosen = first + (picks.random(count) * size).astype(np.int64)  # a real row of the same split's pool
         out = real[chosen]  # label and b-tags exactly as in the picked rows
         jittered = base[chosen][:, _CONTINUOUS] + scale * noise.standard_normal((count, len(_CONTINUOUS)))
         jittered = low + np.abs(jittered - low)  # reflect at the real minimum ...
         jittered = high - np.abs(high - jittered)  # ... and maximum (jitter << range: once is enough)
         out[:, _CONTINUOUS] = jittered.astype(np.float32)
         yield out
+
+
+def _pools(rows: int) -> np.ndarray:
+    """(first row, rows) of the real rows each split of a sample draws from: disjoint, so no
+    real row has jittered copies on both sides of a split (a memorizing model would score its
+    own training rows). Of the embedded 7,500: train <- the first 6,000, valid <- the next
+    1,000, test <- the last 500 (LightGBM's held-out rows)."""
+    test = max(1, rows // 15)
+    valid = max(1, 2 * test)
+    return np.array([[0, rows - valid - test], [rows - valid - test, valid], [rows - test, test]])
 
 
 def _std(column: np.ndarray) -> float:

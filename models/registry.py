@@ -201,7 +201,7 @@ def load_model_entry(catalog: Catalog, name: str, version: int | None = None) ->
         known = ", ".join(str(row["version"]) for row in rows) or "none"
         raise CatalogError(
             f"model {name!r} has no version {version if version is not None else 'yet'} in {catalog.home} "
-            f"(registered: {known}); train one with `shoal run enso` or models.registry.register_model"
+            f"(registered: {known}); train one with `shoal train TASK` (or `shoal run TASK`)"
         )
     return _entry(catalog, chosen[-1], at)
 

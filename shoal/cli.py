@@ -391,6 +391,7 @@ def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: b
 DEMO_SST = ("1960-01", "2020-12")
 DEMO_ENSO = {"coarsen": 8, "epochs": 3, "max_batches": 40, "leads": "1,3,6"}  # ~1.5 min on 2 CPU cores
 DEMO_SPEECH = {"epochs": 3, "max_batches": 8, "batch_size": 32}  # ~1.5 min on 2 CPU cores
+DEMO_HIGGS_ROWS, DEMO_HIGGS = 200_000, {"epochs": 4, "batch_size": 2048}  # ~1 min on 2 CPU cores
 
 
 @app.command()
@@ -399,6 +400,7 @@ def demo() -> None:
     import polars as pl
 
     from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.datasets.higgs_sample import write_sample as write_higgs_sample
     from shoal.datasets.speech_commands_sample import write_sample as write_speech_sample
     from shoal.flows import ingest_oni
 
@@ -422,9 +424,14 @@ def demo() -> None:
     console.print(f"wrote the 300 real clips and augmented copies of the training clips to {clips} (real users "
                   "ingest the full archive: `shoal fetch speech`)", markup=False, highlight=False)
     _run("speech", [clips], DEMO_SPEECH)
-    console.rule(f"5. the catalog at {catalog.home}")
+    console.rule(f"5. HIGGS: {DEMO_HIGGS_ROWS:,} rows bootstrapped from real ones -> standardized features -> TabNet")
+    table = write_higgs_sample(Path(catalog.home, "samples", "higgs"), rows=DEMO_HIGGS_ROWS)
+    console.print(f"wrote {table}: a smoothed bootstrap of 7,500 real HIGGS rows (real users ingest the UCI file: "
+                  "`shoal fetch higgs`)", markup=False, highlight=False)
+    _run("higgs", [table], DEMO_HIGGS)
+    console.rule(f"6. the catalog at {catalog.home}")
     catalog_ls()
-    console.rule("6. lineage of the predictions, down to the source files")
+    console.rule("7. lineage of the predictions, down to the source files")
     catalog_lineage("enso_predictions")
 
 

@@ -50,7 +50,8 @@ def test_demo_ingests_through_the_flow_and_reads_back_without_shoal(home: Path) 
     assert "nino34" in result.output and "sha256" in result.output
     assert "pl.read_delta" in result.output and "2020-08-01" in result.output
     for text in ("word accuracy on test (official split)", "mean_spectrum_logistic", "speech_predictions version 0",
-                 "_confusion.png", "enso_predictions version 0"):
+                 "_confusion.png", "enso_predictions version 0", "HIGGS signal vs background on the test rows",
+                 "hist_gradient_boosting", "higgs_predictions version 0: 200000 rows", "_masks.png"):
         assert text in result.output
 
 
@@ -155,3 +156,15 @@ def test_shoal_run_speech_prints_test_accuracy_beside_the_baselines_and_exits_1_
         assert text in result.output
     with pytest.raises(IngestFailed, match="a file outside a word folder"):  # not the dataset layout: nothing lands
         ingest_speech(paths=[clips / "yes"], home=str(home))
+
+
+def test_shoal_run_higgs_prints_accuracy_and_auc_beside_gradient_boosting(home: Path) -> None:
+    from shoal.cli import app
+
+    real = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"
+    args = ["--home", str(home), "run", "higgs", str(real), "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for text in ("HIGGS signal vs background on the test rows", "ROC AUC", "hist_gradient_boosting",
+                 "higgs_predictions version 0: 500 rows", "_masks.png"):
+        assert text in result.output
