@@ -12,26 +12,11 @@ sha256 no longer matches the manifest is reported as a failure.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from shoal.download import DownloadConfig, DownloadReport, FetchArgumentError, ProgressFn, check_url
+from shoal.download import DownloadConfig, DownloadReport, ProgressFn, file_items
 from shoal.manifest import download_into
 
 HIGGS_URL = "https://archive.ics.uci.edu/static/public/280/higgs.zip"
-
-
-def higgs_items(url: str = HIGGS_URL) -> list[tuple[str, str]]:
-    """The `(url, file name)` to download: the file, under the last part of its URL.
-
-    Raises:
-        FetchArgumentError: `url` is not http(s), or names no file.
-    """
-    check_url(url, what="URL", default=HIGGS_URL)
-    name = urlsplit(url).path.rsplit("/", 1)[-1]
-    if not name:
-        raise FetchArgumentError(f"URL {url!r} names a folder, not a file; give the URL of higgs.zip or "
-                                 f"HIGGS.csv.gz, default is {HIGGS_URL}")
-    return [(url, name)]
 
 
 def fetch_higgs(
@@ -57,4 +42,4 @@ def fetch_higgs(
         FetchArgumentError: a bad URL, or `dest` cannot be created.
         DownloadError: `dest/SHA256SUMS` cannot be read or written.
     """
-    return download_into(higgs_items(url), dest, config=config, progress=progress, resume=True)
+    return download_into(file_items(url, default=HIGGS_URL), dest, config=config, progress=progress, resume=True)

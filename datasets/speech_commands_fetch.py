@@ -13,26 +13,11 @@ archive as a stream, without unpacking it.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from shoal.download import DownloadConfig, DownloadReport, FetchArgumentError, ProgressFn, check_url
+from shoal.download import DownloadConfig, DownloadReport, ProgressFn, file_items
 from shoal.manifest import download_into
 
 SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz"
-
-
-def speech_items(url: str = SPEECH_COMMANDS_URL) -> list[tuple[str, str]]:
-    """The `(url, file name)` to download: the archive, under the last part of its URL.
-
-    Raises:
-        FetchArgumentError: `url` is not http(s), or names no file.
-    """
-    check_url(url, what="URL", default=SPEECH_COMMANDS_URL)
-    name = urlsplit(url).path.rsplit("/", 1)[-1]
-    if not name:
-        raise FetchArgumentError(f"URL {url!r} names a folder, not a file; give the archive's URL, "
-                                 f"default is {SPEECH_COMMANDS_URL}")
-    return [(url, name)]
 
 
 def fetch_speech(
@@ -57,4 +42,4 @@ def fetch_speech(
         FetchArgumentError: a bad URL, or `dest` cannot be created.
         DownloadError: `dest/SHA256SUMS` cannot be read or written.
     """
-    return download_into(speech_items(url), dest, config=config, progress=progress, resume=True)
+    return download_into(file_items(url, default=SPEECH_COMMANDS_URL), dest, config=config, progress=progress, resume=True)

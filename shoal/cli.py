@@ -501,10 +501,11 @@ def fetch_speech_command(
     backoff: BackoffOpt = 1.0,
 ) -> None:
     """Download the Speech Commands v0.01 archive (~1.4 GB); resumes a partial download, skips a complete one."""
-    from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech, speech_items
+    from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
+    from shoal.download import file_items
 
     url = url or SPEECH_COMMANDS_URL
-    _fetch("speech", dest, lambda: len(speech_items(url)),
+    _fetch("speech", dest, lambda: len(file_items(url, default=SPEECH_COMMANDS_URL)),
            lambda config, progress: fetch_speech(dest=dest, url=url, config=config, progress=progress),
            retries=retries, timeout=timeout, backoff=backoff)
 
@@ -518,10 +519,11 @@ def fetch_higgs_command(
     backoff: BackoffOpt = 1.0,
 ) -> None:
     """Download the UCI HIGGS table (~2.6 GB); resumes a partial download, skips a complete one."""
-    from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs, higgs_items
+    from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs
+    from shoal.download import file_items
 
     url = url or HIGGS_URL
-    _fetch("higgs", dest, lambda: len(higgs_items(url)),
+    _fetch("higgs", dest, lambda: len(file_items(url, default=HIGGS_URL)),
            lambda config, progress: fetch_higgs(dest=dest, url=url, config=config, progress=progress),
            retries=retries, timeout=timeout, backoff=backoff)
 

@@ -75,6 +75,21 @@ def check_url(url: str, *, what: str, default: str) -> str:
     return url
 
 
+def file_items(url: str, *, default: str) -> list[tuple[str, str]]:
+    """The one `(url, file name)` of a single-file download: the file under its URL's last part.
+
+    Raises:
+        FetchArgumentError: `url` is not http(s), or names a folder; the message gives `default`.
+    """
+    from urllib.parse import urlsplit
+
+    check_url(url, what="URL", default=default)
+    name = urlsplit(url).path.rsplit("/", 1)[-1]
+    if not name:
+        raise FetchArgumentError(f"URL {url!r} names a folder, not a file; give the file's URL, default is {default}")
+    return [(url, name)]
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     """How hard to try.
