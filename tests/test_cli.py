@@ -139,7 +139,7 @@ def test_ingest_of_an_unknown_source_exits_2_naming_the_known_sources(tmp_path: 
     result = shoal("ingest", "nope", SMALL, home=tmp_path / "home")
     assert result.returncode == 2
     line = _one_error_line(result)
-    assert "unknown source 'nope'" in line and "known sources: oni" in line
+    assert "unknown source 'nope'" in line and "known sources: higgs, oni, speech, sst" in line
 
 
 # -- catalog -----------------------------------------------------------------------------------
