@@ -50,6 +50,13 @@ class HiggsSettings(TaskSettings):
     epochs: int = Field(10, ge=1, description="Training epochs.")
     batch_size: int = Field(16_384, ge=1, description="Rows per step.")
     lr: float = Field(0.02, gt=0, description="Adam's learning rate.")
+    n_d: int = Field(24, ge=1, description="TabNet's decision width.")
+    n_a: int = Field(26, ge=1, description="TabNet's attention width.")
+    n_steps: int = Field(5, ge=1, description="TabNet's decision steps.")
+
+
+# The analysis' tuning ranges: widths 20-40, steps 4-6, learning rate 10^-2.5 .. 10^-1.
+SEARCH_SPACE = {"n_d": (20, 40), "n_a": (20, 40), "n_steps": (4, 6), "lr": (10**-2.5, 10**-1)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -121,10 +128,15 @@ class Higgs(Task):
         from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLoss
 
         features = _features(catalog, feature_version)
-        config = TabNetConfig(n_features=len(FEATURES))
+        config = TabNetConfig(n_features=len(FEATURES), n_d=settings.n_d, n_a=settings.n_a, n_steps=settings.n_steps)
         return Prepared(feature=InputVersion(FEATURE_TABLE, "table", features.version), model_config=asdict(config),
                         build=lambda: TabNet(config), loss_fn=TabNetLoss(config),
                         train_data=features.rows("train"), valid_data=features.rows("valid"))
+
+    def search_space(self, trial: Any) -> dict[str, Any]:
+        """The analysis' ranges (`SEARCH_SPACE`): widths and steps as integers, the learning rate on a log scale."""
+        space = {name: trial.suggest_int(name, low, high) for name, (low, high) in SEARCH_SPACE.items() if name != "lr"}
+        return space | {"lr": trial.suggest_float("lr", *SEARCH_SPACE["lr"], log=True)}
 
     def model(self, model_config: Mapping[str, Any]) -> Any:
         """TabNet of a stored configuration."""

@@ -371,6 +371,7 @@ def train(
     checkpoint_dir: Path,
     resume: bool = True,
     reporter: Reporter | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
     """Train `model` with Adam or Adadelta; a checkpoint each epoch; keep the best by validation loss.
 
@@ -388,6 +389,8 @@ def train(
         checkpoint_dir: where `last.pt` and `best.pt` go (created when missing).
         resume: continue from `checkpoint_dir/last.pt` when it exists.
         reporter: told of every batch (no synchronization) and every epoch's losses.
+        on_epoch: called with (epoch, train loss, validation loss) after each epoch's
+            checkpoint; what it raises (a tuner pruning the run) ends the training.
 
     Returns:
         The best epoch, the history and throughput.
@@ -479,6 +482,8 @@ def train(
                 reporter.finish(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, validation loss "
                                 f"{val_loss:.4f}{' (best)' if best_epoch == epoch else ''}, "
                                 f"{count / seconds if seconds > 0 else 0.0:.1f} samples/s")
+                if on_epoch is not None:
+                    on_epoch(epoch, train_loss, val_loss)
     finally:
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
         model.train(mode)

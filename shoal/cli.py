@@ -223,10 +223,13 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "device": (str | None, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")),
     "compile": (bool, typer.Option("--compile", help="Run the model through torch.compile (GPU).")),
     "amp_dtype": (str | None, typer.Option(help="Mixed precision on cuda: float16 (with a GradScaler) or bfloat16.")),
+    "n_d": (int | None, typer.Option(help="TabNet's decision width.")),
+    "n_a": (int | None, typer.Option(help="TabNet's attention width.")),
+    "n_steps": (int | None, typer.Option(help="TabNet's decision steps.")),
 }
 _FEATURE_OPTIONS = ("valid_start", "test_start", "coarsen", "split", "materialize", "seed")
 _TRAIN_OPTIONS = ("leads", "epochs", "batch_size", "max_batches", "lr", "optimizer", "seed", "device", "compile",
-                  "amp_dtype")
+                  "amp_dtype", "n_d", "n_a", "n_steps")
 # Options of the step itself, not of the task.
 _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "feature_version": (str | None, typer.Option(help="Feature version (number or snapshot id); default the newest.")),
@@ -235,6 +238,10 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "restart": (bool, typer.Option("--restart", help="Discard the run's checkpoints and start from epoch 0.")),
     "retrain": (bool, typer.Option("--retrain", help="Train and register anew even if an identical run finished.")),
     "as_json": (bool, typer.Option("--json", help="Print JSON instead of a table.")),
+    "params": (str | None, typer.Option(help="'best': the settings of the best `shoal tune` trial (options given win).")),
+    "trials": (int, typer.Option(help="Trials to run (added to an interrupted study).")),
+    "sample_fraction": (float, typer.Option(help="Fraction of the train and valid rows each trial sees.")),
+    "timeout": (float | None, typer.Option(help="Stop starting trials after this many seconds.")),
 }
 
 
@@ -300,14 +307,20 @@ def features_command(task_name: str, given: dict[str, Any]) -> None:
         task.build_features(_catalog(), settings, reporter)
 
 
-@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "as_json"))
+@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "as_json"))
 def train_command(task_name: str, given: dict[str, Any], *, feature_version: str | None, run_id: str | None,
-                  restart: bool, retrain: bool, as_json: bool) -> None:
+                  restart: bool, retrain: bool, params: str | None, as_json: bool) -> None:
     """Train the task's model (resuming an interrupted identical run), evaluate it on test, register it."""
     from shoal.models.runs import train_model
     from shoal.tasks import get_task
 
     task = get_task(task_name)
+    if params not in (None, "best"):
+        _fail(f"--params: expected 'best' (the best `shoal tune {task_name}` trial), got {params!r}")
+    if params == "best":
+        from shoal.models.tune import best_params
+
+        given = {**best_params(_catalog(), task), **given}
     settings = task.parse(given)
     with _reporter() as reporter:
         trained = train_model(_catalog(), task, settings, feature_version=feature_version, run_id=run_id,
@@ -318,6 +331,31 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
                      "feature_version": entry.feature_version, "metrics": entry.metrics})
         return
     _print_trained(task, trained)
+
+
+@_step("tune", options=(*_TRAIN_OPTIONS, "trials", "sample_fraction", "timeout"))
+def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_fraction: float,
+                 timeout: float | None) -> None:
+    """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable."""
+    from rich.table import Table
+
+    from shoal.models.tune import tune
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    found = tune(_catalog(), task, task.parse(given), trials=trials or 8, sample_fraction=sample_fraction or 1e-3,
+                 timeout=timeout)
+    table = Table("trial", "state", "validation loss", "settings", title=f"shoal tune {task_name}")
+    for trial in found:
+        value = "" if trial.value is None else f"{trial.value:.4f}"
+        table.add_row(str(trial.number), trial.state, value, ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
+    console = _console()
+    console.print(table)
+    done = [t for t in found if t.value is not None and t.state == "COMPLETE"]
+    if done:
+        best = min(done, key=lambda t: t.value)
+        console.print(f"best: trial {best.number}, validation loss {best.value:.4f}; train it with "
+                      f"`shoal train {task_name} --params best`", markup=False, highlight=False)
 
 
 def _print_trained(task: Any, trained: Any) -> None:

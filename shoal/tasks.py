@@ -176,6 +176,10 @@ class Task(ABC):
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
         """The metrics `evaluate` returned, as a table for people."""
 
+    def search_space(self, trial: Any) -> dict[str, Any]:
+        """Settings an Optuna trial suggests (`shoal tune TASK`); tasks without one cannot be tuned."""
+        raise CatalogError(f"task {self.name!r} has no search space to tune")
+
     def parse(self, given: Mapping[str, Any]) -> TaskSettings:
         """Validated settings from options; `SettingsError` with one line on bad ones."""
         try:
