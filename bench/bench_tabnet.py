@@ -50,7 +50,7 @@ def _data(root: Path):  # noqa: ANN202
 
 
 def _ours(features, device: torch.device, checkpoints: Path) -> tuple[float, float]:  # noqa: ANN001
-    from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLoss
+    from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLogits, TabNetLoss
     from shoal.models.train import TrainConfig, predict, seeded, train
 
     config = TabNetConfig()
@@ -62,15 +62,7 @@ def _ours(features, device: torch.device, checkpoints: Path) -> tuple[float, flo
     seconds = time.perf_counter() - started
     test = features.rows("test")
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model(x).logits
-
-    logits = predict(Logits(), test, batch_size=BATCH, device=device)
+    logits = predict(TabNetLogits(model), test, batch_size=BATCH, device=device)
     return seconds, float(((logits.numpy() >= 0) == test.label.numpy().astype(bool)).mean())
 
 
@@ -94,7 +86,7 @@ def _real_rows() -> str:
 
     from shoal.datasets.higgs_sample import read_real_rows
     from shoal.features.higgs import HiggsRows, Arrays
-    from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLoss
+    from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLogits, TabNetLoss
     from shoal.models.train import TrainConfig, predict, seeded, train
 
     real = read_real_rows()
@@ -113,15 +105,7 @@ def _real_rows() -> str:
                        resume=False)
         model.load_state_dict(torch.load(result.best_checkpoint, weights_only=True)["model"])
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model(x).logits
-
-    probability = torch.sigmoid(predict(Logits(), rows(test), batch_size=1024)).numpy()
+    probability = torch.sigmoid(predict(TabNetLogits(model), rows(test), batch_size=1024)).numpy()
     boosted = HistGradientBoostingClassifier(random_state=0).fit(fit[:, 1:], fit[:, 0]).predict_proba(test[:, 1:])[:, 1]
     label = test[:, 0]
     scores = {name: (np.mean((p >= 0.5) == label), roc_auc_score(label, p))

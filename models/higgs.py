@@ -76,17 +76,10 @@ def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: s
     """P(signal) of every row of `split`, in row order."""
     import torch
 
+    from shoal.models.tabnet import TabNetLogits
     from shoal.models.train import predict
 
-    class Logits(torch.nn.Module):  # only the logits come back: the masks of 11 M rows would be 6 GB
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.model(x).logits
-
-    return torch.sigmoid(predict(Logits(), features.rows(split), batch_size=BATCH, device=device)).numpy()
+    return torch.sigmoid(predict(TabNetLogits(model), features.rows(split), batch_size=BATCH, device=device)).numpy()
 
 
 def _scores(probability: np.ndarray, label: np.ndarray) -> dict[str, float]:
