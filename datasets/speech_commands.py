@@ -290,6 +290,7 @@ class _Clips:
     def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone) -> None:
         self.paths, self.stored, self.outcome, self.done = paths, dict(stored), outcome, done
         self.sources: dict[Path, SourceFile] = {}  # each path's lineage entry, once it is read
+        self._folder = False  # whether the path being read is a folder
 
     def _candidates(self, path: Path, lists: dict[str, set[str]] | None) -> Iterator[Candidate]:
         """Members that are new clips (or noise) with their split; everything else is accounted for here."""
@@ -298,29 +299,31 @@ class _Clips:
                 continue
             if (problem := _classify(member)) is not None:
                 self.outcome.failures.append(problem)
-                self._tick(path, member)
+                self._tick(member)
                 continue
             sha256 = member.sha256
             known = self.stored.get(member.name)
             if known == sha256:
                 self.outcome.unchanged.append(member.where)
-                self._tick(path, member)
+                self._tick(member)
             elif known is not None:
                 self.outcome.failures.append(str(SourceError(
                     member.where, f"{member.name} is already in the catalog with sha256 {known[:12]}…, this file has "
                     f"{sha256[:12]}…", fix="clips are immutable: give a changed recording a new name")))
-                self._tick(path, member)
+                self._tick(member)
             else:
                 self.stored[member.name] = sha256  # a second copy in the same call is "unchanged"
                 yield member, list_split(member.name, lists) if lists else hash_split(member.name), sha256
 
-    def _tick(self, path: Path, member: Member) -> None:
-        if path.is_dir() and member.name.endswith(".wav"):
+    def _tick(self, member: Member) -> None:
+        """Progress: each WAV of a folder is a step (an archive is one step, at its end)."""
+        if self._folder and member.name.endswith(".wav"):
             self.done(member.where)
 
     def batches(self, lists: dict[Path, dict[str, set[str]] | None]) -> Iterator[pa.RecordBatch]:
         """Record batches of up to BATCH new clips; failures and noise go to the outcome."""
         for path in self.paths:
+            self._folder = path.is_dir()
             clips, splits, hashes = [], [], []
             for candidate in self._candidates(path, lists[path]):
                 (member, split, sha256), result = candidate, _decoded(candidate)
@@ -333,13 +336,13 @@ class _Clips:
                     splits.append(split)
                     hashes.append(sha256)
                     self.outcome.committed.append(member.where)
-                self._tick(path, member)
+                self._tick(member)
                 if len(clips) == BATCH:
                     yield _clip_batch(clips, splits, hashes)
                     clips, splits, hashes = [], [], []
             if clips:
                 yield _clip_batch(clips, splits, hashes)
-            if not path.is_dir():
+            if not self._folder:
                 self.done(str(path))
 
 

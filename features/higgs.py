@@ -140,6 +140,7 @@ class HiggsFeatures:
             raise CatalogError(f"{DATASET} version {self.version} has no statistics; rebuild it with `shoal features higgs`")
         self.stats = RunningStats.from_dict(lineage.parameters["statistics"])
         self.input = lineage.inputs[0]
+        self._arrays: dict[str, Arrays] = {}  # a version never changes: each split is read once
 
     def _split(self, split: Split):  # noqa: ANN202 (polars is lazy)
         import polars as pl
@@ -149,11 +150,13 @@ class HiggsFeatures:
         return self.catalog.scan_table(DATASET, version=self.version).filter(pl.col("split") == split)
 
     def arrays(self, split: Split) -> Arrays:
-        """The whole split in memory; `x` is a view of the one Arrow buffer of the split's values."""
-        table = self._split(split).select("row_id", "label", "x").collect().to_arrow()
-        values = table.column("x").combine_chunks()
-        x = values.values.to_numpy(zero_copy_only=True).reshape(-1, len(FEATURES))
-        return Arrays(x=x, label=table.column("label").to_numpy(), row_id=table.column("row_id").to_numpy())
+        """The whole split in memory, read once per split; `x` is a view of the one Arrow buffer of its values."""
+        if split not in self._arrays:
+            table = self._split(split).select("row_id", "label", "x").collect().to_arrow()
+            x = table.column("x").combine_chunks().values.to_numpy(zero_copy_only=True).reshape(-1, len(FEATURES))
+            self._arrays[split] = Arrays(x=x, label=table.column("label").to_numpy(),
+                                         row_id=table.column("row_id").to_numpy())
+        return self._arrays[split]
 
     def rows(self, split: Split) -> HiggsRows:
         """The split as a torch Dataset (tensors share the arrays' memory)."""

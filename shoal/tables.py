@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
@@ -200,18 +201,14 @@ class StreamedWrite:
         With `remove_folder` (the write was to create the table), the folder goes too when
         no commit ever landed in it.
         """
-        import os
         import shutil
 
         for future in self._pending:
             future.exception()  # wait, whatever happened
         self._pool.shutdown()
-        for path in self._paths:
-            try:
-                os.remove(os.path.join(self.uri, path))
-            except OSError:
-                pass  # never written, or already gone: unreferenced either way
-        if remove_folder and not os.path.exists(os.path.join(self.uri, "_delta_log")):
+        for path in self._paths:  # a file never written (its worker failed first) is simply not there
+            Path(self.uri, path).unlink(missing_ok=True)
+        if remove_folder and not Path(self.uri, "_delta_log").exists():
             shutil.rmtree(self.uri, ignore_errors=True)
 
 
