@@ -3,15 +3,24 @@
 The file as UCI publishes it: no header, 29 comma-separated numbers a line (`%.18e`), the
 class (0 or 1) first, then the 28 features (21 low-level, 7 high-level); `HIGGS.csv`,
 `HIGGS.csv.gz`, or the `.zip` that wraps the `.gz`. Compressed input is streamed, never
-unpacked: a reader thread inflates (gzip with ISA-L, ~3x zlib) and cuts the text into blocks
-of whole lines, while the main thread parses each block with polars (multi-threaded) into
-float32 columns and checks it, and two threads encode the Parquet files
-(`Catalog.write_streamed`). ONE Delta commit at the end; a bad line anywhere commits nothing.
+unpacked to disk.
+
+Plain and gzip files go through ONE polars streaming query (`scan_csv` -> checks as
+expressions -> `sink_parquet` into files of FILE_ROWS rows), which pipelines parsing and
+Parquet encoding over every core, while a thread hashes the file. A bad value nulls the
+row's label, so the files' own Parquet statistics tell whether any row was bad; then a
+second, block-wise reading finds the first bad line to name it. A zip (read by member, which
+polars cannot scan) goes block by block: a reader thread inflates and cuts the text into
+blocks of whole lines, polars parses each, two threads encode the Parquet files. Either
+way: ONE Delta commit at the end; a bad line anywhere commits nothing.
 
 Split (the paper's): test = the last 500,000 rows, valid = the 500,000 before, train = the
 rest. A file under 2,000,000 rows: test = the last quarter, valid = the quarter before, train
 = the first half (each at least one row). The split of the tail is known only at the end of
-the stream, so the last 1,000,000 rows (~120 MB) are held back and written last.
+the stream. The streaming query labels rows by the row count estimated from the length of
+the first lines and the size of the text (exact for plain files to ~0.1%), and at the end
+rewrites the few files whose rows fall between the estimated and the true boundaries; the
+block-wise path holds the last 1,000,000 rows (~120 MB) back and writes them last.
 """
 
 from __future__ import annotations
@@ -55,7 +64,9 @@ SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), *[(name, pa.fl
                     ("split", pa.string())])
 HELD_OUT = 500_000  # rows of test, and of valid, in a full-size file (the paper's setup)
 TAIL = 2 * HELD_OUT  # rows held back until the end of the stream
-BLOCK = 32 << 20  # bytes of text parsed at once (~43,000 rows)
+BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000 rows)
+FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
+GZIP, ZIP = b"\x1f\x8b", b"PK\x03\x04"  # the first bytes of a gzip and of a zip file
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
         "fetch the file again (`shoal fetch higgs`) or fix the line")
 
@@ -69,7 +80,7 @@ def split_sizes(rows: int) -> tuple[int, int, int]:
 
 
 def _is_zip(raw: HashingReader) -> bool:
-    return raw.raw.peek(4)[:4] == b"PK\x03\x04"
+    return raw.raw.peek(4)[:4] == ZIP
 
 
 def _text_stream(path: Path, raw: HashingReader) -> IO[bytes]:
@@ -78,7 +89,7 @@ def _text_stream(path: Path, raw: HashingReader) -> IO[bytes]:
     Plain and gzip files are read through `raw` from start to end; a zip is opened by name
     (its directory is at the end).
     """
-    if raw.raw.peek(2)[:2] == b"\x1f\x8b":
+    if raw.raw.peek(2)[:2] == GZIP:
         from isal import igzip
 
         return igzip.IGzipFile(fileobj=raw, mode="rb")
@@ -215,6 +226,11 @@ def _with_split(table: pa.Table, bounds: tuple[int, int]) -> pa.RecordBatch:
     return pa.Table.from_arrays([*table.columns, split], schema=SCHEMA).combine_chunks().to_batches()[0]
 
 
+def _too_few(path: Path, rows: int) -> SourceError:
+    return SourceError(path, "the file is empty" if not rows else f"only {rows} row(s)",
+                       fix="pass the HIGGS file: at least 3 rows, one for each of train, valid and test")
+
+
 class _Stream:
     """Record batches with their split: every row but the tail is train; the tail waits for the end."""
 
@@ -233,11 +249,123 @@ class _Stream:
                 yield _with_split(oldest, (np.iinfo(np.int64).max, np.iinfo(np.int64).max))
             self.rows += table.num_rows
         if self.rows < 3:
-            raise SourceError(self.path, "the file is empty" if not self.rows else f"only {self.rows} row(s)",
-                              fix="pass the HIGGS file: at least 3 rows, one for each of train, valid and test")
+            raise _too_few(self.path, self.rows)
         train, valid, _ = split_sizes(self.rows)
         for table in held:
             yield _with_split(table, (train, train + valid))
+
+
+def _estimated_rows(path: Path, *, gzipped: bool) -> int:
+    """The file's row count from the length of its first lines and the size of its text.
+
+    A gzip's text size is its ISIZE trailer (the size mod 2**32), lifted to the multiple of
+    2**32 that the compression ratio of the first MiB points to. Only an estimate: the
+    split it gives is corrected once the rows are counted.
+    """
+    import zlib
+
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        head = file.read(1 << 20)
+        if not gzipped:
+            return round(size * head.count(b"\n") / max(1, len(head)))
+        file.seek(-4, 2)
+        isize = int.from_bytes(file.read(4), "little")
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        text = inflate.decompress(head, 8 << 20)
+    except zlib.error:
+        return 0  # polars will name what is wrong
+    ratio = len(text) / max(1, len(head) - len(inflate.unconsumed_tail))
+    text_size = isize + round((size * ratio - isize) / 2**32) * 2**32
+    return round(text_size * text.count(b"\n") / max(1, len(text)))
+
+
+def _bounds(rows: int) -> tuple[int, int]:
+    train, valid, _ = split_sizes(max(rows, 3))
+    return train, train + valid
+
+
+def _split(bounds: tuple[int, int]) -> pl.Expr:
+    """The split of a row from its row_id: train below bounds[0], valid below bounds[1], else test."""
+    import polars as pl
+
+    row_id = pl.col("row_id")
+    return (pl.when(row_id < bounds[0]).then(pl.lit(SPLITS[0])).when(row_id < bounds[1]).then(pl.lit(SPLITS[1]))
+            .otherwise(pl.lit(SPLITS[2])).alias("split"))
+
+
+def _sink(path: Path, folder: Path, bounds: tuple[int, int]) -> None:
+    """Parse, check and label every row of a plain or gzip file into Parquet files in `folder`.
+
+    A row that is not a label of 0 or 1 and 28 finite numbers gets a null label (a count in
+    the files' statistics); a line that does not parse at all stops the query.
+    """
+    import polars as pl
+
+    schema = {"label": pl.Float64, **dict.fromkeys(FEATURES, pl.Float32)}
+    finite = pl.all_horizontal([pl.col(name).is_finite() for name in FEATURES])
+    good = (finite & pl.col("label").is_in([0.0, 1.0])).fill_null(False)  # a blank or short line has nulls
+    (pl.scan_csv(path, has_header=False, new_columns=list(COLUMNS), schema=schema).with_row_index("row_id")
+     .select(pl.col("row_id").cast(pl.Int64), pl.when(good).then(pl.col("label").cast(pl.Int8)).alias("label"),
+             *FEATURES)
+     .with_columns(_split(bounds))
+     .sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True))
+
+
+def _first_bad(path: Path, found: str) -> SourceError:
+    """The first bad line of a file the streaming query refused, found by reading it block by block."""
+    rows = 0
+    for table in _rows(path, _Reader(path)):  # raises SchemaError at the first bad line
+        rows += table.num_rows
+    if rows < 3:
+        return _too_few(path, rows)
+    return SchemaError(path, f"the file did not parse: {found}", fix=_FIX)
+
+
+class _Query:
+    """A plain or gzip file through `_sink`, for `Catalog.write_files`; `rows` and `source` once written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.rows, self.source = path, 0, None
+
+    def write(self, folder: Path) -> list[Path]:
+        """The checked files in row order, each row with its true split; the file hashed meanwhile."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            hashed = pool.submit(SourceFile.of, self.path)
+            files = self._files(folder)
+            self.source = hashed.result()
+        return files
+
+    def _files(self, folder: Path) -> list[Path]:
+        import polars as pl
+        import pyarrow.parquet as pq
+
+        estimated = _bounds(_estimated_rows(self.path, gzipped=_starts_with(self.path, GZIP)))
+        try:
+            _sink(self.path, folder, estimated)
+        except pl.exceptions.PolarsError as error:
+            raise _first_bad(self.path, str(error).splitlines()[0]) from None
+        files = []
+        for file in folder.glob("*.parquet"):
+            meta = pq.read_metadata(file)
+            groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+            if any(group.column(1).statistics.null_count for group in groups):
+                raise _first_bad(self.path, "a row with a bad value")
+            if meta.num_rows:
+                files.append((min(group.column(0).statistics.min for group in groups), meta.num_rows, file))
+        files.sort()
+        self.rows = sum(count for _, count, _ in files)
+        if self.rows < 3:
+            raise _too_few(self.path, self.rows)
+        bounds = _bounds(self.rows)
+        wrong = [sorted(pair) for pair in zip(estimated, bounds, strict=True) if pair[0] != pair[1]]
+        for first, count, file in files:  # the few files between the estimated and the true boundaries
+            if any(first < high and low < first + count for low, high in wrong):
+                pl.read_parquet(file).with_columns(_split(bounds)).write_parquet(file, compression="snappy")
+        return [file for _, _, file in files]
 
 
 def _unchanged(catalog: Catalog, path: Path) -> int | None:
@@ -252,6 +380,16 @@ def _unchanged(catalog: Catalog, path: Path) -> int | None:
     if len(sources) == 1 and sources[0].bytes == path.stat().st_size and SourceFile.of(path).sha256 == sources[0].sha256:
         return latest.version
     return None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(magic)) == magic
+
+
+def _provenance(path: Path, source: SourceFile, rows: int) -> Provenance:
+    return Provenance(sources=(source,), message=f"ingest {path.name}: {rows} rows", parameters={
+        "source": "higgs", "rows": rows, "split_rows": dict(zip(SPLITS, split_sizes(rows), strict=True))})
 
 
 @register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed")
@@ -275,11 +413,14 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
             raise SourceError(path, "no such file", fix="pass HIGGS.csv, HIGGS.csv.gz or the UCI zip")
         if (version := _unchanged(catalog, path)) is not None:
             return IngestReport(DATASET, version, unchanged=(str(path),))
-        stream = _Stream(path)
-        version = catalog.write_streamed(DATASET, stream, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
-            sources=(stream.reader.source,), parameters={"source": "higgs", "rows": stream.rows,
-                                           "split_rows": dict(zip(SPLITS, split_sizes(stream.rows), strict=True))},
-            message=f"ingest {path.name}: {stream.rows} rows"))
+        if _starts_with(path, ZIP):
+            stream = _Stream(path)
+            version = catalog.write_streamed(DATASET, stream, schema=SCHEMA, mode="overwrite", provenance=lambda: (
+                _provenance(path, stream.reader.source, stream.rows)))
+        else:
+            query = _Query(path)
+            version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
+                _provenance(path, query.source, query.rows)))
     except (SourceError, EOFError, OSError, zipfile.BadZipFile) as error:
         log.debug("ingest of %s failed", path, exc_info=True)
         line = error if isinstance(error, SourceError) else SourceError(

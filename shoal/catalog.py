@@ -137,6 +137,35 @@ class Catalog:
         Returns:
             The new Delta version, or None when the stream held no rows (no commit).
         """
+        def fill(writer: tables.StreamedWrite, _: Path) -> None:
+            for batch in batches:
+                writer.write(batch)
+
+        return self._write_once(name, fill, schema=schema, provenance=provenance, mode=mode, workers=workers,
+                                file_bytes=file_bytes)
+
+    def write_files(self, name: str, write: Callable[[Path], Iterable[Path]], *, schema: pa.Schema,
+                    provenance: Callable[[], Provenance], mode: WriteMode = "append") -> int | None:
+        """Commit the Parquet files `write(folder)` writes (e.g. a polars sink) as ONE commit.
+
+        `folder` is a new folder inside the table's; `write` returns the paths of the files to
+        add, each of the table's `schema`. Whatever `write` raises, nothing is committed and
+        the folder is deleted. `provenance` is called once the files are written.
+
+        Returns:
+            The new Delta version, or None when the files held no rows (no commit).
+        """
+        def fill(writer: tables.StreamedWrite, folder: Path) -> None:
+            writer.adopt(str(path.relative_to(writer.uri)) for path in write(folder))
+
+        return self._write_once(name, fill, schema=schema, provenance=provenance, mode=mode)
+
+    def _write_once(self, name: str, fill: Callable[[tables.StreamedWrite, Path], None], *, schema: pa.Schema,
+                    provenance: Callable[[], Provenance], mode: WriteMode, workers: int = 2,
+                    file_bytes: int = 64 << 20) -> int | None:
+        import shutil
+        import uuid
+
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
         if is_url(uri):
@@ -144,17 +173,23 @@ class Catalog:
         creating = not self._exists("table", name)
         Path(uri).mkdir(parents=True, exist_ok=True)
         writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
+        folder = Path(uri, f"files-{uuid.uuid4().hex}")
         try:
-            for batch in batches:
-                writer.write(batch)
+            fill(writer, folder)
         except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
             writer.abort(remove_folder=creating)
             raise
         if writer.rows == 0:
+            shutil.rmtree(folder, ignore_errors=True)
             writer.abort(remove_folder=creating)
             return None
-        with dataset_lock(self._lock_path(name) if creating else None):
-            return writer.commit(provenance(), mode=mode, remove_folder=creating)
+        try:
+            with dataset_lock(self._lock_path(name) if creating else None):
+                return writer.commit(provenance(), mode=mode, remove_folder=creating)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
     def array_session(self, name: str) -> arrays.ArraySession:
         """A writable session on array `name` (created when missing); commit it once."""

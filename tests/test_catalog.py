@@ -361,6 +361,38 @@ def test_a_streamed_append_that_fails_midway_commits_nothing_and_leaves_no_files
     assert catalog.latest_version("kept") == 0 and catalog.read_table("kept").num_rows == 5
 
 
+def test_files_written_by_polars_land_as_one_commit_and_a_failed_writer_leaves_nothing(catalog) -> None:  # noqa: ANN001
+    from pathlib import Path
+
+    import polars as pl
+
+    from shoal.lineage import Provenance
+
+    schema = pa.schema([("x", pa.int64())])
+
+    def sink(folder: Path, start: int = 0) -> list[Path]:
+        pl.LazyFrame({"x": range(start, start + 50)}).sink_parquet(pl.PartitionBy(folder, max_rows_per_file=10),
+                                                                   mkdir=True)
+        return sorted(folder.glob("*.parquet"))
+
+    def broken(folder: Path) -> list[Path]:
+        sink(folder, 50)
+        raise RuntimeError("the check failed")
+
+    version = catalog.write_files("sunk", sink, schema=schema, provenance=lambda: Provenance(message="fifty"))
+    assert version == 0 and catalog.read_table("sunk").column("x").to_pylist() == list(range(50))
+    assert catalog.history("sunk")[0].lineage.rows == 50
+    files = set(Path(catalog.uri("table", "sunk")).rglob("*.parquet"))
+    assert len(files) == 5
+    with pytest.raises(RuntimeError, match="the check failed"):
+        catalog.write_files("sunk", broken, schema=schema, provenance=lambda: Provenance())
+    assert set(Path(catalog.uri("table", "sunk")).rglob("*.parquet")) == files
+    assert catalog.latest_version("sunk") == 0
+    with pytest.raises(RuntimeError):
+        catalog.write_files("fresh", broken, schema=schema, provenance=lambda: Provenance())
+    assert not catalog.exists("fresh") and not Path(catalog.uri("table", "fresh")).exists()
+
+
 def test_an_aborted_streamed_write_deletes_the_files_its_workers_wrote(tmp_path) -> None:  # noqa: ANN001
     from shoal.tables import StreamedWrite
 

@@ -62,12 +62,42 @@ def test_split_sizes_hold_out_the_paper_tail_or_quarters_of_a_small_file(rows: i
     assert split_sizes(rows) == sizes and sum(sizes) == rows
 
 
-def test_the_tail_is_held_back_until_the_end_of_the_stream(catalog, first5: Path, monkeypatch) -> None:  # noqa: ANN001
+def _small_split(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(higgs, "HELD_OUT", 20)
     monkeypatch.setattr(higgs, "TAIL", 40)
-    monkeypatch.setattr(higgs, "BLOCK", 3000)  # ~5 rows a block: many blocks, most of them written before the end
+
+
+@pytest.mark.parametrize("estimate", [0, 40, 149, 150, 151, 10_000])
+def test_the_split_is_exact_whatever_the_row_estimate_of_the_streaming_query(catalog, first5: Path, monkeypatch,  # noqa: ANN001
+                                                                            estimate: int) -> None:
+    _small_split(monkeypatch)
+    monkeypatch.setattr(higgs, "FILE_ROWS", 7)  # many files, most of them wholly train, valid or test
+    monkeypatch.setattr(higgs, "_estimated_rows", lambda path, gzipped: estimate)
     path = _write(first5.parent / "many.csv", _lines(first5) * 30)
     assert ingest(catalog, [path]).exit_code == 0
+    rows = pl.read_delta(catalog.uri("table", DATASET))  # in the table's own file order
+    assert rows["row_id"].to_list() == list(range(150))
+    assert rows["split"].to_list() == ["train"] * 110 + ["valid"] * 20 + ["test"] * 20
+    assert len(list(Path(catalog.uri("table", DATASET)).rglob("*.parquet"))) == 22
+
+
+@pytest.mark.parametrize("compress", [lambda data: data, gzip.compress])
+def test_the_row_estimate_is_within_a_percent_for_plain_and_gzip_files(tmp_path: Path, compress) -> None:  # noqa: ANN001
+    lines = _lines(FIRST5) * 2000
+    path = tmp_path / "estimate"
+    path.write_bytes(compress("".join(f"{line}\n" for line in lines).encode()))
+    estimate = higgs._estimated_rows(path, gzipped=compress is gzip.compress)
+    assert abs(estimate - len(lines)) <= 0.01 * len(lines)
+
+
+def test_a_zip_is_read_block_by_block_with_its_tail_held_back_until_the_end(catalog, first5: Path, monkeypatch) -> None:  # noqa: ANN001
+    _small_split(monkeypatch)
+    monkeypatch.setattr(higgs, "BLOCK", 3000)  # ~5 rows a block: many blocks, most of them written before the end
+    path = _write(first5.parent / "many.csv", _lines(first5) * 30)
+    wrapped = first5.parent / "many.zip"
+    with zipfile.ZipFile(wrapped, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.write(path, "HIGGS.csv")
+    assert ingest(catalog, [wrapped]).exit_code == 0
     rows = _table(catalog)
     assert rows["row_id"].to_list() == list(range(150))
     assert rows["split"].to_list() == ["train"] * 110 + ["valid"] * 20 + ["test"] * 20
@@ -125,7 +155,7 @@ def test_a_bad_line_is_named_with_its_number_and_nothing_is_committed(catalog, f
     (failure,) = report.failures
     assert failure.startswith(f"{path}:{line}: {problem}; expected the UCI HIGGS format")
     assert catalog.latest_version(DATASET) == 0 and len(_table(catalog)) == 5
-    assert len(list(Path(catalog.uri("table", DATASET)).glob("*.parquet"))) == 1  # the failed stream's files are gone
+    assert len(list(Path(catalog.uri("table", DATASET)).rglob("*.parquet"))) == 1  # the failed stream's files are gone
 
 
 @pytest.mark.parametrize(("name", "make", "problem"), [

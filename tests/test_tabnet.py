@@ -65,8 +65,10 @@ def _reference_loop(norm: GhostBatchNorm, chunks: tuple[torch.Tensor, ...]) -> t
     return out, torch.stack([bn.running_mean for bn in copies]).mean(0), torch.stack([bn.running_var for bn in copies]).mean(0)
 
 
-@pytest.mark.parametrize(("rows", "vbs", "sizes"), [(256, 32, [32] * 8), (100, 32, [25] * 4), (101, 32, [26, 25, 25, 25])])
-def test_ghost_batch_norm_as_one_reshaped_norm_equals_a_loop_over_chunks(rows: int, vbs: int, sizes: list[int]) -> None:
+@pytest.mark.parametrize(("rows", "vbs", "sizes", "strided"), [
+    (256, 32, [32] * 8, True), (100, 32, [25] * 4, True), (101, 32, [26, 25, 25, 25], False)])
+def test_ghost_batch_norm_as_one_reshaped_norm_equals_a_loop_over_chunks(rows: int, vbs: int, sizes: list[int],
+                                                                         strided: bool) -> None:
     g = torch.Generator().manual_seed(2)
     norm = GhostBatchNorm(6, vbs, momentum=0.4).train()
     with torch.no_grad():
@@ -74,9 +76,12 @@ def test_ghost_batch_norm_as_one_reshaped_norm_equals_a_loop_over_chunks(rows: i
         norm.bias.copy_(torch.randn(6, generator=g))
         norm.running_mean.copy_(torch.randn(6, generator=g))
     x = torch.randn(rows, 6, generator=g) * 3 + 1  # (B, F)
-    chunks = torch.tensor_split(x, len(sizes))
+    n = len(sizes)  # equal chunks take every n-th row (a free view); unequal ones are contiguous
+    order = torch.arange(rows).view(-1, n).T.reshape(-1) if strided else torch.arange(rows)
+    chunks = torch.tensor_split(x[order], n)
     assert [len(c) for c in chunks] == sizes
     expected, running_mean, running_var = _reference_loop(norm, chunks)
+    expected = torch.empty_like(expected).index_copy_(0, order, expected)  # back to the rows' order
     assert torch.allclose(norm(x), expected, atol=1e-6)
     assert torch.allclose(norm.running_mean, running_mean, atol=1e-6)  # one update, 0.6 old + 0.4 chunk mean
     assert torch.allclose(norm.running_var, running_var, atol=1e-6)
