@@ -297,17 +297,18 @@ def _decode_all(pending: dict[np.datetime64, SourceFile], names: dict[np.datetim
     return decoded, failures
 
 
-def _write(session: object, axis: np.ndarray, decoded: list[SstMonth]) -> None:
-    """Region-write decoded months, one run of consecutive months (<= MAX_RUN) at a time."""
+def _write(session: object, axis: np.ndarray, decoded: list[SstMonth], *, digests: bool = True) -> None:
+    """Region-write decoded months (and, unless told not to, their sha256), a run of consecutive months at a time."""
     import xarray as xr
 
     by_month = {d.month: d for d in decoded}
     for run in _runs(list(by_month)):
         start = int((run[0] - axis[0]).astype(int))
-        xr.Dataset(
-            {"sst": (("time", "lat", "lon"), np.stack([by_month[m].values for m in run])),
-             "source_sha256": (("time", "sha256_byte"), np.stack([_digest(by_month[m].source) for m in run]))}
-        ).to_zarr(session.store, region={"time": slice(start, start + len(run))}, consolidated=False)
+        variables = {"sst": (("time", "lat", "lon"), np.stack([by_month[m].values for m in run]))}
+        if digests:
+            variables["source_sha256"] = (("time", "sha256_byte"), np.stack([_digest(by_month[m].source) for m in run]))
+        xr.Dataset(variables).to_zarr(session.store, region={"time": slice(start, start + len(run))},
+                                      consolidated=False)
 
 
 @register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import Task, flow, get_run_logger, task
+from prefect.tasks import exponential_backoff
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from pydantic import FilePath
@@ -30,7 +31,10 @@ def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
     return False
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient)
+# Retries with backoff (1 s, 2 s, 4 s) for I/O; the tag lets an operator cap how many run at
+# once: `prefect concurrency-limit create ingest 2`.
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5,
+      retry_condition_fn=_transient, tags=["ingest"])
 def ingest_source(source: str, paths: list[Path], home: str | None) -> IngestReport:
     """Run one registered source's ingest against the catalog at `home`."""
     report = get_source(source).ingest(Catalog(home), paths)

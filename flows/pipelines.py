@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
 
 from shoal.catalog import Catalog
 from shoal.flows.ingest import IngestFailed, _transient, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter
 from shoal.sources import IngestReport
-from shoal.tasks import FeatureBuild, Predicted, get_task
+from shoal.tasks import FeatureBuild, Predicted, Task, get_task
 
 
 class RunLogReporter(NullReporter):
@@ -33,11 +35,22 @@ class RunLogReporter(NullReporter):
         get_run_logger().info(message)
 
 
+# The event a feature build emits when it made a NEW version: `shoal serve`'s train + predict
+# deployments are triggered by it (a build skipped as unchanged emits nothing).
+NEW_FEATURES = "shoal.features.new"
+
+
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=_transient)
 def features_task(task_name: str, home: str | None, settings: dict[str, Any]) -> FeatureBuild:
-    """Build or reuse the task's feature version of the newest inputs."""
+    """Build or reuse the task's feature version of the newest inputs; a new one is announced as an event."""
     chosen = get_task(task_name)
-    return chosen.build_features(Catalog(home), chosen.parse(settings), RunLogReporter())
+    catalog = Catalog(home)
+    build = chosen.build_features(catalog, chosen.parse(settings), RunLogReporter())
+    if not build.reused:
+        emit_event(event=NEW_FEATURES, resource={"prefect.resource.id": f"shoal.features.{task_name}",
+                                                 "shoal.home": catalog.home},
+                   payload={"task": task_name, "version": build.version, "snapshot": build.snapshot})
+    return build
 
 
 @task
@@ -54,10 +67,13 @@ def train_task(task_name: str, home: str | None, settings: dict[str, Any], featu
 
 
 @task
-def predict_task(task_name: str, home: str | None, model_version: int | None, device: str) -> Predicted:
-    """Write the predictions of a registered model."""
-    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device)
-    get_run_logger().info("%s version %s: %d rows; plots %s", predicted.table, predicted.version, predicted.rows,
+def predict_task(task_name: str, home: str | None, model_version: int | None, device: str,
+                 reuse: bool = False) -> Predicted:
+    """Write the predictions of a registered model (with `reuse`, not again for a model version that has them)."""
+    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device,
+                                 reuse=reuse)
+    get_run_logger().info("%s version %s (%s): %d rows; plots %s", predicted.table, predicted.version,
+                          "unchanged: skipped" if predicted.reused else "new", predicted.rows,
                           [str(p) for p in predicted.plots])
     return predicted
 
@@ -118,5 +134,25 @@ def pipeline(task_name: str, paths: list[Path], home: str | None = None, setting
         reports.append(report)
     features = features_task(task_name, home, settings)
     trained = train_task(task_name, home, settings, features.snapshot, retrain)
-    predicted = predict_task(task_name, home, trained.entry.version, parsed.device)
-    return PipelineResult(ingests=tuple(reports), features=features, trained=trained, predicted=predicted)
+    predicted = predict_task(task_name, home, trained.entry.version, parsed.device, reuse=True)
+    result = PipelineResult(ingests=tuple(reports), features=features, trained=trained, predicted=predicted)
+    create_markdown_artifact(key=f"{task_name}-pipeline", markdown=summary(chosen, result),
+                             description=f"{task_name}: test skill beside the baselines, versions, plots")
+    return result
+
+
+def summary(chosen: Task, result: PipelineResult) -> str:
+    """The run's artifact: the test skill table with its baselines, every version it used or made, its plots."""
+    entry, skill = result.trained.entry, chosen.skill_table(dict(result.trained.entry.metrics))
+    lines = [f"### {skill.title}", "", "| " + " | ".join(skill.columns) + " |", "|" + "---|" * len(skill.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in skill.rows]
+    lines += ["", skill.verdict, "", "| stage | version | |", "|---|---|---|"]
+    lines += [f"| ingest {r.dataset} | {r.version} | {len(r.committed)} committed, {len(r.unchanged)} unchanged, "
+              f"{len(r.failures)} failed |" for r in result.ingests]
+    lines += [f"| features | {result.features.snapshot} | {'unchanged' if result.features.reused else 'new'} |",
+              f"| model {entry.name} | {entry.version} | {'unchanged' if result.trained.reused else 'new'} "
+              f"(run {result.trained.run_id}) |",
+              f"| {result.predicted.table} | {result.predicted.version} | "
+              f"{'unchanged' if result.predicted.reused else 'new'} |", "", "Plots:", ""]
+    lines += [f"- `{path}`" for path in result.predicted.plots]
+    return "\n".join(lines)

@@ -28,7 +28,8 @@ from shoal.errors import CatalogError
 from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import FeatureBuild, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.stats import RunningStats
+from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
 
 if TYPE_CHECKING:
     import torch
@@ -284,6 +285,23 @@ class Enso(Task):
                  plot_skill(Path(catalog.home, "reports", f"{name}_skill.png"), entry.metrics["skill"],
                             title=f"{self.model_name} v{entry.version}: test correlation by lead"))
         return Predicted(table=self.predictions, version=version, rows=len(rows), plots=plots)
+
+    def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
+        """sst (T, 1, H, W) normalized anomalies, index, phase and month of the split's months; lead-1 windows as datasets.
+
+        `shoal.features.enso.EnsoFeatures(...).windows(split, leads)` gives windows for other
+        leads; the arrays are views of the one grid series in memory.
+        """
+        features = _features(catalog, version)
+
+        def arrays(split: str) -> dict[str, np.ndarray]:
+            months = features.split == PERIODS.index(split)
+            return {"sst": features.sst[months].numpy(), "index": features.index[months].numpy(),
+                    "phase": features.phase[months].numpy(), "month": features.months[months]}
+
+        statistics = {name: RunningStats.from_dict(value) for name, value in features.parameters["statistics"].items()}
+        return FeatureSet(task=self.name, dataset=FEATURES, version=features.version, statistics=statistics,
+                          splits=PERIODS, arrays_of=arrays, dataset_of=lambda split: features.windows(split, (1,)))
 
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
         """One row per lead and method; the verdict compares the model with the best baseline at each lead."""

@@ -25,7 +25,7 @@ from shoal.errors import CatalogError
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import FeatureBuild, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -189,6 +189,18 @@ class Higgs(Task):
         plot = plot_masks(path, explained, FEATURES, title=f"{self.model_name} v{entry.version}: aggregated masks "
                                                              f"(M_explain) of {len(explained)} test rows")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))
+
+    def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
+        """x (N, 28) float32 standardized — a view of the one Arrow buffer — label and row_id; `HiggsRows` datasets."""
+        features = _features(catalog, version)
+
+        def arrays(split: str) -> dict[str, np.ndarray]:
+            found = features.arrays(split)
+            return {"x": found.x, "label": found.label, "row_id": found.row_id}
+
+        return FeatureSet(task=self.name, dataset=FEATURE_TABLE, version=features.version,
+                          statistics={"features": features.stats}, splits=SPLITS, arrays_of=arrays,
+                          dataset_of=features.rows)
 
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
         """One row per method; the verdict compares TabNet with the best baseline's ROC AUC."""

@@ -152,7 +152,32 @@ def evaluate_model(catalog: Catalog, task: Task, *, model_version: int | None = 
 
 
 def predict_model(catalog: Catalog, task: Task, *, model_version: int | None = None, device: str = "auto",
-                  run_id: str | None = None) -> tuple[ModelVersion, Predicted]:
-    """Write the task's predictions table version from a registered model (default latest)."""
+                  run_id: str | None = None, reuse: bool = False) -> tuple[ModelVersion, Predicted]:
+    """Write the task's predictions table version from a registered model (default latest).
+
+    With `reuse`, a predictions commit already made by this model version is returned
+    instead (nothing is written): a pipeline rerun with nothing new does no work.
+    """
+    from shoal.models.registry import load_model_entry
+
+    if reuse and (found := existing_predictions(catalog, task, load_model_entry(catalog, task.model_name,
+                                                                                 model_version))):
+        return found
     model, entry = load_model(catalog, task, model_version)
     return entry, task.predict(catalog, model, entry, device=device, run_id=run_id or uuid.uuid4().hex[:12])
+
+
+def existing_predictions(catalog: Catalog, task: Task, entry: ModelVersion) -> tuple[ModelVersion, Predicted] | None:
+    """The newest commit of the task's predictions table made by model version `entry`, with its plots."""
+    from shoal.tasks import Predicted
+
+    if not catalog.exists(task.predictions):
+        return None
+    for commit in catalog.history(task.predictions):
+        found = commit.lineage.parameters if commit.lineage is not None else {}
+        if found.get("model") == entry.name and found.get("model_version") == entry.version:
+            name = f"{entry.name}_v{entry.version}_{found.get('run_id')}_"
+            plots = tuple(sorted(Path(catalog.home, "reports").glob(f"{name}*.png")))
+            return entry, Predicted(table=task.predictions, version=commit.version, rows=commit.lineage.rows or 0,
+                                    plots=plots, reused=True)
+    return None

@@ -28,7 +28,7 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import FeatureBuild, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -202,6 +202,26 @@ class Speech(Task):
         plot = plot_confusion(path, np.array(entry.metrics["confusion"]), entry.metrics["labels"],
                               title=f"{self.model_name} v{entry.version}: test confusion ({entry.metrics['split']} split)")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))
+
+    def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
+        """waveform (N, samples) int16, label, clip_id (and spectrogram when materialized); `SpeechClips` datasets.
+
+        The datasets give normalized log-mel spectrograms, computed on the fly from the
+        waveforms (or read, when materialized) with the train-only statistics.
+        """
+        features = _features(catalog, version)
+
+        def arrays(split: str) -> dict[str, np.ndarray]:
+            rows = features.split == SPLITS.index(split)
+            found = {"waveform": features.waveforms[rows].numpy(), "label": features.label[rows].numpy(),
+                     "clip_id": features.clip_id[rows]}
+            if features.spectrograms is not None:
+                found["spectrogram"] = features.spectrograms[rows].numpy()
+            return found
+
+        return FeatureSet(task=self.name, dataset=FEATURES, version=features.version,
+                          statistics={"log_mel": features.stats}, splits=SPLITS, arrays_of=arrays,
+                          dataset_of=features.clips)
 
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
         """One row per method; the verdict compares the model with the best baseline."""

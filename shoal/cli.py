@@ -104,7 +104,74 @@ def ingest(
     _report(report)
 
 
-@catalog_app.command("ls")
+@app.command()
+def backfill(
+    source: Annotated[str, typer.Argument(help="What to backfill: 'sst' (COBE-SST months).")],
+    folder: Annotated[Path, typer.Option("--source", help="The folder of sstYYYYMM.grb files.")],
+    start: Annotated[str, typer.Option(help="First month, YYYY-MM.")],
+    end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")],
+    chunk: Annotated[int, typer.Option(min=1, help="Months per Prefect task.")] = 120,
+    concurrency: Annotated[int, typer.Option(min=1, help="Tasks at a time.")] = 2,
+    force: Annotated[bool, typer.Option(help="Re-ingest months already stored from an identical file.")] = False,
+    features: Annotated[bool, typer.Option(help="Build the ENSO features (default settings) once at the end.")] = False,
+) -> None:
+    """Backfill a range of months as the Prefect flow 'backfill-sst': chunks of months, one commit; exit 1 if any failed."""
+    if source != "sst":
+        raise typer.BadParameter(f"{source!r}: only 'sst' can be backfilled", param_hint="SOURCE")
+    from shoal.flows.backfill import backfill_sst, reporter
+
+    with _reporter() as bar:
+        token = reporter.set(bar)
+        try:
+            report = backfill_sst(source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
+                                  concurrency=concurrency, force=force, features={} if features else None)
+        finally:
+            reporter.reset(token)
+    _report(report, exit_on_failure=False)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option(help="The config file: its serve.sst, serve.train and pipelines tables.")] = Path(
+        "shoal.toml"),
+    insecure: Annotated[bool, typer.Option(help="Serve against a non-loopback Prefect API without authentication.")] = False,
+) -> None:
+    """Serve the pipelines as Prefect deployments (schedules and triggers from the config) until Ctrl-C."""
+    from shoal.config import load_config
+    from shoal.flows.deployments import serve_pipelines
+
+    serve_pipelines(load_config(config), _catalog().home, insecure=insecure,
+                    started=lambda line: _console().print(line, markup=False, highlight=False))
+
+
+@app.command("backfill-slots")
+def backfill_slots(
+    deployment: Annotated[str, typer.Argument(help="FLOW/DEPLOYMENT, e.g. refresh-sst/newest-sst.")],
+    since: Annotated[str, typer.Option(help="First instant, ISO 8601 (UTC when no offset), e.g. 2026-01-01.")],
+    until: Annotated[str | None, typer.Option(help="End instant, excluded; default now.")] = None,
+) -> None:
+    """Create the flow runs a deployment's cron schedule missed between two instants (a rerun creates none)."""
+    import datetime as dt
+
+    from shoal.flows.deployments import backfill_slots as create
+
+    def instant(text: str, name: str) -> dt.datetime:
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not an ISO 8601 instant, e.g. 2026-01-01T06:00", param_hint=name) from None
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+    runs = create(deployment, instant(since, "--since"), instant(until, "--until") if until else dt.datetime.now(dt.UTC))
+    for slot, run_id in runs:
+        _console().print(f"{slot.isoformat()}  flow run {run_id}", markup=False, highlight=False)
+    _console().print(f"{deployment}: {len(runs)} slot(s)", markup=False, highlight=False)
+
+
+@catalog_app.command("list")
+@catalog_app.command("ls", hidden=True)
 def catalog_ls(as_json: JsonFlag = False) -> None:
     """List every dataset with its kind and latest version."""
     from dataclasses import asdict
@@ -121,7 +188,8 @@ def catalog_ls(as_json: JsonFlag = False) -> None:
     _console().print(table)
 
 
-@catalog_app.command("show")
+@catalog_app.command("describe")
+@catalog_app.command("show", hidden=True)
 def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = False) -> None:
     """Kind, schema or dims, rows or shape, and lineage of one version."""
     facts = _catalog().describe(name, version=version)
@@ -180,7 +248,7 @@ def _tree(node: LineageNode, branch: Any) -> None:
         for source in sources[:3]:
             child.add(f"file {source.path} sha256 {source.sha256[:16]}… {source.bytes} bytes")
         if len(sources) > 3:
-            child.add(f"… and {len(sources) - 3} more files (`shoal catalog show {node.name} --json` lists them)")
+            child.add(f"… and {len(sources) - 3} more files (`shoal catalog describe {node.name} --json` lists them)")
     for parent in node.parents:
         _tree(parent, child)
 
@@ -242,6 +310,7 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "trials": (int, typer.Option(help="Trials to run (added to an interrupted study).")),
     "sample_fraction": (float, typer.Option(help="Fraction of the train and valid rows each trial sees.")),
     "timeout": (float | None, typer.Option(help="Stop starting trials after this many seconds.")),
+    "config": (Path | None, typer.Option(help="The pipelines' config file (default ./shoal.toml).")),
 }
 
 
@@ -258,8 +327,8 @@ def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
                                         annotation=Annotated[str, typer.Argument(help="A registered task, e.g. enso.")])]
         if paths:
             parameters.append(inspect.Parameter(
-                "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=Annotated[list[Path], typer.Argument(help="Source files or folders of the task.")]))
+                "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
+                    list[Path] | None, typer.Argument(help="Source files or folders; default the config's.")]))
         for option in options:
             kind, info = _OPTIONS.get(option) or _STEP_OPTIONS[option]
             parameters.append(inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
@@ -400,15 +469,46 @@ def predict_command(task_name: str, given: dict[str, Any], *, model_version: int
 
 
 def _print_predicted(entry: Any, predicted: Any) -> None:
-    _console().print(f"{predicted.table} version {predicted.version}: {predicted.rows} rows from model {entry.name} "
+    done = "unchanged, already written by" if predicted.reused else "from"
+    _console().print(f"{predicted.table} version {predicted.version}: {predicted.rows} rows {done} model {entry.name} "
                      f"version {entry.version}; plots: {', '.join(map(str, predicted.plots))}",
                      markup=False, highlight=False)
 
 
-@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain"), paths=True)
-def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path], retrain: bool) -> None:
-    """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict."""
-    _run(task_name, paths, given, retrain=retrain)
+@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain", "config"), paths=True)
+def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | None, retrain: bool,
+                config: Path | None) -> None:
+    """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict; TASK 'all': every configured one.
+
+    Paths and settings not given come from the config file ([pipelines.TASK] in shoal.toml);
+    a stage whose inputs and settings are unchanged is skipped, and the output says so.
+    """
+    from shoal.config import DEFAULT, load_config
+    from shoal.tasks import get_task
+
+    pipelines = load_config(config or DEFAULT).pipelines if (config or task_name == "all" or not paths) else {}
+    names = list(pipelines) if task_name == "all" else [task_name]
+    if not names:
+        raise typer.BadParameter(f"{config or DEFAULT} configures no pipeline; add a [pipelines.TASK] table",
+                                 param_hint="--config")
+    failed = []
+    for name in names:
+        configured = pipelines.get(name)
+        if not paths and configured is None:
+            raise typer.BadParameter(f"no source paths for {name}: pass them, or configure [pipelines.{name}] paths",
+                                     param_hint="PATHS")
+        known = get_task(name).settings.model_fields
+        settings = {**(configured.settings if configured else {}),
+                    **{key: value for key, value in given.items() if task_name != "all" or key in known}}
+        if len(names) > 1:
+            _console().rule(f"pipeline {name}")
+        try:
+            _run(name, paths or configured.paths, settings, retrain=retrain)
+        except typer.Exit as stop:
+            if stop.exit_code:
+                failed.append(name)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: bool = False) -> None:
@@ -420,6 +520,9 @@ def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: b
     result = pipeline(task_name=task_name, paths=paths, home=_catalog().home, settings=given, retrain=retrain)
     for report in result.ingests:
         _report(report, exit_on_failure=False)
+    features = result.features
+    _console().print(f"features: version {features.snapshot} ({'unchanged: reused' if features.reused else 'new'})",
+                     markup=False, highlight=False)
     _print_trained(task, result.trained)
     _print_predicted(result.trained.entry, result.predicted)
     if result.failures:

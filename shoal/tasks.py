@@ -116,12 +116,16 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Predicted:
-    """A predictions commit: the table, its version and the plots written beside it."""
+    """A predictions commit: the table, its version and the plots written beside it.
+
+    `reused`: the commit was already there for this model version, and nothing was written.
+    """
 
     table: str
     version: int
     rows: int
     plots: tuple[Path, ...]
+    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,50 @@ class SkillTable:
     rows: tuple[tuple[str, ...], ...]
     verdict: str
     model_rows: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A feature version opened for training elsewhere (`shoal.open_features`).
+
+    Attributes:
+        task, dataset, version: whose features, the feature dataset, and its version.
+        statistics: what the features were normalized with (fitted on train only), by name.
+        splits: the split names.
+        arrays_of: split -> its arrays, by name (views of the stored data where it can).
+        dataset_of: split -> a torch Dataset of its items: {"x": ..., and the targets ("label"; for
+            ENSO "grid", "index", "phase")}.
+    """
+
+    task: str
+    dataset: str
+    version: int
+    statistics: Mapping[str, Any]
+    splits: tuple[str, ...]
+    arrays_of: Callable[[str], Mapping[str, Any]]
+    dataset_of: Callable[[str], Any]
+
+    def _check(self, split: str) -> str:
+        if split not in self.splits:
+            raise CatalogError(f"split must be one of {', '.join(self.splits)}, got {split!r}")
+        return split
+
+    def arrays(self, split: str) -> Mapping[str, Any]:
+        """The split's arrays by name (numpy)."""
+        return self.arrays_of(self._check(split))
+
+    def torch_dataset(self, split: str) -> Any:
+        """The split as a torch Dataset."""
+        return self.dataset_of(self._check(split))
+
+    def loader(self, split: str, *, batch_size: int = 256, shuffle: bool = False, seed: int = 0,
+               **options: Any) -> Any:
+        """A torch DataLoader over the split; `shuffle` is seeded, so the order repeats. `options` go to DataLoader."""
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        return torch.utils.data.DataLoader(self.torch_dataset(split), batch_size=batch_size, shuffle=shuffle,
+                                           generator=generator, **options)
 
 
 class Task(ABC):
@@ -175,6 +223,10 @@ class Task(ABC):
     @abstractmethod
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
         """The metrics `evaluate` returned, as a table for people."""
+
+    @abstractmethod
+    def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
+        """A feature version (default the newest) for consumers: arrays, torch Datasets, statistics."""
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         """Settings an Optuna trial suggests (`shoal tune TASK`); tasks without one cannot be tuned."""

@@ -151,13 +151,13 @@ def _json(result: subprocess.CompletedProcess[str]) -> object:
 
 
 def test_catalog_ls_json_lists_nino34_at_version_1(ingested: SimpleNamespace) -> None:
-    [info] = _json(shoal("catalog", "ls", "--json", home=ingested.home))
+    [info] = _json(shoal("catalog", "list", "--json", home=ingested.home))
     assert (info["name"], info["kind"], info["version"]) == ("nino34", "table", 1)
     assert info["updated_at"]
 
 
 def test_catalog_show_json_has_kind_schema_rows_and_lineage(ingested: SimpleNamespace) -> None:
-    facts = _json(shoal("catalog", "show", "nino34", "--json", home=ingested.home))
+    facts = _json(shoal("catalog", "describe", "nino34", "--json", home=ingested.home))
     assert (facts["name"], facts["kind"], facts["version"], facts["rows"]) == ("nino34", "table", 1, 24)
     assert list(facts["schema"]) == COLUMNS
     assert facts["schema"]["month"].startswith("date32") and facts["schema"]["oni"] == "double"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -69,7 +70,22 @@ QUICK = {"coarsen": 8, "epochs": 1, "max_batches": 2, "batch_size": 2, "device":
          "valid_start": "1989-01", "test_start": "1990-01"}
 
 
-def test_the_pipeline_runs_every_step_and_a_rerun_reuses_features_and_model(home: Path, tmp_path: Path) -> None:
+def _artifact(key: str) -> str:
+    """The markdown of the newest artifact with this key, through the Prefect API."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def newest() -> str:
+        async with get_client() as client:
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return max(found, key=lambda artifact: artifact.created).data
+
+    return asyncio.run(newest())
+
+
+def test_the_pipeline_runs_every_step_and_a_rerun_with_nothing_new_does_no_work(home: Path, tmp_path: Path) -> None:
     from shoal.datasets.cobe_sst_sample import write_sample
     from shoal.flows.pipelines import pipeline
 
@@ -79,10 +95,18 @@ def test_the_pipeline_runs_every_step_and_a_rerun_reuses_features_and_model(home
     assert first.trained.entry.version == 0 and not first.trained.reused and first.predicted.version == 0
     assert all(plot.exists() for plot in first.predicted.plots) and not first.failures
     assert {row["method"] for row in first.trained.entry.metrics["skill"]} == {"model", "persistence", "climatology", "linear"}
+    published = _artifact("enso-pipeline")  # the run's artifact: skill beside the baselines, versions, plots
+    assert "| persistence |" in published and "| climatology |" in published and "| model |" in published
+    assert f"| features | {first.features.snapshot} | new |" in published
+    assert "| model enso_convlstm | 0 | new" in published and "| enso_predictions | 0 | new |" in published
+    assert all(f"`{plot}`" in published for plot in first.predicted.plots)
     second = pipeline(task_name="enso", paths=[samples], home=str(home), settings=QUICK)
+    assert all(not report.committed for report in second.ingests)
     assert second.features.reused and second.features.snapshot == first.features.snapshot
     assert second.trained.reused and second.trained.entry.version == 0
-    assert Catalog(home).read_table("enso_predictions").num_rows == 2 * first.predicted.rows
+    assert second.predicted.reused and second.predicted.version == 0 and second.predicted.plots == first.predicted.plots
+    assert len(Catalog(home).history("enso_predictions")) == 1
+    assert "| enso_predictions | 0 | unchanged |" in _artifact("enso-pipeline")
 
 
 def test_flow_settings_are_validated_at_the_flow_boundary(home: Path) -> None:
@@ -158,13 +182,65 @@ def test_shoal_run_speech_prints_test_accuracy_beside_the_baselines_and_exits_1_
         ingest_speech(paths=[clips / "yes"], home=str(home))
 
 
-def test_shoal_run_higgs_prints_accuracy_and_auc_beside_gradient_boosting(home: Path) -> None:
+def test_shoal_run_all_runs_every_configured_pipeline_and_a_rerun_skips_every_stage(home: Path, tmp_path: Path) -> None:
     from shoal.cli import app
+    from shoal.datasets.cobe_sst_sample import write_sample
 
-    real = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"
-    args = ["--home", str(home), "run", "higgs", str(real), "--epochs", "1", "--batch-size", "64", "--device", "cpu"]
+    write_sample(tmp_path / "sst", start="1985-01", end="1990-06")
+    enso = ", ".join(f"{key} = {value!r}" for key, value in QUICK.items()).replace("'", '"')
+    config = tmp_path / "shoal.toml"
+    config.write_text(f"""
+[pipelines.higgs]
+paths = ["{Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"}"]
+settings = {{ epochs = 1, batch_size = 64, device = "cpu" }}
+
+[pipelines.enso]
+paths = ["sst"]
+settings = {{ {enso} }}
+""")
+    args = ["--home", str(home), "run", "all", "--config", str(config)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert result.output.index("pipeline higgs") < result.output.index("pipeline enso")
     for text in ("HIGGS signal vs background on the test rows", "ROC AUC", "hist_gradient_boosting",
-                 "higgs_predictions version 0: 500 rows", "_masks.png"):
+                 "higgs_predictions version 0: 500 rows from model", "_masks.png", "enso_predictions version 0: "):
         assert text in result.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("(unchanged: reused)") == 2 and again.output.count("reused model") == 2
+    assert "higgs_predictions version 0: 500 rows unchanged, already written by model" in again.output
+
+
+def test_a_pipeline_killed_midway_leaves_its_last_commits_and_the_rerun_finishes_the_job(home: Path,
+                                                                                          tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from shoal.cli import app
+    from shoal.datasets.cobe_sst_sample import write_sample
+
+    write_sample(tmp_path / "sst", start="1985-01", end="1990-06")
+
+    def args(epochs: int) -> list[str]:
+        found = ["--home", str(home), "run", "enso", str(tmp_path / "sst")]
+        for key, value in {**QUICK, "epochs": epochs}.items():
+            found += [f"--{key.replace('_', '-')}", str(value)]
+        return found
+
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    killed = subprocess.Popen([sys.executable, "-m", "shoal", *args(50)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    catalog = Catalog(home)
+    deadline = time.monotonic() + 120
+    while not catalog.exists("enso_features") and time.monotonic() < deadline and killed.poll() is None:
+        time.sleep(0.2)
+    killed.send_signal(signal.SIGKILL)  # in the middle of training, 50 epochs to go
+    killed.wait(timeout=30)
+    assert catalog.exists("enso_features") and not catalog.exists("model_registry")
+    assert [entry.version for entry in catalog.history("sst")] == [0]
+    rerun = CliRunner().invoke(app, args(2))
+    assert rerun.exit_code == 0, rerun.output
+    assert "sst: version 0; 0 committed" in rerun.output and "(unchanged: reused)" in rerun.output
+    assert catalog.exists("enso_predictions") and len(catalog.history("sst")) == 1

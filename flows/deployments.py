@@ -1,0 +1,155 @@
+"""`shoal serve`: the pipelines as Prefect deployments, scheduled from shoal.toml and chained by events.
+
+- `refresh-sst/newest-sst` (cron `[serve.sst] cron`): the Niño 3.4 table, then every SST month
+  from the one after the newest stored (or `start`) to the newest file of the source folder,
+  as one `backfill-sst` subflow, then the ENSO features once.
+- `train-predict/TASK` for each `[serve.train] tasks` (cron `[serve.train] cron`): train (or
+  reuse) and predict. It is also TRIGGERED by the event NEW_FEATURES, which the feature task
+  emits only when it built a new version (never when the build was skipped as unchanged), so
+  ingest -> features -> train -> predict runs by events.
+
+`serve` refuses a Prefect API that is not on this machine unless it has authentication
+(`PREFECT_API_AUTH_STRING` or `PREFECT_API_KEY`) or the caller says `insecure`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.events import DeploymentEventTrigger
+from pydantic import DirectoryPath, FilePath
+
+from shoal.catalog import Catalog
+from shoal.config import ShoalConfig
+from shoal.datasets.cobe_sst import DATASET as SST
+from shoal.datasets.cobe_sst import month_of_name
+from shoal.datasets.oni import SAMPLE
+from shoal.errors import ShoalError
+from shoal.flows.backfill import backfill_sst
+from shoal.flows.ingest import finish, ingest_source
+from shoal.flows.pipelines import NEW_FEATURES, predict_task, train_task
+from shoal.sources import IngestReport
+from shoal.tasks import Predicted, get_task
+
+
+class ServeRefused(ShoalError):
+    """`shoal serve` will not run against this Prefect API as configured."""
+
+
+@flow(name="refresh-sst")
+def refresh_sst(source: DirectoryPath, home: str | None = None, oni: FilePath = SAMPLE, start: str | None = None,
+                features: dict[str, Any] | None = None) -> IngestReport | None:
+    """Ingest the Niño 3.4 table and the SST months newer than the stored ones, then build the ENSO features once.
+
+    With nothing stored yet, the months start at `start` (default: the folder's oldest file).
+    """
+    logger = get_run_logger()
+    finish(ingest_source(source="oni", paths=[oni], home=home))
+    months = [month_of_name(path) for path in Path(source).glob("sst*.grb")]
+    if not months:
+        raise ServeRefused(f"{source}: no sstYYYYMM.grb file; fetch them (`shoal fetch sst --dest {source}`)")
+    catalog = Catalog(home)
+    first = (catalog.open_array(SST).time.values.max().astype("datetime64[M]") + 1 if catalog.exists(SST)
+             else np.datetime64(start, "M") if start else min(months))
+    if first > max(months):
+        logger.info("sst: nothing newer than %s in %s", first - 1, source)
+        return None
+    return backfill_sst(source=source, start=str(first), end=str(max(months)), home=home, features=features or {})
+
+
+@flow(name="train-predict", flow_run_name="{task_name}-train-predict")
+def train_predict(task_name: str, home: str | None = None, settings: dict[str, Any] | None = None) -> Predicted:
+    """Train (or reuse) the task's model on its newest features, then write its predictions (unless it has them)."""
+    parsed = get_task(task_name).parse(settings or {})
+    trained = train_task(task_name, home, settings or {}, None, False)
+    return predict_task(task_name, home, trained.entry.version, parsed.device, reuse=True)
+
+
+def deployments(config: ShoalConfig, home: str) -> list[Any]:
+    """The RunnerDeployments `shoal serve` serves for this config and catalog home."""
+    found = []
+    enso = config.pipelines["enso"].settings if "enso" in config.pipelines else {}
+    if (sst := config.serve.sst) is not None:
+        found.append(refresh_sst.to_deployment(
+            name="newest-sst", cron=sst.cron, tags=["ingest"], description="The newest SST months and Niño 3.4",
+            parameters={"source": str(sst.source), "home": home, "oni": str(sst.oni or SAMPLE), "start": sst.start,
+                        "features": {key: value for key, value in enso.items()
+                                     if key in ("valid_start", "test_start", "coarsen")}}))
+    train = config.serve.train
+    for task in train.tasks:
+        settings = config.pipelines[task].settings if task in config.pipelines else {}
+        found.append(train_predict.to_deployment(
+            name=task, cron=train.cron, tags=["train"], description=f"Train + predict {task}, weekly and on new features",
+            parameters={"task_name": task, "home": home, "settings": settings},
+            triggers=[DeploymentEventTrigger(name=f"{task}: new features", expect={NEW_FEATURES},
+                                             match={"prefect.resource.id": f"shoal.features.{task}"})]))
+    return found
+
+
+def check_api(url: str | None, *, authenticated: bool, insecure: bool) -> None:
+    """Refuse no API (serving needs a real server) and a non-loopback one without authentication.
+
+    Raises:
+        ServeRefused: one line saying what to set.
+    """
+    if not url:
+        raise ServeRefused("no Prefect server: start one (`prefect server start --host 127.0.0.1`) and set "
+                           "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    host = urlparse(url).hostname or ""
+    try:
+        loopback = all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP))
+    except (OSError, ValueError):
+        loopback = False
+    if not (loopback or authenticated or insecure):
+        raise ServeRefused(f"PREFECT_API_URL {url} is not on this machine and has no authentication: set "
+                           "PREFECT_API_AUTH_STRING (the server's PREFECT_SERVER_API_AUTH_STRING), or pass --insecure")
+
+
+def backfill_slots(deployment: str, since: datetime, until: datetime) -> list[tuple[datetime, str]]:
+    """One flow run per cron slot of `deployment` ("flow/deployment") in [since, until), scheduled at the slot.
+
+    Each run's idempotency key is the deployment and the slot, so calling again (a rerun of
+    a backfill) creates nothing new: it returns the same runs. Slots in the past run as soon
+    as a worker or `shoal serve` picks them up. Returns (slot, flow run id) in time order.
+    """
+    from cronsim import CronSim
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        slots = set()
+        for entry in found.schedules:
+            cron = getattr(entry.schedule, "cron", None)
+            for slot in CronSim(cron, since - timedelta(microseconds=1)) if cron else ():
+                if slot >= until:
+                    break
+                slots.add(slot)
+        runs = []
+        for slot in sorted(slots):
+            run = client.create_flow_run_from_deployment(
+                found.id, state=Scheduled(scheduled_time=slot), name=f"{found.name}-slot-{slot:%Y%m%dT%H%M}",
+                idempotency_key=f"shoal-slot:{found.id}:{slot.isoformat()}")
+            runs.append((slot, str(run.id)))
+    return runs
+
+
+def serve_pipelines(config: ShoalConfig, home: str, *, insecure: bool, started: Callable[[str], None]) -> None:
+    """Check the API, then serve the deployments of `config` until interrupted (Ctrl-C stops within seconds)."""
+    from prefect import serve
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    check_api(api.url, authenticated=bool(api.auth_string or api.key), insecure=insecure)
+    found = deployments(config, home)
+    started(f"serving {', '.join(d.name for d in found)} against {api.url} (Ctrl-C stops)")
+    serve(*found, print_starting_message=False)

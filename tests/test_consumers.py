@@ -1,0 +1,71 @@
+"""`shoal.open_features`: any feature version of any task, for training elsewhere, without a pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import shoal
+from shoal.catalog import Catalog
+from shoal.datasets import cobe_sst, higgs, oni, speech_commands
+from shoal.datasets.cobe_sst_sample import write_sample
+from shoal.errors import CatalogError
+from shoal.progress import NULL
+from shoal.stats import RunningStats
+from shoal.tasks import get_task
+
+DATA = Path(__file__).parent / "data"
+SETTINGS = {"enso": {"valid_start": "1990-01", "test_start": "1991-01", "coarsen": 10}, "speech": {}, "higgs": {}}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One home with the features of all three tasks, built from tiny real-format inputs."""
+    root = tmp_path_factory.mktemp("consumers")
+    catalog = Catalog(root / "home")
+    write_sample(root / "sst", start="1988-01", end="1991-06")
+    for source, paths in ((cobe_sst, [root / "sst"]), (oni, [oni.SAMPLE]), (speech_commands, [DATA / "speech_commands" / "v0.01"]),
+                          (higgs, [DATA / "higgs" / "higgs_real_test.csv"])):
+        assert source.ingest(catalog, paths).exit_code == 0
+    for name, settings in SETTINGS.items():
+        task = get_task(name)
+        task.build_features(catalog, task.parse(settings), NULL)
+    return catalog.home
+
+
+@pytest.mark.parametrize("task", sorted(SETTINGS))
+def test_every_task_opens_its_splits_as_arrays_datasets_and_seeded_loaders_with_its_statistics(home: str,
+                                                                                              task: str) -> None:
+    features = shoal.open_features(task, home=home)
+    assert features.task == task and features.splits == ("train", "valid", "test") and features.version == 0
+    assert features.statistics and all(isinstance(s, RunningStats) for s in features.statistics.values())
+    for split in features.splits:
+        arrays = features.arrays(split)
+        assert all(len(a) == len(next(iter(arrays.values()))) > 0 for a in arrays.values())
+        dataset = features.torch_dataset(split)
+        assert len(dataset) > 0
+        batch = next(iter(features.loader(split, batch_size=2)))
+        assert "x" in batch and len(batch["x"]) == min(2, len(dataset))  # and the targets: label, or grid + index + phase
+    first, again = (next(iter(features.loader("train", batch_size=4, shuffle=True, seed=3))) for _ in range(2))
+    assert torch.equal(first["x"], again["x"])
+
+
+def test_higgs_arrays_and_dataset_are_views_of_one_arrow_buffer_standardized_with_train_statistics(home: str) -> None:
+    features = shoal.open_features("higgs", home=home)
+    arrays, dataset = features.arrays("train"), features.torch_dataset("train")
+    assert arrays["x"].dtype == np.float32 and arrays["x"].shape[1] == 28 and not arrays["x"].flags.owndata
+    assert np.shares_memory(dataset.x.numpy(), arrays["x"])
+    stats = features.statistics["features"]
+    lineage = Catalog(home).lineage("higgs_features").parameters["statistics"]
+    assert RunningStats.from_dict(lineage).mean.tolist() == stats.mean.tolist()
+    np.testing.assert_allclose(arrays["x"].mean(axis=0), 0, atol=1e-4)  # standardized on these very rows
+
+
+def test_a_version_and_a_split_that_do_not_exist_are_refused(home: str) -> None:
+    with pytest.raises(CatalogError, match="split must be one of train, valid, test"):
+        shoal.open_features("higgs", home=home).arrays("holdout")
+    with pytest.raises(CatalogError):
+        shoal.open_features("enso", version=7, home=home)
