@@ -224,3 +224,16 @@ def find_run(catalog: Catalog, name: str, run_id: str) -> ModelVersion | None:
     rows, at = _rows(catalog, name)
     found = [row for row in rows if row["run_id"] == run_id]
     return _entry(catalog, found[-1], at) if found else None
+
+
+def model_versions(catalog: Catalog, name: str | None = None) -> list[ModelVersion]:
+    """Every registered version (of model `name`, or of all models), by name then version."""
+    import polars as pl
+
+    if not catalog.exists(REGISTRY):
+        return []
+    at = catalog.latest_version(REGISTRY)
+    rows = catalog.scan_table(REGISTRY, version=at)
+    if name is not None:
+        rows = rows.filter(pl.col("name") == name)
+    return [_entry(catalog, row, at) for row in rows.sort("name", "version").collect().to_dicts()]

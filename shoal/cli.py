@@ -178,7 +178,13 @@ def catalog_ls(as_json: JsonFlag = False) -> None:
 
     from rich.table import Table
 
-    found = _catalog().list()
+    from shoal.catalog import DatasetInfo
+    from shoal.models.registry import model_versions
+
+    catalog = _catalog()
+    latest = {entry.name: entry for entry in model_versions(catalog)}  # sorted by version: the last one stays
+    found = [*catalog.list(), *(DatasetInfo(name=e.name, kind="model", version=e.version, updated_at=e.created_at)
+                                for e in latest.values())]
     if as_json:
         _print_json([asdict(info) for info in found])
         return
@@ -188,11 +194,37 @@ def catalog_ls(as_json: JsonFlag = False) -> None:
     _console().print(table)
 
 
+def _model(name: str) -> list[Any]:
+    """The registered versions of `name` when it names a model and no dataset, else []."""
+    from shoal.models.registry import model_versions
+
+    catalog = _catalog()
+    return [] if catalog.exists(name) else model_versions(catalog, name)
+
+
+def _model_facts(entry: Any) -> dict[str, Any]:
+    return {"name": entry.name, "kind": "model", "version": entry.version, "architecture": entry.architecture,
+            "feature": f"{entry.feature_dataset} ({entry.feature_kind}) version {entry.feature_version}",
+            "run_id": entry.run_id, "created_at": entry.created_at, "checkpoint": str(entry.checkpoint),
+            "checkpoint_sha256": entry.checkpoint_sha256, "config": entry.config,
+            "metrics": {k: v for k, v in entry.metrics.items() if k != "history"},
+            "lineage": {"inputs": [{"name": "model_registry", "kind": "table", "version": entry.registry_version},
+                                   {"name": entry.feature_dataset, "kind": entry.feature_kind,
+                                    "version": entry.feature_version}]}}
+
+
 @catalog_app.command("describe")
 @catalog_app.command("show", hidden=True)
 def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = False) -> None:
-    """Kind, schema or dims, rows or shape, and lineage of one version."""
-    facts = _catalog().describe(name, version=version)
+    """Kind, schema or dims, rows or shape, and lineage of one version (of a dataset or a registered model)."""
+    if models := _model(name):
+        chosen = [m for m in models if version is None or str(m.version) == version]
+        if not chosen:
+            raise typer.BadParameter(f"model {name} has no version {version}; it has "
+                                     f"{', '.join(str(m.version) for m in models)}", param_hint="--version")
+        facts = _model_facts(chosen[-1])
+    else:
+        facts = _catalog().describe(name, version=version)
     if as_json:
         _print_json(facts)
         return
@@ -218,11 +250,20 @@ def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = Fals
 
 @catalog_app.command("history")
 def catalog_history(name: str, as_json: JsonFlag = False) -> None:
-    """Every version of a dataset, newest first."""
+    """Every version of a dataset (or of a registered model), newest first."""
     from dataclasses import asdict
 
     from rich.table import Table
 
+    if models := _model(name):
+        if as_json:
+            _print_json([_model_facts(m) for m in reversed(models)])
+            return
+        table = Table("version", "created", "run", "trained on", title=f"{name}: registered versions, newest first")
+        for m in reversed(models):
+            table.add_row(str(m.version), m.created_at, m.run_id, f"{m.feature_dataset} version {m.feature_version}")
+        _console().print(table)
+        return
     versions = _catalog().history(name)
     if as_json:
         _print_json([asdict(v) for v in versions])

@@ -107,6 +107,26 @@ def test_the_pipeline_runs_every_step_and_a_rerun_with_nothing_new_does_no_work(
     assert second.predicted.reused and second.predicted.version == 0 and second.predicted.plots == first.predicted.plots
     assert len(Catalog(home).history("enso_predictions")) == 1
     assert "| enso_predictions | 0 | unchanged |" in _artifact("enso-pipeline")
+    _the_catalog_commands_cover_the_registered_model(home)
+
+
+def _the_catalog_commands_cover_the_registered_model(home: Path) -> None:
+    import json
+
+    from shoal.cli import app
+
+    def catalog(*args: str) -> object:
+        result = CliRunner().invoke(app, ["--home", str(home), "catalog", *args, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    listed = {(entry["name"], entry["kind"]) for entry in catalog("list")}
+    assert {("enso_convlstm", "model"), ("enso_features", "array"), ("enso_predictions", "table"),
+            ("model_registry", "table"), ("sst", "array"), ("nino34", "table")} <= listed
+    facts = catalog("describe", "enso_convlstm")
+    assert facts["kind"] == "model" and facts["version"] == 0 and facts["feature"].startswith("enso_features (array)")
+    assert {row["method"] for row in facts["metrics"]["skill"]} >= {"model", "persistence"}
+    assert [entry["version"] for entry in catalog("history", "enso_convlstm")] == [0]
 
 
 def test_flow_settings_are_validated_at_the_flow_boundary(home: Path) -> None:
