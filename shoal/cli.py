@@ -527,6 +527,9 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | No
     from shoal.config import DEFAULT, load_config
     from shoal.tasks import get_task
 
+    if task_name == "all" and paths:
+        raise typer.BadParameter("`run all` takes each pipeline's paths from the config; pass no PATH",
+                                 param_hint="PATHS")
     pipelines = load_config(config or DEFAULT).pipelines if (config or task_name == "all" or not paths) else {}
     names = list(pipelines) if task_name == "all" else [task_name]
     if not names:
