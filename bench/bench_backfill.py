@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from pathlib import Path
 
 from bench.bench_sst_ingest import CACHE, sample_files
 from bench.run import Result

@@ -49,5 +49,5 @@ def test_shoal_run_without_paths_or_config_says_what_to_pass_in_one_line(tmp_pat
     monkeypatch.chdir(tmp_path)
     result = shoal("run", "enso", home=tmp_path / "home")
     assert result.returncode == 2
-    assert _one_error_line(result) == (f"error: shoal.toml: no such config file; write one (see `[pipelines.enso] "
+    assert _one_error_line(result) == ("error: shoal.toml: no such config file; write one (see `[pipelines.enso] "
                                        "paths = [...]` in the README's \"Scheduling and backfills\") or pass --config")

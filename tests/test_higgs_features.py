@@ -11,7 +11,7 @@ import torch
 from shoal.catalog import Catalog
 from shoal.datasets import higgs
 from shoal.errors import CatalogError
-from shoal.features.higgs import DATASET, HiggsFeatures, build
+from shoal.features.higgs import HiggsFeatures, build
 
 FIRST5 = Path(__file__).parent / "data" / "higgs" / "higgs_first5.csv"
 
