@@ -525,6 +525,7 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | No
     a stage whose inputs and settings are unchanged is skipped, and the output says so.
     """
     from shoal.config import DEFAULT, load_config
+    from shoal.errors import ShoalError
     from shoal.tasks import get_task
 
     if task_name == "all" and paths:
@@ -551,7 +552,14 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | No
         except typer.Exit as stop:
             if stop.exit_code:
                 failed.append(name)
+        except ShoalError as error:  # with `all`, a pipeline that cannot run does not stop the others
+            if len(names) == 1:
+                raise
+            typer.echo(f"error: {name}: {error}", err=True)
+            failed.append(name)
     if failed:
+        if len(names) > 1:
+            _console().print(f"failed: {', '.join(failed)}; the other pipelines ran", markup=False, highlight=False)
         raise typer.Exit(1)
 
 

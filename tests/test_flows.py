@@ -268,3 +268,23 @@ def test_a_pipeline_killed_midway_leaves_its_last_commits_and_the_rerun_finishes
     assert rerun.exit_code == 0, rerun.output
     assert "sst: version 0; 0 committed" in rerun.output and "(unchanged: reused)" in rerun.output
     assert catalog.exists("enso_predictions") and len(catalog.history("sst")) == 1
+
+
+def test_shoal_run_all_goes_on_past_a_pipeline_that_cannot_run_and_exits_1(home: Path, tmp_path: Path) -> None:
+    from shoal.cli import app
+
+    (tmp_path / "empty").mkdir()
+    config = tmp_path / "shoal.toml"
+    config.write_text(f"""
+[pipelines.enso]
+paths = ["empty"]
+
+[pipelines.higgs]
+paths = ["{Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"}"]
+settings = {{ epochs = 1, batch_size = 64, device = "cpu" }}
+""")
+    result = CliRunner().invoke(app, ["--home", str(home), "run", "all", "--config", str(config)])
+    assert result.exit_code == 1, result.output
+    assert "error: enso: " in result.stderr and "no sstYYYYMM.grb file in this folder" in result.stderr
+    assert "higgs_predictions version 0: 500 rows from model" in result.stdout
+    assert "failed: enso; the other pipelines ran" in result.stdout
