@@ -89,8 +89,9 @@ class Backfill:
     def __init__(self, catalog: Catalog, backfill: BackfillPlan) -> None:
         self.catalog, self.plan = catalog, backfill
         self.session = catalog.array_session(DATASET)
-        self.stored = _stored_digests(self.session.current())
-        self.axis = _prepare_axis(self.session, self.session.current(), list(backfill.pending)) if backfill.pending else None
+        current = self.session.current()
+        self.stored = _stored_digests(current)
+        self.axis = _prepare_axis(self.session, current, list(backfill.pending)) if backfill.pending else None
         self.written: list[SstMonth] = []  # without their values, once written
         self.failures = dict(backfill.failures)
         self._buffer: list[SstMonth] = []

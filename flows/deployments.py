@@ -81,8 +81,7 @@ def deployments(config: ShoalConfig, home: str) -> list[Any]:
         found.append(refresh_sst.to_deployment(
             name="newest-sst", cron=sst.cron, tags=["ingest"], description="The newest SST months and Niño 3.4",
             parameters={"source": str(sst.source), "home": home, "oni": str(sst.oni or SAMPLE), "start": sst.start,
-                        "features": {key: value for key, value in enso.items()
-                                     if key in ("valid_start", "test_start", "coarsen")}}))
+                        "features": enso}))  # the feature build reads only its own settings from these
     train = config.serve.train
     for task in train.tasks:
         settings = config.pipelines[task].settings if task in config.pipelines else {}

@@ -160,9 +160,10 @@ def predict_model(catalog: Catalog, task: Task, *, model_version: int | None = N
     """
     from shoal.models.registry import load_model_entry
 
-    if reuse and (found := existing_predictions(catalog, task, load_model_entry(catalog, task.model_name,
-                                                                                 model_version))):
-        return found
+    if reuse:
+        found = existing_predictions(catalog, task, load_model_entry(catalog, task.model_name, model_version))
+        if found is not None:
+            return found
     model, entry = load_model(catalog, task, model_version)
     return entry, task.predict(catalog, model, entry, device=device, run_id=run_id or uuid.uuid4().hex[:12])
 

@@ -174,15 +174,18 @@ class Catalog:
         Path(uri).mkdir(parents=True, exist_ok=True)
         writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
         folder = Path(uri, f"files-{uuid.uuid4().hex}")
+
+        def drop() -> None:  # nothing committed: the files written go, and a folder this write created
+            shutil.rmtree(folder, ignore_errors=True)
+            writer.abort(remove_folder=creating)
+
         try:
             fill(writer, folder)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            writer.abort(remove_folder=creating)
+            drop()
             raise
         if writer.rows == 0:
-            shutil.rmtree(folder, ignore_errors=True)
-            writer.abort(remove_folder=creating)
+            drop()
             return None
         try:
             with dataset_lock(self._lock_path(name) if creating else None):
