@@ -1,12 +1,15 @@
 """`shoal serve`: the pipelines as Prefect deployments, scheduled from shoal.toml and chained by events.
 
-- `refresh-sst/newest-sst` (cron `[serve.sst] cron`): the Niño 3.4 table, then every SST month
+- `refresh-sst/newest-sst` (cron `[serve.sst] cron`): the Niño 3.4 table, then (with `fetch = true`)
+  the months after the newest stored downloaded into the source folder, then every SST month
   from the one after the newest stored (or `start`) to the newest file of the source folder,
   as one `backfill-sst` subflow, then the ENSO features once.
 - `train-predict/TASK` for each `[serve.train] tasks` (cron `[serve.train] cron`): train (or
   reuse) and predict. It is also TRIGGERED by the event NEW_FEATURES, which the feature task
   emits only when it built a new version (never when the build was skipped as unchanged), so
-  ingest -> features -> train -> predict runs by events.
+  ingest -> features -> train -> predict runs by events. With `[serve.train] work_pool`, these
+  are applied to that Prefect work pool (e.g. a GPU machine's `prefect worker start --pool gpu`),
+  found by module path, instead of being served by this process.
 
 `serve` refuses a Prefect API that is not on this machine unless it has authentication
 (`PREFECT_API_AUTH_STRING` or `PREFECT_API_KEY`) or the caller says `insecure`.
@@ -17,13 +20,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from pydantic import DirectoryPath, FilePath
 
@@ -31,7 +35,9 @@ from shoal.catalog import Catalog
 from shoal.config import ShoalConfig
 from shoal.datasets.cobe_sst import DATASET as SST
 from shoal.datasets.cobe_sst import month_of_name
+from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, FIRST_MONTH, fetch_sst
 from shoal.datasets.oni import SAMPLE
+from shoal.download import DownloadReport
 from shoal.errors import ShoalError
 from shoal.flows.backfill import backfill_sst
 from shoal.flows.ingest import finish, ingest_source
@@ -44,25 +50,49 @@ class ServeRefused(ShoalError):
     """`shoal serve` will not run against this Prefect API as configured."""
 
 
+@task(tags=["ingest"])
+def fetch_newest(source: Path, start: str, base_url: str) -> DownloadReport:
+    """Download the months from `start` to this month into `source` (the downloader retries with backoff)."""
+    end = f"{datetime.now(UTC):%Y-%m}"
+    report = fetch_sst(start=start, end=end, dest=source, base_url=base_url)
+    there = [month_of_name(Path(file.path)) for file in (*report.downloaded, *report.skipped)]
+    newest = max(there, default=None)
+    missing = [failure for failure in report.failures if newest is None or month_of_name(Path(failure.path)) > newest]
+    logger = get_run_logger()
+    logger.info("sst: %d months downloaded into %s, %d already there; %d after %s not published yet",
+                len(report.downloaded), source, len(report.skipped), len(missing), newest or start)
+    for failure in report.failures:
+        if failure not in missing:
+            logger.error(failure)  # a gap: the backfill below names the month as missing
+    return report
+
+
 @flow(name="refresh-sst")
 def refresh_sst(source: DirectoryPath, home: str | None = None, oni: FilePath = SAMPLE, start: str | None = None,
-                features: dict[str, Any] | None = None) -> IngestReport | None:
+                features: dict[str, Any] | None = None, fetch: str | None = None) -> IngestReport | None:
     """Ingest the Niño 3.4 table and the SST months newer than the stored ones, then build the ENSO features once.
 
-    With nothing stored yet, the months start at `start` (default: the folder's oldest file).
+    With nothing stored yet, the months start at `start` (default: the folder's oldest file, or
+    COBE-SST's first month when fetching into an empty folder). With `fetch` (a base URL, e.g.
+    COBE_SST_BASE_URL) the months from there to this month are downloaded into `source` first.
     """
     logger = get_run_logger()
     finish(ingest_source(source="oni", paths=[oni], home=home))
-    months = [month_of_name(path) for path in Path(source).glob("sst*.grb")]
-    if not months:
-        raise ServeRefused(f"{source}: no sstYYYYMM.grb file; fetch them (`shoal fetch sst --dest {source}`)")
     catalog = Catalog(home)
+
+    def months() -> list[np.datetime64]:
+        return [month_of_name(path) for path in Path(source).glob("sst*.grb")]
+
     first = (catalog.open_array(SST).time.values.max().astype("datetime64[M]") + 1 if catalog.exists(SST)
-             else np.datetime64(start, "M") if start else min(months))
-    if first > max(months):
+             else np.datetime64(start, "M") if start else min(months(), default=np.datetime64(FIRST_MONTH, "M")))
+    if fetch:
+        fetch_newest(Path(source), str(first), fetch)
+    if not (found := months()):
+        raise ServeRefused(f"{source}: no sstYYYYMM.grb file; fetch them (`shoal fetch sst --dest {source}`)")
+    if first > max(found):
         logger.info("sst: nothing newer than %s in %s", first - 1, source)
         return None
-    return backfill_sst(source=source, start=str(first), end=str(max(months)), home=home, features=features or {})
+    return backfill_sst(source=source, start=str(first), end=str(max(found)), home=home, features=features or {})
 
 
 @flow(name="train-predict", flow_run_name="{task_name}-train-predict")
@@ -81,13 +111,14 @@ def deployments(config: ShoalConfig, home: str) -> list[Any]:
         found.append(refresh_sst.to_deployment(
             name="newest-sst", cron=sst.cron, tags=["ingest"], description="The newest SST months and Niño 3.4",
             parameters={"source": str(sst.source), "home": home, "oni": str(sst.oni or SAMPLE), "start": sst.start,
-                        "features": enso}))  # the feature build reads only its own settings from these
+                        "features": enso, "fetch": (sst.base_url or COBE_SST_BASE_URL) if sst.fetch else None}))  # the feature build reads only its own settings from these
     train = config.serve.train
     for task in train.tasks:
         settings = config.pipelines[task].settings if task in config.pipelines else {}
         found.append(train_predict.to_deployment(
             name=task, cron=train.cron, tags=["train"], description=f"Train + predict {task}, weekly and on new features",
-            parameters={"task_name": task, "home": home, "settings": settings},
+            parameters={"task_name": task, "home": home, "settings": settings}, work_pool_name=train.work_pool,
+            entrypoint_type=EntrypointType.MODULE_PATH if train.work_pool else EntrypointType.FILE_PATH,
             triggers=[DeploymentEventTrigger(name=f"{task}: new features", expect={NEW_FEATURES},
                                              match={"prefect.resource.id": f"shoal.features.{task}"})]))
     return found
@@ -143,12 +174,37 @@ def backfill_slots(deployment: str, since: datetime, until: datetime) -> list[tu
 
 
 def serve_pipelines(config: ShoalConfig, home: str, *, insecure: bool, started: Callable[[str], None]) -> None:
-    """Check the API, then serve the deployments of `config` until interrupted (Ctrl-C stops within seconds)."""
+    """Check the API, apply the work-pool deployments, serve the others until interrupted (Ctrl-C stops within seconds).
+
+    Raises:
+        ServeRefused: the API is not safe to serve against, or the configured work pool does not exist.
+    """
     from prefect import serve
     from prefect.settings import get_current_settings
 
     api = get_current_settings().api
     check_api(api.url, authenticated=bool(api.auth_string or api.key), insecure=insecure)
     found = deployments(config, home)
-    started(f"serving {', '.join(d.name for d in found)} against {api.url} (Ctrl-C stops)")
-    serve(*found, print_starting_message=False)
+    served = [d for d in found if not d.work_pool_name]
+    if pooled := [d for d in found if d.work_pool_name]:
+        pool = _existing_pool(pooled[0].work_pool_name)
+        for deployment in pooled:
+            deployment.apply()
+        started(f"applied {', '.join(d.name for d in pooled)} to work pool {pool}: its workers run them "
+                f"(`prefect worker start --pool {pool}` where the GPU is)")
+    if served:
+        started(f"serving {', '.join(d.name for d in served)} against {api.url} (Ctrl-C stops)")
+        serve(*served, print_starting_message=False)
+
+
+def _existing_pool(name: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            raise ServeRefused(f"[serve.train] work_pool {name!r} does not exist on the Prefect server: create it "
+                               f"(`prefect work-pool create {name} --type process`) or drop work_pool") from None
+    return name

@@ -15,6 +15,7 @@ cron = "0 6 5 * *"
 [serve.train]                             # train + predict: weekly, and on every NEW feature version
 tasks = ["enso"]
 cron = "0 3 * * 1"
+work_pool = "gpu"                         # optional: run them on that pool's workers, not in `shoal serve`
 ```
 
 Pipelines run in the file's order. Settings given on the command line win over the file's.
@@ -53,6 +54,8 @@ class SstSchedule(BaseModel):
     oni: Path | None = None  # the Niño 3.4 table file; default the embedded real one
     start: str | None = None  # the first month when nothing is stored yet; default the folder's oldest file
     cron: str = "0 6 5 * *"  # 06:00 UTC on the 5th of each month
+    fetch: bool = False  # download the months after the newest stored into `source` first (`shoal fetch sst`'s way)
+    base_url: str | None = None  # where to download them from; default JMA/TCC's COBE-SST folders
 
 
 class TrainSchedule(BaseModel):
@@ -61,6 +64,7 @@ class TrainSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: list[str] = ["enso"]
     cron: str = "0 3 * * 1"  # Mondays 03:00 UTC
+    work_pool: str | None = None  # a Prefect work pool (e.g. of GPU workers): deploy there instead of serving here
 
 
 class ServeConfig(BaseModel):

@@ -572,3 +572,29 @@ def test_higgs_bad_url_exits_2_with_one_line(jma: FakeJma, tmp_path: Path) -> No
     (line,) = _error_lines(result)
     assert line.startswith(f"error: {missing}: HTTP 404") and "(1 attempt)" in line
     assert not (dest / "HIGGS.csv.gz").exists() and not _leftovers(dest)
+
+
+# --- the scheduled refresh fetches before it ingests -----------------------------------
+
+FEATURES = {"coarsen": 8, "valid_start": "2026-07", "test_start": "2026-08", "leads": "1"}
+
+
+def test_the_scheduled_refresh_fetches_the_months_after_the_stored_ones_then_ingests_them(
+        jma: FakeJma, home: Path, tmp_path: Path, prefect_harness: None) -> None:
+    from shoal.catalog import Catalog
+    from shoal.datasets.cobe_sst_sample import write_sample as write_grib_sample
+    from shoal.flows.deployments import refresh_sst
+
+    published = write_grib_sample(tmp_path / "jma", start="2026-05", end="2026-09")
+    for path, name, _ in _months(jma, "2026-05", "2026-09"):
+        jma.files[path] = (tmp_path / "jma" / name).read_bytes()
+    source = tmp_path / "cobe"
+    source.mkdir()
+    del jma.files[_months(jma, "2026-09", "2026-09")[0][0]]  # not published yet on the first run
+    refresh_sst(source=source, home=str(home), start="2026-05", fetch=jma.base_url, features=FEATURES)
+    assert Catalog(home).open_array("sst").sizes["time"] == 4 and len(list(source.glob("sst*.grb"))) == 4
+    jma.files[_months(jma, "2026-09", "2026-09")[0][0]] = published[-1].read_bytes()  # published since
+    jma.requests.clear()
+    refresh_sst(source=source, home=str(home), fetch=jma.base_url, features=FEATURES)
+    assert Catalog(home).open_array("sst").sizes["time"] == 5
+    assert not {path for path, *_ in _months(jma, "2026-05", "2026-08")} & set(jma.all_gets())  # stored: not asked

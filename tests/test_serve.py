@@ -1,6 +1,7 @@
 """`shoal serve` against a real `prefect server start` on 127.0.0.1: deployments, a run through the API, the
 event-triggered train + predict (and none without new features), missed slots backfilled through the API,
-Ctrl-C; and the refusal of a remote API without authentication."""
+Ctrl-C; training deployments on a work pool run by a real `prefect worker`; and the refusal of a remote API
+without authentication."""
 
 from __future__ import annotations
 
@@ -114,6 +115,43 @@ cron = "0 3 1 1 *"
             serving.kill()
             stopped = None
     assert stopped is not None, f"Ctrl-C did not stop `shoal serve` within 30 s: {log.read_text()[-2000:]}"
+
+
+def test_train_deployments_on_a_work_pool_are_run_by_its_worker(server: dict[str, str], tmp_path: Path) -> None:
+    from shoal.datasets import cobe_sst, oni
+    from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.progress import NULL
+    from shoal.tasks import get_task
+
+    home = Catalog(tmp_path / "home")
+    write_sample(tmp_path / "sst", start="1985-01", end="1990-06")
+    assert cobe_sst.ingest(home, [tmp_path / "sst"]).exit_code == 0 and oni.ingest(home, [oni.SAMPLE]).exit_code == 0
+    task = get_task("enso")
+    task.build_features(home, task.parse(QUICK), NULL)
+    settings = ", ".join(f"{key} = {value!r}" for key, value in QUICK.items()).replace("'", '"')
+    config = tmp_path / "shoal.toml"
+    config.write_text(f'[pipelines.enso]\npaths = ["sst"]\nsettings = {{ {settings} }}\n\n'
+                      '[serve.train]\ntasks = ["enso"]\ncron = "0 3 1 1 *"\nwork_pool = "gpu"\n')
+    shoal = [sys.executable, "-m", "shoal", "--home", home.home, "serve", "--config", str(config)]
+    refused = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "work_pool 'gpu' does not exist" in refused.stderr
+    prefect = [sys.executable, "-m", "prefect"]
+    subprocess.run([*prefect, "work-pool", "create", "gpu", "--type", "process"], env=server, check=True,
+                   capture_output=True, timeout=120)
+    applied = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=120)
+    assert applied.returncode == 0 and "applied enso to work pool gpu" in applied.stdout, applied.stderr
+    (deployment,) = _deployments(server)
+    assert deployment["work_pool_name"] == "gpu" and deployment["entrypoint"] == "shoal.flows.deployments.train_predict"
+    run = _api(server, "POST", f"/deployments/{deployment['id']}/create_flow_run")
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "gpu"], cwd=tmp_path, stdout=log,
+                              stderr=subprocess.STDOUT, env={**server, "PREFECT_WORKER_QUERY_SECONDS": "1"})
+    try:
+        _wait("the worker's train-predict run", lambda: _state(server, run["id"]) == "COMPLETED", 240, worker)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert home.exists("enso_predictions") and home.history("enso_predictions")
 
 
 def _backfill_the_missed_slots(env: dict[str, str], serving: subprocess.Popen) -> None:
