@@ -81,7 +81,7 @@ class ArraySession:
         return _open_dataset(self._session.store)
 
     def commit(self, provenance: Provenance) -> str:
-        """Commit under the repository lock, rebasing over commits made meanwhile.
+        """Commit (under the repository lock on a local home), rebasing over commits made meanwhile.
 
         Returns:
             The new snapshot id.
@@ -93,18 +93,16 @@ class ArraySession:
         lineage = Lineage.complete(provenance, dataset=self.name, kind="array", shape=shape)
         message = provenance.message or f"write {self.name}"
         metadata = {LINEAGE_KEY: lineage.to_dict()}
+        # Icechunk rebases over commits that landed meanwhile (as often as it takes: on object
+        # storage there is no lock, and several writers may commit while this one rebases).
         with dataset_lock(self._lock_path):
             try:
-                return self._session.commit(message, metadata=metadata)
-            except icechunk.ConflictError:
-                try:
-                    self._session.rebase(icechunk.ConflictDetector())
-                except icechunk.RebaseFailedError as error:
-                    raise CatalogError(
-                        f"array {self.name!r}: a concurrent commit wrote the same chunks; "
-                        "nothing was committed, rerun the write"
-                    ) from error
-                return self._session.commit(message, metadata=metadata)
+                return self._session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
+            except icechunk.RebaseFailedError as error:
+                raise CatalogError(
+                    f"array {self.name!r}: a concurrent commit wrote the same chunks; "
+                    "nothing was committed, rerun the write"
+                ) from error
 
 
 def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset, *,
