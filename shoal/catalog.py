@@ -156,7 +156,16 @@ class Catalog:
             The new Delta version, or None when the files held no rows (no commit).
         """
         def fill(writer: tables.StreamedWrite, folder: Path) -> None:
-            writer.adopt(str(path.relative_to(writer.uri)) for path in write(folder))
+            if not is_url(writer.uri):
+                writer.adopt(str(path.relative_to(writer.uri)) for path in write(folder))
+                return
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="shoal-") as local:  # the files go up once written
+                written = [(path, f"{folder.name}/{path.relative_to(local)}") for path in write(Path(local))]
+                for path, relative in written:
+                    writer.upload(path, relative)
+                writer.adopt(relative for _, relative in written)
 
         return self._write_once(name, fill, schema=schema, provenance=provenance, mode=mode)
 
@@ -168,15 +177,15 @@ class Catalog:
 
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        if is_url(uri):
-            raise CatalogError(f"table {name!r}: streamed writes write local files; {uri} is a URL")
         creating = not self._exists("table", name)
-        Path(uri).mkdir(parents=True, exist_ok=True)
+        if not is_url(uri):
+            Path(uri).mkdir(parents=True, exist_ok=True)
         writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
-        folder = Path(uri, f"files-{uuid.uuid4().hex}")
+        folder = Path(uri, f"files-{uuid.uuid4().hex}")  # on a URL home only its name is used
 
         def drop() -> None:  # nothing committed: the files written go, and a folder this write created
-            shutil.rmtree(folder, ignore_errors=True)
+            if not is_url(uri):
+                shutil.rmtree(folder, ignore_errors=True)
             writer.abort(remove_folder=creating)
 
         try:
@@ -191,7 +200,8 @@ class Catalog:
             with dataset_lock(self._lock_path(name) if creating else None):
                 return writer.commit(provenance(), mode=mode, remove_folder=creating)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            if not is_url(uri):
+                shutil.rmtree(folder, ignore_errors=True)
             raise
 
     def array_session(self, name: str) -> arrays.ArraySession:

@@ -7,6 +7,7 @@ mid-write leaves only unreferenced Parquet files behind, never a half-written ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -113,7 +114,7 @@ class StreamedWrite:
     fails or is never committed are not referenced by the table (and are deleted when it can).
 
     Args:
-        uri: the table's folder (local path).
+        uri: the table's folder: a local path or an object-store URL (files go through pyarrow's filesystem).
         name: the table's name, for messages.
         schema: the schema of every batch.
         workers: files encoded at once.
@@ -123,7 +124,10 @@ class StreamedWrite:
     def __init__(self, uri: str, name: str, schema: pa.Schema, *, workers: int = 2, file_bytes: int = 64 << 20) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
+        import pyarrow.fs as pafs
+
         self.uri, self.name, self.schema, self.file_bytes = uri, name, schema, file_bytes
+        self._fs, self._root = pafs.FileSystem.from_uri(uri if "://" in uri else Path(uri).as_uri())
         self.rows, self._batches, self._size = 0, [], 0
         self._pool, self._pending, self._actions, self._paths = ThreadPoolExecutor(workers), [], [], []
         self._workers = workers
@@ -149,28 +153,40 @@ class StreamedWrite:
             self._actions.append(self._pending.pop(0).result())
 
     def _write_file(self, path: str, batches: list[pa.RecordBatch]):  # noqa: ANN202 (deltalake is lazy)
-        import os
-
         import pyarrow.parquet as pq
 
         table = pa.Table.from_batches(batches, schema=self.schema)
         # Dictionary-encoding only the text columns: trying it on every float column made
         # each file ~6x slower to write (pyarrow builds the dictionary, then gives it up).
         text = [field.name for field in self.schema if pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)]
-        pq.write_table(table, os.path.join(self.uri, path), compression="snappy", use_dictionary=text)
-        return _add_action(self.uri, path, table.num_rows)
+        pq.write_table(table, f"{self._root}/{path}", filesystem=self._fs, compression="snappy", use_dictionary=text)
+        return self._add_action(path, table.num_rows)
 
     def adopt(self, paths: Iterable[str]) -> None:
         """Add Parquet files already written into the table's folder (paths relative to it), e.g. by a polars sink."""
-        import os
-
         import pyarrow.parquet as pq
 
         for path in paths:
             self._paths.append(path)
-            rows = pq.read_metadata(os.path.join(self.uri, path)).num_rows
-            self._actions.append(_add_action(self.uri, path, rows))
+            rows = pq.read_metadata(f"{self._root}/{path}", filesystem=self._fs).num_rows
+            self._actions.append(self._add_action(path, rows))
             self.rows += rows
+
+    def upload(self, local: Path, path: str) -> None:
+        """Copy a local Parquet file into the table's folder as `path` (relative), to `adopt` it."""
+        import pyarrow.fs as pafs
+
+        pafs.copy_files(str(local), f"{self._root}/{path}", destination_filesystem=self._fs)
+        self._paths.append(path)
+
+    def _add_action(self, path: str, rows: int):  # noqa: ANN202 (deltalake is lazy)
+        import time
+
+        from deltalake.transaction import AddAction
+
+        size = self._fs.get_file_info(f"{self._root}/{path}").size
+        return AddAction(path=path, size=size, partition_values={}, modification_time=int(time.time() * 1000),
+                         data_change=True, stats=json.dumps({"numRecords": rows}))
 
     def commit(self, provenance: Provenance, *, mode: WriteMode = "append", remove_folder: bool = False) -> int:
         """Wait for every file and add them all to the table in one commit; return its version.
@@ -211,25 +227,17 @@ class StreamedWrite:
         With `remove_folder` (the write was to create the table), the folder goes too when
         no commit ever landed in it.
         """
-        import shutil
+        import pyarrow.fs as pafs
 
         for future in self._pending:
             future.exception()  # wait, whatever happened
         self._pool.shutdown()
         for path in self._paths:  # a file never written (its worker failed first) is simply not there
-            Path(self.uri, path).unlink(missing_ok=True)
-        if remove_folder and not Path(self.uri, "_delta_log").exists():
-            shutil.rmtree(self.uri, ignore_errors=True)
-
-
-def _add_action(uri: str, path: str, rows: int):  # noqa: ANN202 (deltalake is lazy)
-    import os
-    import time
-
-    from deltalake.transaction import AddAction
-
-    return AddAction(path=path, size=os.path.getsize(os.path.join(uri, path)), partition_values={},
-                     modification_time=int(time.time() * 1000), data_change=True, stats=json.dumps({"numRecords": rows}))
+            if self._fs.get_file_info(f"{self._root}/{path}").type == pafs.FileType.File:
+                self._fs.delete_file(f"{self._root}/{path}")
+        if remove_folder and self._fs.get_file_info(f"{self._root}/_delta_log").type == pafs.FileType.NotFound:
+            with contextlib.suppress(FileNotFoundError):
+                self._fs.delete_dir(self._root)
 
 
 def _existing_table(uri: str):  # noqa: ANN202 (deltalake is lazy)

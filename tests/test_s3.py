@@ -141,3 +141,16 @@ def test_four_concurrent_writers_against_an_s3_home_lose_nothing(s3: dict[str, s
         for slot in range(4):
             assert (values[slot] == slot).all(), f"slot {slot} lost"
         assert np.isnan(values[4:]).all() and len(catalog.history("grid")) == 5
+
+
+def test_streamed_tables_higgs_and_speech_ingest_into_an_s3_home(s3: dict[str, str], home: str) -> None:
+    import polars as pl
+
+    data = Path(__file__).parent / "data"
+    for source, path in (("higgs", data / "higgs" / "higgs_real_test.csv"), ("speech", data / "speech_commands" / "v0.01")):
+        done = _shoal(home, "ingest", source, path)
+        assert done.returncode == 0, done.stderr
+    catalog = Catalog(home)
+    for name in ("higgs", "speech"):
+        rows = pl.read_delta(f"{home}/tables/{name}", storage_options=_storage_options(s3))
+        assert rows.height == catalog.read_table(name).num_rows > 0 and catalog.history(name)[0].lineage.sources
