@@ -10,21 +10,27 @@ region-writes the decoded fields in runs of up to 120 months, as the plain inges
 lineage of every month written. A month that fails does not
 stop the others; a rerun redoes only what is missing or failed, since the rest is stored.
 
+On a Dask cluster (`spread=True`) a chunk goes to a worker as a `ChunkWork`: `write_chunk`
+decodes its months and writes their fields into the chunk's own fork of the session; `add`
+keeps the fork, and `commit` merges the forks before the sha256 and the one commit. The
+stored bytes and the lineage are those of the chunks written by the driver.
+
 The Prefect flow that spreads the chunks over tasks is `shoal.flows.backfill.backfill_sst`.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from shoal import cluster
 from shoal.arrays import resolve
-from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, SstMonth, _digest, _prepare_axis, _stored_digests, _write,
-                                     decode)
+from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, SstMonth, _prepare_axis, _stored_digests, _write,
+                                     _write_digests, decode_months, without_values)
 from shoal.datasets.cobe_sst_fetch import month_urls
 from shoal.errors import SourceError
 from shoal.lineage import Provenance, SourceFile
@@ -32,6 +38,8 @@ from shoal.sources import IngestReport
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from icechunk import ForkSession
 
     from shoal.catalog import Catalog
 
@@ -71,64 +79,90 @@ def plan(catalog: Catalog, source: Path, start: str, end: str, *, force: bool = 
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """The months of one chunk: decoded (with their fields), and failed."""
+    """The months of one chunk: decoded (with their fields, or written into `fork` without them), and failed."""
 
     decoded: tuple[SstMonth, ...] = ()
     failures: dict[np.datetime64, str] = field(default_factory=dict)
+    fork: ForkSession | None = None
+
+
+@dataclass(frozen=True)
+class ChunkWork:
+    """What a worker needs to decode and write one chunk: its months' files, the time axis, its own fork."""
+
+    sources: dict[np.datetime64, SourceFile]
+    axis: np.ndarray
+    fork: ForkSession
+
+    @property
+    def months(self) -> list[np.datetime64]:
+        """The chunk's months, in time order."""
+        return list(self.sources)
+
+
+def write_chunk(work: ChunkWork) -> ChunkResult:
+    """Decode a chunk's months and write their fields into its fork (on a worker); a bad file fails its month only.
+
+    Rerunning it rewrites the same slots of the same fork: a retry is safe.
+    """
+    decoded, failures = decode_months(work.sources)
+    _write(work.fork, work.axis, decoded, digests=False)
+    return ChunkResult(decoded=tuple(without_values(d) for d in decoded), failures=failures, fork=work.fork)
 
 
 class Backfill:
-    """One session on `sst` for the pending months of a plan: `decode_chunk` anywhere, `add` each result, `commit`.
+    """One session on `sst` for the pending months of a plan: decode (and write) chunks anywhere, `add` each result, `commit`.
 
-    `add` buffers the decoded months and region-writes them in runs of up to MAX_RUN months
-    (one xarray write costs ~50-100 ms whatever its size, so one per chunk of 12 months
-    would cost more than decoding them); `commit` writes the rest, then the months' sha256
-    in one write, and commits once.
+    In one process (`decode_chunk`), `add` buffers the decoded months and region-writes them
+    in runs of up to MAX_RUN months (one xarray write costs ~50-100 ms whatever its size, so
+    one per chunk of 12 months would cost more than decoding them). On a cluster
+    (`spread=True`, `chunk_work` + `write_chunk`), the time axis is made in a fork of the
+    untouched session, each chunk is written into a copy of that fork by its worker, and
+    `add` keeps the copies. `commit` writes the rest, merges the forks, writes the months'
+    sha256 in one write, and commits once.
     """
 
-    def __init__(self, catalog: Catalog, backfill: BackfillPlan) -> None:
+    def __init__(self, catalog: Catalog, backfill: BackfillPlan, *, spread: bool = False) -> None:
         self.catalog, self.plan = catalog, backfill
         self.session = catalog.array_session(DATASET)
         current = self.session.current()
         self.stored = _stored_digests(current)
-        self.axis = _prepare_axis(self.session, current, list(backfill.pending)) if backfill.pending else None
+        # On a cluster the axis goes into a fork: icechunk forks only a session without changes.
+        self._base = cluster.fork(self.session) if spread and backfill.pending else None
+        target = self._base if self._base is not None else self.session
+        self.axis = _prepare_axis(target, current, list(backfill.pending)) if backfill.pending else None
         self.written: list[SstMonth] = []  # without their values, once written
         self.failures = dict(backfill.failures)
         self._buffer: list[SstMonth] = []
+        self._forks: list[ForkSession] = []
 
     def decode_chunk(self, months: Sequence[np.datetime64]) -> ChunkResult:
         """Decode the chunk's months (no writes: it may run in any thread); a bad file fails its month only."""
-        decoded, failures = [], {}
-        for month in months:
-            source = self.plan.pending[month]
-            try:
-                decoded.append(decode(source.path, source=source))
-            except SourceError as error:
-                failures[month] = str(error)
+        decoded, failures = decode_months({month: self.plan.pending[month] for month in months})
         return ChunkResult(decoded=tuple(decoded), failures=failures)
+
+    def chunk_work(self, months: Sequence[np.datetime64]) -> ChunkWork:
+        """A chunk for `write_chunk` on a worker, with its own copy of the fork that holds the axis (`spread=True` only)."""
+        if self._base is None:
+            raise ValueError("chunk_work needs a Backfill(..., spread=True) with pending months")
+        return ChunkWork(sources={month: self.plan.pending[month] for month in months}, axis=self.axis,
+                         fork=cluster.copy_fork(self._base))
 
     def add(self, result: ChunkResult) -> None:
         """Take a chunk's result; write the buffered fields once MAX_RUN months are waiting."""
         self.failures.update(result.failures)
+        if result.fork is not None:
+            self._forks.append(result.fork)
+            self.written += result.decoded
+            return
         self._buffer += result.decoded
         if len(self._buffer) >= MAX_RUN:
             self._flush()
 
     def _flush(self) -> None:
         _write(self.session, self.axis, self._buffer, digests=False)
-        self.written += [replace(d, values=np.empty(0, np.float32)) for d in self._buffer]
+        self.written += [without_values(d) for d in self._buffer]
         self._buffer = []
-
-    def _write_digests(self, written: list[SstMonth]) -> None:
-        """The sha256 of the written months in ONE region write over their span (a write per run cost ~1 s on 1,560)."""
-        import xarray as xr
-
-        first, last = (int((d.month - self.axis[0]).astype(int)) for d in (written[0], written[-1]))
-        digests = self.session.current().source_sha256.values[first : last + 1].copy()  # keep the months between
-        for d in written:
-            digests[int((d.month - self.axis[0]).astype(int)) - first] = _digest(d.source)
-        xr.Dataset({"source_sha256": (("time", "sha256_byte"), digests)}).to_zarr(
-            self.session.store, region={"time": slice(first, last + 1)}, consolidated=False)
 
     def commit(self) -> IngestReport:
         """Write the rest and the sha256 of every month written, and commit them all at once (nothing when none was)."""
@@ -138,7 +172,9 @@ class Backfill:
         if not written:
             version = self.catalog.latest_version(DATASET) if self.catalog.exists(DATASET) else None
             return IngestReport(DATASET, version, unchanged=self.plan.unchanged, failures=failed)
-        self._write_digests(written)
+        if self._forks:
+            cluster.merge(self.session, self._forks)
+        _write_digests(self.session, self.axis, written)
         replaced = {str(d.month): {"old_sha256": self.stored[d.month], "new_sha256": d.source.sha256}
                     for d in written if d.month in self.stored}
         snapshot = self.session.commit(Provenance(

@@ -3,6 +3,11 @@
 A Prefect task costs ~18 ms here even when mapped, and decoding + writing one COBE month ~2 ms,
 so a task takes a chunk of months (default DEFAULT_CHUNK, chosen by bench/bench_backfill.py).
 The core is `shoal.datasets.cobe_sst_backfill`; this module only spreads its chunks.
+
+Under the default task runner (threads of this process) the tasks decode and the flow
+writes; on a prefect-dask `DaskTaskRunner` (`shoal backfill --cluster ...`, or a deployment
+that sets one) each task decodes and writes its chunk into its own fork of the session on a
+worker, and the flow merges the forks. Either way, one commit at the end.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from prefect.tasks import exponential_backoff
 from pydantic import DirectoryPath, PositiveInt
 
 from shoal.catalog import Catalog
-from shoal.datasets.cobe_sst_backfill import Backfill, ChunkResult, plan
-from shoal.flows.ingest import _transient
+from shoal.datasets.cobe_sst_backfill import Backfill, ChunkResult, ChunkWork, plan, write_chunk
+from shoal.flows.ingest import _transient, flow_dask_client
 from shoal.flows.pipelines import features_task
 from shoal.progress import NULL, Reporter
 from shoal.sources import IngestReport
@@ -29,6 +34,12 @@ from shoal.sources import IngestReport
 DEFAULT_CHUNK = 120  # months per task: see bench/bench_backfill.py (12 cost +72% over the core ingest on 1,560 months)
 # The CLI's progress bar; a flow run started elsewhere (the UI, a deployment) logs instead.
 reporter: ContextVar[Reporter] = ContextVar("backfill_reporter", default=NULL)
+
+
+def _progress() -> Reporter:
+    """The reporter, read through a function: a DaskTaskRunner pickles the flow with every global it names, and a
+    ContextVar does not pickle (a function of this module does, by name)."""
+    return reporter.get()
 
 
 def _chunk_name() -> str:
@@ -44,6 +55,19 @@ def decode_chunk(backfill: Backfill, months: list[np.datetime64]) -> ChunkResult
     return backfill.decode_chunk(months)
 
 
+def _work_name() -> str:
+    months = task_run.parameters["work"].months
+    return f"decode and write {months[0]}..{months[-1]}"
+
+
+@task(cache_policy=NO_CACHE, tags=["ingest"], task_run_name=_work_name, retries=3,
+      retry_delay_seconds=exponential_backoff(backoff_factor=1), retry_jitter_factor=0.5,
+      retry_condition_fn=_transient)  # it writes only into its own fork, the same slots again: a retry is safe
+def write_chunk_task(work: ChunkWork) -> ChunkResult:
+    """Decode one chunk of months and write them into the chunk's fork, on a Dask worker (the flow merges the forks)."""
+    return write_chunk(work)
+
+
 @flow(name="backfill-sst", flow_run_name="backfill-sst-{start}-{end}")
 def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None = None,
                  chunk: PositiveInt = DEFAULT_CHUNK, concurrency: PositiveInt = 2, force: bool = False,
@@ -54,15 +78,17 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
     a missing or bad file fails its month only; ONE commit at the end. The report lists
     every failed month with its reason. `features`: the ENSO feature settings (e.g. {} for
     the defaults, {"coarsen": 4}) to build once at the end when months were committed;
-    None builds nothing.
+    None builds nothing. Run on a `DaskTaskRunner` (`shoal.cluster.task_runner`), the
+    chunks are decoded and written on its workers.
     """
-    logger, progress = get_run_logger(), reporter.get()
+    logger, progress = get_run_logger(), _progress()
     catalog = Catalog(home)
     found = plan(catalog, Path(source), start, end, force=force)
     chunks = found.chunks(chunk)
     logger.info("backfill %s..%s: %d month(s) to ingest in %d task(s), %d unchanged, %d missing",
                 start, end, len(found.pending), len(chunks), len(found.unchanged), len(found.failures))
-    backfill = Backfill(catalog, found)
+    spread = flow_dask_client() is not None  # tasks on Dask workers cannot share this process's session
+    backfill = Backfill(catalog, found, spread=spread)
     progress.start(f"backfill sst {start}..{end}", total=len(found.months))
     progress.advance(len(found.unchanged) + len(found.failures))
     running: list[PrefectFuture] = []
@@ -71,7 +97,8 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
             first = next(as_completed(running))
             running.remove(first)
             _take(backfill, first, progress)
-        running.append(decode_chunk.submit(backfill, months))
+        running.append(write_chunk_task.submit(backfill.chunk_work(months)) if spread
+                       else decode_chunk.submit(backfill, months))
     for future in as_completed(running):
         _take(backfill, future, progress)
     report = backfill.commit()

@@ -113,14 +113,14 @@ def deployments(config: ShoalConfig, home: str) -> list[Any]:
             parameters={"source": str(sst.source), "home": home, "oni": str(sst.oni or SAMPLE), "start": sst.start,
                         "features": enso, "fetch": (sst.base_url or COBE_SST_BASE_URL) if sst.fetch else None}))  # the feature build reads only its own settings from these
     train = config.serve.train
-    for task in train.tasks:
-        settings = config.pipelines[task].settings if task in config.pipelines else {}
+    for name in train.tasks:
+        settings = config.pipelines[name].settings if name in config.pipelines else {}
         found.append(train_predict.to_deployment(
-            name=task, cron=train.cron, tags=["train"], description=f"Train + predict {task}, weekly and on new features",
-            parameters={"task_name": task, "home": home, "settings": settings}, work_pool_name=train.work_pool,
+            name=name, cron=train.cron, tags=["train"], description=f"Train + predict {name}, weekly and on new features",
+            parameters={"task_name": name, "home": home, "settings": settings}, work_pool_name=train.work_pool,
             entrypoint_type=EntrypointType.MODULE_PATH if train.work_pool else EntrypointType.FILE_PATH,
-            triggers=[DeploymentEventTrigger(name=f"{task}: new features", expect={NEW_FEATURES},
-                                             match={"prefect.resource.id": f"shoal.features.{task}"})]))
+            triggers=[DeploymentEventTrigger(name=f"{name}: new features", expect={NEW_FEATURES},
+                                             match={"prefect.resource.id": f"shoal.features.{name}"})]))
     return found
 
 

@@ -121,7 +121,9 @@ def pipeline(task_name: str, paths: list[Path], home: str | None = None, setting
     """Ingest -> features -> train -> predict for one task, each step a Prefect task.
 
     Bad input files are reported and the good ones used: the pipeline stops only when a
-    source committed nothing at all (nor had anything unchanged).
+    source committed nothing at all (nor had anything unchanged). On a `DaskTaskRunner`
+    (`shoal run TASK --cluster ...`) the ingests of sources that spread decode on its workers;
+    the features, the training and the predictions run in this process either way.
     """
     settings = settings or {}
     chosen = get_task(task_name)

@@ -280,9 +280,9 @@ class Enso(Task):
             message=f"{self.model_name} v{entry.version}: {len(rows)} predictions at leads {list(leads)}",
         ))
         name = f"{self.model_name}_v{entry.version}_{run_id}"
-        plots = (plot_hindcast(Path(catalog.home, "reports", f"{name}_hindcast.png"), table, lead=leads[0],
+        plots = (plot_hindcast(Path(catalog.local, "reports", f"{name}_hindcast.png"), table, lead=leads[0],
                                title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}"),
-                 plot_skill(Path(catalog.home, "reports", f"{name}_skill.png"), entry.metrics["skill"],
+                 plot_skill(Path(catalog.local, "reports", f"{name}_skill.png"), entry.metrics["skill"],
                             title=f"{self.model_name} v{entry.version}: test correlation by lead"))
         return Predicted(table=self.predictions, version=version, rows=len(rows), plots=plots)
 

@@ -185,7 +185,7 @@ class Higgs(Task):
         catalog.write_table("higgs_explanations", pa.Table.from_pylist(rows, schema=EXPLANATION_SCHEMA),
                             provenance=Provenance(inputs=lineage, parameters=common,
                                                   message=f"{self.model_name} v{entry.version}: importances"))
-        path = Path(catalog.home, "reports", f"{self.model_name}_v{entry.version}_{run_id}_masks.png")
+        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{run_id}_masks.png")
         plot = plot_masks(path, explained, FEATURES, title=f"{self.model_name} v{entry.version}: aggregated masks "
                                                              f"(M_explain) of {len(explained)} test rows")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))

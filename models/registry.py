@@ -81,15 +81,6 @@ class ModelVersion:
         return InputVersion(self.feature_dataset, self.feature_kind, self.feature_version)
 
 
-def _local_home(catalog: Catalog) -> Path:
-    if is_url(catalog.home):
-        raise CatalogError(
-            f"the model registry keeps checkpoints on a local home for now, and {catalog.home} is a URL; "
-            "use a local --home (or SHOAL_HOME) for training"
-        )
-    return Path(catalog.home)
-
-
 def _rows(catalog: Catalog, name: str) -> tuple[list[dict[str, Any]], int | None]:
     """The registry rows of model `name`, by version, and the registry version they were read at."""
     import polars as pl
@@ -120,10 +111,10 @@ def register_model(
     checkpoint: Path,
     run_id: str,
 ) -> ModelVersion:
-    """Copy the checkpoint under the home and append its registry row (one commit).
+    """Copy the checkpoint under the home (a local file, or an object) and append its registry row (one commit).
 
     Args:
-        catalog: a catalog on a local home.
+        catalog: the catalog (a local or an object-store home).
         name: the model, a dataset-style name (`[a-z][a-z0-9_]*`).
         architecture: e.g. "convlstm".
         config: what the model was built and trained with (JSON-serializable).
@@ -136,53 +127,106 @@ def register_model(
         The new version: 0 for a new name, else 1 + the highest registered.
 
     Raises:
-        CatalogError: a URL home, a bad name, a missing checkpoint, non-JSON config/metrics.
+        CatalogError: a bad name, a missing checkpoint, non-JSON config/metrics.
     """
-    home = _local_home(catalog)
     validate_name(name)
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CatalogError(f"checkpoint {checkpoint} does not exist; pass the run's best.pt (TrainResult.best_checkpoint)")
     config_json, metrics_json = _json(config, "config"), _json(metrics, "metrics")
+    if is_url(catalog.home):
+        # No lock on object storage: the version is claimed by creating its checkpoint object
+        # (a conditional put, If-None-Match); a version taken meanwhile is skipped.
+        rows, _ = _rows(catalog, name)
+        version = max(row["version"] for row in rows) + 1 if rows else 0
+        while (sha256 := _put_new(catalog.home, f"models/{name}/{version}.pt", checkpoint)) is None:
+            version += 1
+        return _append(catalog, name, version, sha256, architecture, config_json, metrics_json, feature, run_id)
+    home = Path(catalog.home)
     # Reading the highest version and appending the next must not interleave. Not the
     # table's own lock (`<name>.lock`), which write_table takes while creating the table.
     with dataset_lock(home / ".locks" / "register-model.lock"):
         rows, _ = _rows(catalog, name)
         version = max(row["version"] for row in rows) + 1 if rows else 0
-        relative = f"models/{name}/{version}.pt"
-        target = home / relative
+        target = home / f"models/{name}/{version}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
         sha256 = copy_atomic(checkpoint, target)  # overwrites a leftover of a run that died before its commit
-        row = {
-            "name": name, "version": version, "architecture": architecture, "config": config_json,
-            "feature_dataset": feature.name, "feature_kind": feature.kind, "feature_version": str(feature.version),
-            "metrics": metrics_json, "checkpoint": relative, "checkpoint_sha256": sha256, "run_id": run_id,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-        }
         try:
-            registry_version = catalog.write_table(
-                REGISTRY,
-                pa.Table.from_pylist([row], schema=SCHEMA),
-                mode="append",
-                provenance=Provenance(
-                    inputs=(feature,),
-                    parameters={"model": name, "version": version, "architecture": architecture, "run_id": run_id,
-                                "checkpoint": relative, "checkpoint_sha256": sha256},
-                    message=f"register {name} v{version}",
-                ),
-            )
+            return _append(catalog, name, version, sha256, architecture, config_json, metrics_json, feature, run_id)
         except CommitNotLanded:  # nothing was committed: no row, so no file
             target.unlink(missing_ok=True)
             raise
         # Any other error may come after the row landed: the file stays, a row may point at it.
+
+
+def _put_new(home: str, relative: str, checkpoint: Path) -> str | None:
+    """Upload `checkpoint` as `home/relative` unless that object exists (then None); return its sha256."""
+    import hashlib
+
+    import obstore
+    from obstore.exceptions import AlreadyExistsError
+    from obstore.store import from_url
+
+    data = checkpoint.read_bytes()
+    try:
+        obstore.put(from_url(home), relative, data, mode="create")
+    except AlreadyExistsError:
+        return None
+    return hashlib.sha256(data).hexdigest()
+
+
+def _append(catalog: Catalog, name: str, version: int, sha256: str, architecture: str, config_json: str,
+            metrics_json: str, feature: InputVersion, run_id: str) -> ModelVersion:
+    relative = f"models/{name}/{version}.pt"
+    row = {
+        "name": name, "version": version, "architecture": architecture, "config": config_json,
+        "feature_dataset": feature.name, "feature_kind": feature.kind, "feature_version": str(feature.version),
+        "metrics": metrics_json, "checkpoint": relative, "checkpoint_sha256": sha256, "run_id": run_id,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+    }
+    registry_version = catalog.write_table(
+        REGISTRY,
+        pa.Table.from_pylist([row], schema=SCHEMA),
+        mode="append",
+        provenance=Provenance(
+            inputs=(feature,),
+            parameters={"model": name, "version": version, "architecture": architecture, "run_id": run_id,
+                        "checkpoint": relative, "checkpoint_sha256": sha256},
+            message=f"register {name} v{version}",
+        ),
+    )
     return _entry(catalog, row, registry_version)
+
+
+def checkpoint_file(catalog: Catalog, entry: ModelVersion) -> Path:
+    """The registered checkpoint as a local file: under a local home, else fetched once into the work folder.
+
+    Raises:
+        CatalogError: the fetched object's sha256 is not the registered one.
+    """
+    if entry.checkpoint.is_file() or not is_url(catalog.home):
+        return entry.checkpoint
+    import hashlib
+
+    import obstore
+    from obstore.store import from_url
+
+    data = bytes(obstore.get(from_url(catalog.home), entry.checkpoint_relative).bytes())
+    if hashlib.sha256(data).hexdigest() != entry.checkpoint_sha256:
+        raise CatalogError(f"{catalog.home}/{entry.checkpoint_relative}: sha256 is not the registered "
+                           f"{entry.checkpoint_sha256}; the object was changed: retrain (`shoal train --retrain`)")
+    entry.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    atomic = entry.checkpoint.with_suffix(".part")
+    atomic.write_bytes(data)
+    atomic.replace(entry.checkpoint)
+    return entry.checkpoint
 
 
 def _entry(catalog: Catalog, row: Mapping[str, Any], registry_version: int) -> ModelVersion:
     return ModelVersion(
         name=row["name"], version=row["version"], architecture=row["architecture"], config=json.loads(row["config"]),
         feature_dataset=row["feature_dataset"], feature_kind=row["feature_kind"], feature_version=row["feature_version"],
-        metrics=json.loads(row["metrics"]), checkpoint=Path(catalog.home, row["checkpoint"]),
+        metrics=json.loads(row["metrics"]), checkpoint=Path(catalog.local, row["checkpoint"]),
         checkpoint_relative=row["checkpoint"], checkpoint_sha256=row["checkpoint_sha256"], run_id=row["run_id"],
         created_at=row["created_at"], registry_version=registry_version,
     )

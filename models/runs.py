@@ -5,6 +5,11 @@ configuration and every training setting that changes the weights (not the devic
 DataLoader workers, nor staging). So rerunning the same command after a crash finds the
 run's `last.pt` and resumes it, and rerunning a finished identical run finds its registered
 model version and reuses it instead of training and registering a new one.
+
+Under torchrun (or `shoal train --nproc N`) every rank runs `train_model`: all of them train
+(DistributedDataParallel, `shoal.models.distributed`); rank 0 alone removes old checkpoints,
+evaluates on test and registers. The number of processes is not part of the run's identity
+(like the device), but a run resumes only with the number it was started with.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:
 def _run_dir(catalog: Catalog, task: Task, run_id: str) -> Path:
     if not RUN_ID.fullmatch(run_id):
         raise TrainingError(f"run id {run_id!r}: expected 1-64 letters, digits, '_' or '-', e.g. 'baseline_2'")
-    return Path(catalog.home, "models", task.model_name, "runs", run_id)
+    return Path(catalog.local, "models", task.model_name, "runs", run_id)
 
 
 def train_model(
@@ -82,7 +87,7 @@ def train_model(
     restart: bool = False,
     retrain: bool = False,
     reporter: Reporter | None = None,
-) -> Trained:
+) -> Trained | None:
     """Train the task's model on a feature version (default latest), evaluate it on test, register it.
 
     Args:
@@ -96,28 +101,35 @@ def train_model(
         reporter: progress of the epochs.
 
     Returns:
-        The registered model version and whether it was reused.
+        The registered model version and whether it was reused; None on the ranks other than 0
+        of a distributed run (they leave as soon as the training is done).
     """
+    from shoal.models.distributed import barrier, session, world
     from shoal.models.registry import find_run, register_model
-    from shoal.models.train import seeded, train
+    from shoal.models.train import pick_device, seeded, train
 
-    prepared = task.prepare(catalog, settings, feature_version)
     config = train_config(settings)
-    run_id = run_id or run_id_of(task, prepared, config)
-    folder = _run_dir(catalog, task, run_id)
-    if not (retrain or restart) and (found := find_run(catalog, task.model_name, run_id)) is not None:
-        return Trained(entry=found, reused=True, run_id=run_id)
-    if (retrain or restart) and folder.exists():
-        shutil.rmtree(folder)
-    model = seeded(config.seed, prepared.build)
-    result = train(model, loss_fn=prepared.loss_fn, train_data=prepared.train_data, val_data=prepared.valid_data,
-                   config=config, checkpoint_dir=folder, reporter=reporter)
+    with session(pick_device(config.device)):
+        rank = world()[0]
+        prepared = task.prepare(catalog, settings, feature_version)
+        run_id = run_id or run_id_of(task, prepared, config)
+        folder = _run_dir(catalog, task, run_id)
+        if not (retrain or restart) and (found := find_run(catalog, task.model_name, run_id)) is not None:
+            return Trained(entry=found, reused=True, run_id=run_id) if rank == 0 else None
+        if (retrain or restart) and folder.exists() and rank == 0:
+            shutil.rmtree(folder)
+        barrier()  # no rank may resume from the checkpoints being removed
+        model = seeded(config.seed, prepared.build)
+        result = train(model, loss_fn=prepared.loss_fn, train_data=prepared.train_data, val_data=prepared.valid_data,
+                       config=config, checkpoint_dir=folder, reporter=reporter)
+    if rank != 0:
+        return None
     model.load_state_dict(load_weights(result.best_checkpoint))
     metrics = task.evaluate(catalog, model, feature_version=str(prepared.feature.version),
                             model_config=prepared.model_config, device=config.device)
     metrics |= {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                 "history": [list(epoch) for epoch in result.history], "device": result.device,
-                "samples_per_second": result.windows_per_second}
+                "samples_per_second": result.windows_per_second, "world_size": result.world_size}
     entry = register_model(catalog, name=task.model_name, architecture=task.architecture,
                            config={"model": dict(prepared.model_config), "train": asdict(config)},
                            feature=prepared.feature, metrics=metrics, checkpoint=result.best_checkpoint, run_id=run_id)
@@ -134,11 +146,11 @@ def load_weights(path: Path) -> dict[str, Any]:
 
 def load_model(catalog: Catalog, task: Task, version: int | None = None) -> tuple[Any, ModelVersion]:
     """A registered model of the task (default: the latest version) with its best weights, in eval mode."""
-    from shoal.models.registry import load_model_entry
+    from shoal.models.registry import checkpoint_file, load_model_entry
 
     entry = load_model_entry(catalog, task.model_name, version)
     model = task.model(entry.config["model"])
-    model.load_state_dict(load_weights(entry.checkpoint))
+    model.load_state_dict(load_weights(checkpoint_file(catalog, entry)))
     return model.eval(), entry
 
 
@@ -178,7 +190,7 @@ def existing_predictions(catalog: Catalog, task: Task, entry: ModelVersion) -> t
         found = commit.lineage.parameters if commit.lineage is not None else {}
         if found.get("model") == entry.name and found.get("model_version") == entry.version:
             name = f"{entry.name}_v{entry.version}_{found.get('run_id')}_"
-            plots = tuple(sorted(Path(catalog.home, "reports").glob(f"{name}*.png")))
+            plots = tuple(sorted(Path(catalog.local, "reports").glob(f"{name}*.png")))
             return entry, Predicted(table=task.predictions, version=commit.version, rows=commit.lineage.rows or 0,
                                     plots=plots, reused=True)
     return None

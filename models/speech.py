@@ -198,7 +198,7 @@ class Speech(Task):
             parameters={"model": self.model_name, "model_version": entry.version, "run_id": run_id},
             message=f"{self.model_name} v{entry.version}: top-3 words of {table.num_rows} clips",
         ))
-        path = Path(catalog.home, "reports", f"{self.model_name}_v{entry.version}_{run_id}_confusion.png")
+        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{run_id}_confusion.png")
         plot = plot_confusion(path, np.array(entry.metrics["confusion"]), entry.metrics["labels"],
                               title=f"{self.model_name} v{entry.version}: test confusion ({entry.metrics['split']} split)")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))

@@ -18,6 +18,11 @@ is gathered there from a shuffled index tensor, with the same permutation a Data
 draw: no per-batch host copies, no collation, and on the CPU the same weights as the
 DataLoader path. No step synchronizes the host with the device: losses are summed on the
 device and read once per epoch.
+
+Distributed (DDP, see `shoal.models.distributed`): in an initialized process group of N ranks,
+each step's batch is the single process's batch of the same step split N ways (batch_size / N
+per rank, gradients averaged), validation is sharded and its sums all-reduced, so every rank
+keeps the same best epoch and the same weights; rank 0 alone writes the checkpoints and reports.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shoal.errors import TrainingError
 from shoal.files import atomic_write
+from shoal.models import distributed
 from shoal.progress import NULL
 
 if TYPE_CHECKING:
@@ -117,7 +123,8 @@ class TrainResult:
         seconds: wall time of this call.
         windows_per_second: training samples per second of training steps in this call
             (validation and checkpoints excluded); 0.0 when no epoch was left to train.
-        samples: training samples processed by this call.
+        samples: training samples processed by this call (by all ranks).
+        world_size: the processes that trained (1 alone).
     """
 
     best_epoch: int
@@ -128,6 +135,7 @@ class TrainResult:
     seconds: float
     windows_per_second: float
     samples: int = 0
+    world_size: int = 1
 
 
 def pick_device(preference: str | torch.device = "auto") -> torch.device:
@@ -158,9 +166,13 @@ def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def _epoch_seed(seed: int, epoch: int, stream: int) -> int:
-    """Distinct, reproducible seeds per (seed, epoch, stream): stream 0 shuffles, 1 seeds the global RNG."""
-    return (seed * 1_000_003 + 2 * epoch + stream) % (2**61 - 1)
+def _epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
+    """Distinct, reproducible seeds per (seed, epoch, stream, rank): stream 0 shuffles, 1 seeds the global RNG.
+
+    Rank 0 gets the single process's seeds; each other rank its own dropout & co., since the
+    same masks on every shard would correlate the halves of a batch.
+    """
+    return (seed * 1_000_003 + 2 * epoch + stream + rank * 2**32) % (2**61 - 1)
 
 
 def _accumulator(device: torch.device) -> torch.Tensor:
@@ -176,6 +188,16 @@ def _stageable(data: Dataset) -> bool:
     return callable(getattr(data, "to", None)) and callable(getattr(data, "gather", None))
 
 
+def _order(size: int, generator: torch.Generator | None) -> torch.Tensor:
+    """The items' order: as stored without a generator, else the permutation a shuffling DataLoader draws."""
+    if generator is None:
+        return torch.arange(size)
+    # A DataLoader draws its base seed from the generator before its sampler's permutation:
+    # draw it too, so that every path shuffles identically.
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(size, generator=generator)
+
+
 def _batches(
     data: Dataset,
     *,
@@ -185,28 +207,34 @@ def _batches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     staged: Any = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Batches on the device, shuffled by `generator` when one is given, else in order.
 
     From `staged` (the dataset already moved to the device) by gathering, else through a
-    DataLoader. Both see the same items in the same order.
+    DataLoader. Both see the same items in the same order. With `shard` = (rank, N), N > 1:
+    this rank's batch_size / N items of each of those batches.
     """
-    if staged is None:
+    rank, world_size = shard
+    if staged is None and world_size == 1:
         loader = DataLoader(
             data, batch_size=batch_size, shuffle=generator is not None, generator=generator, drop_last=drop_last,
             num_workers=num_workers, pin_memory=device.type == "cuda",
         )
         return (_to_device(batch, device) for batch in loader)
     size = len(data)  # type: ignore[arg-type]
-    if generator is None:
-        order = torch.arange(size)
-    else:
-        # A DataLoader draws its base seed from the generator before its sampler's permutation:
-        # draw it too, so that both paths shuffle identically.
-        torch.empty((), dtype=torch.int64).random_(generator=generator)
-        order = torch.randperm(size, generator=generator)
-    order = order.to(device)
+    order = _order(size, generator)
     stop = size - size % batch_size if drop_last else size
+    if world_size > 1:
+        # Every N-th item from the rank's own: the k-th batches of the N ranks together are
+        # exactly the single process's k-th batch.
+        order, batch_size = order[:stop][rank::world_size], batch_size // world_size
+        stop = len(order)
+        if staged is None:
+            loader = DataLoader(data, batch_size=batch_size, sampler=order.tolist(), generator=generator,
+                                num_workers=num_workers, pin_memory=device.type == "cuda")
+            return (_to_device(batch, device) for batch in loader)
+    order = order.to(device)
     return (staged.gather(order[i : i + batch_size]) for i in range(0, stop, batch_size))
 
 
@@ -257,21 +285,31 @@ def evaluate(
     Returns:
         The sample-weighted mean of the batch losses.
     """
-    chosen = pick_device(device)
+    total, count = _loss_sum(model, data, loss_fn=loss_fn, batch_size=batch_size, device=pick_device(device), amp=amp,
+                             amp_dtype=amp_dtype, num_workers=num_workers, staged=staged)
+    if count == 0:
+        raise TrainingError("evaluate: the dataset is empty; nothing to compute a loss on")
+    return float(total) / count
+
+
+def _loss_sum(
+    model: nn.Module, data: Dataset, *, loss_fn: LossFn, batch_size: int, device: torch.device, amp: bool, amp_dtype: str,
+    num_workers: int, staged: Any, shard: tuple[int, int] = (0, 1),
+) -> tuple[torch.Tensor, int]:
+    """The sum of the per-sample losses (on the device) and the sample count, over this rank's shard of `data`."""
     mode = model.training
-    model.to(chosen).eval()
-    total, count = _accumulator(chosen), 0
+    model.to(device).eval()
+    total, count = _accumulator(device), 0
     try:
-        with torch.no_grad(), _autocast(chosen, amp, amp_dtype):
-            for batch in _batches(data, batch_size=batch_size, device=chosen, num_workers=num_workers, staged=staged):
+        with torch.no_grad(), _autocast(device, amp, amp_dtype):
+            for batch in _batches(data, batch_size=batch_size, device=device, num_workers=num_workers, staged=staged,
+                                  shard=shard):
                 size = len(batch["x"])
                 total += loss_fn(model(batch["x"]), batch).detach().to(total.dtype) * size
                 count += size
     finally:
         model.train(mode)
-    if count == 0:
-        raise TrainingError("evaluate: the dataset is empty; nothing to compute a loss on")
-    return float(total) / count
+    return total, count
 
 
 def _concat(parts: list[Any]) -> Any:
@@ -340,7 +378,7 @@ def predict(
 
 def _resume(
     path: Path, config: TrainConfig, device: torch.device, model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
+    scaler: torch.amp.GradScaler, world_size: int,
 ) -> dict[str, Any]:
     state = torch.load(path, map_location=device, weights_only=True)
     saved = state.get("config", {})
@@ -350,6 +388,13 @@ def _resume(
         raise TrainingError(
             f"{path} was written with other settings ({'; '.join(changed)}), so resuming would not reproduce "
             f"an uninterrupted run; {restart}"
+        )
+    written = state.get("world_size", 1)
+    if written != world_size:
+        raise TrainingError(
+            f"{path} was written by N={written} process(es) and this run has N={world_size}: its batches would "
+            f"split otherwise, so resuming would not reproduce an uninterrupted run; resume with `--nproc {written}` "
+            f"(torchrun --nproc-per-node {written}), or {restart}"
         )
     try:
         model.load_state_dict(state["model"])
@@ -378,7 +423,8 @@ def train(
     Model selection sees `val_data` only; a task's test data never comes here. The model is
     moved to the device and left with the LAST epoch's weights (load `best_checkpoint` for
     the best ones), in the train/eval mode it came in. The global RNG and the
-    deterministic-algorithms setting are restored on return.
+    deterministic-algorithms setting are restored on return. Called on every rank of an
+    initialized process group, it trains under DistributedDataParallel (module docstring).
 
     Args:
         model: the model, already initialized (see `seeded`).
@@ -396,32 +442,39 @@ def train(
         The best epoch, the history and throughput.
 
     Raises:
-        TrainingError: empty data, an incompatible checkpoint, or a non-finite loss.
+        TrainingError: empty data, an incompatible checkpoint (other settings, another number
+            of processes), a batch size the processes cannot split, or a non-finite loss.
     """
     began = time.perf_counter()
-    reporter = reporter or NULL
+    rank, world_size = distributed.world()
+    reporter = (reporter or NULL) if rank == 0 else NULL  # rank 0 reports for all ranks
     if len(train_data) == 0 or len(val_data) == 0:  # type: ignore[arg-type]
         raise TrainingError(f"need training and validation samples; got {len(train_data)} and {len(val_data)}")  # type: ignore[arg-type]
-    device = pick_device(config.device)
+    distributed.check_batch(config.batch_size, world_size)
+    size = len(train_data)  # type: ignore[arg-type]
+    if world_size > 1 and size < config.batch_size:
+        raise TrainingError(f"{world_size} processes split whole batches of {config.batch_size}, but there are only "
+                            f"{size} training samples; pass a smaller --batch-size (a multiple of {world_size})")
+    device = distributed.rank_device(pick_device(config.device), world_size)
     amp = config.amp and device.type == "cuda"
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
     model.to(device)
-    forward = torch.compile(model) if config.compile else model
     optimizer = (torch.optim.Adadelta(model.parameters(), lr=config.lr, rho=0.95, eps=1e-7)
                  if config.optimizer == "adadelta" else torch.optim.Adam(model.parameters(), lr=config.lr))
     scaler = torch.amp.GradScaler("cuda", enabled=amp and config.amp_dtype == "float16")
     history: list[tuple[float, float]] = []
     best_epoch, best_loss, start = -1, math.inf, 0
     if resume and last.exists():
-        state = _resume(last, config, device, model, optimizer, scaler)
+        state = _resume(last, config, device, model, optimizer, scaler, world_size)
         history = [(float(a), float(b)) for a, b in state["history"]]
         best_epoch, best_loss, start = state["best_epoch"], state["best_val_loss"], state["epoch"] + 1
         reporter.finish(f"resuming {last} after epoch {start}/{config.epochs}")
+    forward = distributed.wrap(model, device)  # after the resume: DDP starts every rank from rank 0's weights
+    forward = torch.compile(forward) if config.compile else forward
     staged_train, staged_val = _stage(train_data, device, config.stage), _stage(val_data, device, config.stage)
-    size = len(train_data)  # type: ignore[arg-type]
-    drop_last = size > config.batch_size
+    drop_last = size > config.batch_size or world_size > 1
     steps = size // config.batch_size if drop_last else 1
     if config.max_batches_per_epoch is not None:
         steps = min(steps, config.max_batches_per_epoch)
@@ -434,11 +487,11 @@ def train(
         rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
             for epoch in range(start, config.epochs):
-                torch.manual_seed(_epoch_seed(config.seed, epoch, 1))  # dropout & co. of this epoch
+                torch.manual_seed(_epoch_seed(config.seed, epoch, 1, rank))  # dropout & co. of this epoch
                 batches = _batches(
                     train_data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
                     generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
-                    drop_last=drop_last, staged=staged_train,
+                    drop_last=drop_last, staged=staged_train, shard=(rank, world_size),
                 )
                 reporter.start(f"epoch {epoch + 1}/{config.epochs}", total=steps)
                 tick = time.perf_counter()
@@ -455,30 +508,38 @@ def train(
                     total += loss.detach().to(total.dtype) * batch_size  # stays on the device: no sync per step
                     count += batch_size
                     reporter.advance()
-                train_loss = float(total) / max(count, 1)
+                train_total, count = distributed.all_sum(total, count)
+                train_loss = train_total / max(count, 1)
                 _sync(device)
                 seconds = time.perf_counter() - tick
                 train_seconds += seconds
                 samples += count
-                val_loss = evaluate(
+                distributed.sync_buffers(model)
+                val_total, val_count = distributed.all_sum(*_loss_sum(
                     model, val_data, loss_fn=loss_fn, batch_size=config.batch_size, device=device, amp=amp,
                     amp_dtype=config.amp_dtype, num_workers=config.num_workers, staged=staged_val,
-                )
+                    shard=(rank, world_size),
+                ))
+                val_loss = val_total / val_count
                 if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                     raise TrainingError(
                         f"epoch {epoch}: the loss diverged (train {train_loss}, validation {val_loss}); "
                         f"lower the learning rate (lr={config.lr}) or check the inputs for NaN"
                     )
                 history.append((train_loss, val_loss))
-                if val_loss < best_loss:
+                improved = val_loss < best_loss
+                if improved:
                     best_epoch, best_loss = epoch, val_loss
-                    _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best)
-                _save(
-                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch, "history": history, "best_epoch": best_epoch, "best_val_loss": best_loss,
-                     "config": asdict(config)},
-                    last,
-                )
+                if rank == 0:  # the ranks hold the same model: one writer
+                    if improved:
+                        _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best)
+                    _save(
+                        {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best_epoch": best_epoch,
+                         "best_val_loss": best_loss, "config": asdict(config), "world_size": world_size},
+                        last,
+                    )
+                distributed.barrier()  # no rank goes on before the epoch's checkpoints are complete
                 reporter.finish(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, validation loss "
                                 f"{val_loss:.4f}{' (best)' if best_epoch == epoch else ''}, "
                                 f"{count / seconds if seconds > 0 else 0.0:.1f} samples/s")
@@ -496,4 +557,5 @@ def train(
         seconds=time.perf_counter() - began,
         windows_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
         samples=samples,
+        world_size=world_size,
     )

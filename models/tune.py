@@ -35,7 +35,7 @@ class TrialResult:
 
 
 def _storage(catalog: Catalog, task: Task) -> str:
-    folder = Path(catalog.home, "tuning")
+    folder = Path(catalog.local, "tuning")
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / f'{task.name}.db'}"
 

@@ -9,6 +9,7 @@ Every commit carries its `Lineage` as JSON under the commit-metadata key "shoal"
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -17,7 +18,7 @@ from shoal import arrays, tables
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Lineage, Provenance
 from shoal.locks import dataset_lock
-from shoal.settings import is_url, resolve_home
+from shoal.settings import is_url, local_folder, resolve_home
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -77,6 +78,11 @@ class Catalog:
     def __repr__(self) -> str:
         return f"Catalog({self.home!r})"
 
+    @property
+    def local(self) -> Path:
+        """The local folder of this home: the home itself, or for an object-store home a work folder on this machine."""
+        return local_folder(self.home)
+
     def uri(self, kind: Kind, name: str) -> str:
         """Where dataset `name` of `kind` lives; never outside the home."""
         validate_name(name)
@@ -121,7 +127,17 @@ class Catalog:
         # table at once can fail with "protocol changed": creation takes the dataset lock.
         creating = not self._exists("table", name)
         with dataset_lock(self._lock_path(name) if creating else None):
-            return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+            try:
+                return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+            except tables.CommitNotLanded:
+                # On object storage (no lock) another writer may have created the table first:
+                # nothing of ours landed, so write again, to the table that now exists.
+                import pyarrow as pa
+
+                replayable = not isinstance(data, pa.RecordBatchReader | Iterator)
+                if not (creating and replayable and is_url(uri) and self._exists("table", name)):
+                    raise
+        return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
 
     def write_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
                        provenance: Callable[[], Provenance], mode: WriteMode = "append", workers: int = 2,

@@ -16,6 +16,8 @@ import typer
 from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from shoal.catalog import Catalog, LineageNode
     from shoal.sources import IngestReport
 
@@ -29,6 +31,9 @@ app.add_typer(catalog_app, name="catalog")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 VersionOpt = Annotated[str | None, typer.Option("--version", "-v", help="A version number or snapshot id.")]
+ClusterOpt = Annotated[str | None, typer.Option(
+    help="Decode on a Dask cluster: local[:N] (a LocalCluster of N worker processes, default one per core) or "
+         "tcp://HOST:PORT (a running scheduler whose workers reach the home); still one commit.")]
 
 
 class _State:
@@ -74,14 +79,16 @@ def main(
 
 
 def _report(report: IngestReport, *, exit_on_failure: bool = True) -> None:
+    from shoal.staging import shown
+
     console = _console()
     for label, paths in (("[green]committed[/]", report.committed), ("[dim]unchanged[/]", report.unchanged)):
         for path in paths[:5]:
-            console.print(f"{label} {path}")
+            console.print(f"{label} {shown(str(path))}")
         if len(paths) > 5:
             console.print(f"{label} … and {len(paths) - 5} more")
     for failure in report.failures:
-        typer.echo(f"error: {failure}", err=True)
+        typer.echo(f"error: {shown(failure)}", err=True)
     console.print(f"{report.dataset}: version {report.version}; {len(report.committed)} committed, "
                   f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
     if report.exit_code and exit_on_failure:
@@ -91,17 +98,28 @@ def _report(report: IngestReport, *, exit_on_failure: bool = True) -> None:
 @app.command()
 def ingest(
     source: Annotated[str, typer.Argument(help="A registered source, e.g. 'oni'.")],
-    paths: Annotated[list[Path], typer.Argument(help="Files to ingest.")],
+    paths: Annotated[list[str], typer.Argument(
+        help="Files or folders to ingest: local paths, or URLs (s3://bucket/cobe/, gs://..., https://...).")],
+    cluster: ClusterOpt = None,
 ) -> None:
     """Ingest source files into the catalog (one commit per call)."""
+    from shoal.cluster import connect, parse, spreads
+    from shoal.cluster import ingest as ingest_on
     from shoal.sources import get_source
+    from shoal.staging import staged
 
+    spec = parse(cluster) if cluster else None
     chosen = get_source(source)
+    if spec is not None and not spreads(chosen):
+        typer.echo(f"note: {source} ingests in this process (it does not spread over a cluster); no cluster started",
+                   err=True)
+        spec = None
     catalog = _catalog()
-    with _reporter() as reporter:
-        reporter.start(f"ingest {source}", total=len(chosen.expand(paths)))
-        report = chosen.ingest(catalog, paths, progress=lambda _path: reporter.advance())
-    _report(report)
+    with staged(paths) as local, connect(spec) as client:
+        with _reporter() as reporter:
+            reporter.start(f"ingest {source}", total=len(chosen.expand(local)))
+            report = ingest_on(chosen, catalog, local, progress=lambda _path: reporter.advance(), client=client)
+        _report(report)
 
 
 @app.command()
@@ -111,20 +129,27 @@ def backfill(
     start: Annotated[str, typer.Option(help="First month, YYYY-MM.")],
     end: Annotated[str, typer.Option(help="Last month, YYYY-MM.")],
     chunk: Annotated[int, typer.Option(min=1, help="Months per Prefect task.")] = 120,
-    concurrency: Annotated[int, typer.Option(min=1, help="Tasks at a time.")] = 2,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Tasks at a time; default 2, or the cluster's worker threads with --cluster.")] = None,
     force: Annotated[bool, typer.Option(help="Re-ingest months already stored from an identical file.")] = False,
     features: Annotated[bool, typer.Option(help="Build the ENSO features (default settings) once at the end.")] = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Backfill a range of months as the Prefect flow 'backfill-sst': chunks of months, one commit; exit 1 if any failed."""
     if source != "sst":
         raise typer.BadParameter(f"{source!r}: only 'sst' can be backfilled", param_hint="SOURCE")
-    from shoal.flows.backfill import backfill_sst, reporter
+    from shoal.cluster import connect, parse, task_runner, workers
 
-    with _reporter() as bar:
+    spec = parse(cluster) if cluster else None
+    from shoal.flows.backfill import backfill_sst, reporter  # (Prefect: ~2 s, after the one-line errors)
+
+    with connect(spec) as client, _reporter() as bar:
+        flow = backfill_sst if client is None else backfill_sst.with_options(task_runner=task_runner(client))
         token = reporter.set(bar)
         try:
-            report = backfill_sst(source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
-                                  concurrency=concurrency, force=force, features={} if features else None)
+            report = flow(source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
+                          concurrency=concurrency or (workers(client) if client else 2), force=force,
+                          features={} if features else None)
         finally:
             reporter.reset(token)
     _report(report, exit_on_failure=False)
@@ -352,6 +377,10 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "sample_fraction": (float, typer.Option(help="Fraction of the train and valid rows each trial sees.")),
     "timeout": (float | None, typer.Option(help="Stop starting trials after this many seconds.")),
     "config": (Path | None, typer.Option(help="The pipelines' config file (default ./shoal.toml).")),
+    "nproc": (int | None, typer.Option(min=1, help="Train on N processes of this machine (DistributedDataParallel: "
+                                                   "NCCL on GPUs, gloo on the CPU); --batch-size is their sum.")),
+    "cluster": (str | None, typer.Option(help="Ingest on a Dask cluster: local[:N] or tcp://HOST:PORT (features, "
+                                              "training and predictions run in this process).")),
 }
 
 
@@ -369,7 +398,8 @@ def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
         if paths:
             parameters.append(inspect.Parameter(
                 "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
-                    list[Path] | None, typer.Argument(help="Source files or folders; default the config's.")]))
+                    list[str] | None, typer.Argument(help="Source files or folders (local paths or URLs); default "
+                                                          "the config's.")]))
         for option in options:
             kind, info = _OPTIONS.get(option) or _STEP_OPTIONS[option]
             parameters.append(inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
@@ -417,11 +447,14 @@ def features_command(task_name: str, given: dict[str, Any]) -> None:
         task.build_features(_catalog(), settings, reporter)
 
 
-@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "as_json"))
+@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "nproc",
+                         "as_json"))
 def train_command(task_name: str, given: dict[str, Any], *, feature_version: str | None, run_id: str | None,
-                  restart: bool, retrain: bool, params: str | None, as_json: bool) -> None:
-    """Train the task's model (resuming an interrupted identical run), evaluate it on test, register it."""
-    from shoal.models.runs import train_model
+                  restart: bool, retrain: bool, params: str | None, nproc: int | None, as_json: bool) -> None:
+    """Train the task's model (resuming an interrupted identical run), evaluate it on test, register it.
+
+    With --nproc N on N processes; `torchrun --nproc-per-node N -m shoal train ...` works too.
+    """
     from shoal.tasks import get_task
 
     task = get_task(task_name)
@@ -432,9 +465,19 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
 
         given = {**best_params(_catalog(), task), **given}
     settings = task.parse(given)
-    with _reporter() as reporter:
-        trained = train_model(_catalog(), task, settings, feature_version=feature_version, run_id=run_id,
-                              restart=restart, retrain=retrain, reporter=reporter)
+    arguments = (task_name, given, _catalog().home, _State.quiet, feature_version, run_id, restart, retrain)
+    if nproc is not None and nproc > 1:
+        from shoal.models.distributed import check_batch, env_world, launch
+
+        if env_world()[1] > 1:
+            _fail(f"--nproc {nproc}: this process is already one of the {env_world()[1]} that torchrun started; "
+                  "pass --nproc to shoal or --nproc-per-node to torchrun, not both")
+        check_batch(settings.batch_size, nproc)  # one line now rather than from every rank
+        trained = launch(nproc, _train_rank, *arguments)
+    else:
+        trained = _train_rank(*arguments)
+    if trained is None:  # another rank of a torchrun launch: rank 0 reports
+        return
     entry = trained.entry
     if as_json:
         _print_json({"model": entry.name, "version": entry.version, "run_id": trained.run_id, "reused": trained.reused,
@@ -466,6 +509,24 @@ def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_f
         best = min(done, key=lambda t: t.value)
         console.print(f"best: trial {best.number}, validation loss {best.value:.4f}; train it with "
                       f"`shoal train {task_name} --params best`", markup=False, highlight=False)
+
+
+def _train_rank(task_name: str, given: dict[str, Any], home: str, quiet: bool, feature_version: str | None,
+                run_id: str | None, restart: bool, retrain: bool) -> Any:
+    """`train_model` in this process: all of the training, or one rank's part.
+
+    Module-level with positional arguments, as torch's launcher needs to start it in each rank.
+    """
+    from shoal.catalog import Catalog
+    from shoal.models.distributed import env_world
+    from shoal.models.runs import train_model
+    from shoal.progress import RichReporter
+    from shoal.tasks import get_task
+
+    task = get_task(task_name)
+    with RichReporter(_console(), enabled=not quiet and env_world()[0] == 0) as reporter:
+        return train_model(Catalog(home), task, task.parse(given), feature_version=feature_version, run_id=run_id,
+                           restart=restart, retrain=retrain, reporter=reporter)
 
 
 def _print_trained(task: Any, trained: Any) -> None:
@@ -516,18 +577,22 @@ def _print_predicted(entry: Any, predicted: Any) -> None:
                      markup=False, highlight=False)
 
 
-@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain", "config"), paths=True)
-def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | None, retrain: bool,
-                config: Path | None) -> None:
+@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain", "config", "cluster"),
+       paths=True)
+def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | None, retrain: bool,
+                config: Path | None, cluster: str | None) -> None:
     """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict; TASK 'all': every configured one.
 
     Paths and settings not given come from the config file ([pipelines.TASK] in shoal.toml);
     a stage whose inputs and settings are unchanged is skipped, and the output says so.
+    With --cluster the flow runs on a DaskTaskRunner and its ingest stages decode on the workers.
     """
+    from shoal.cluster import connect, parse
     from shoal.config import DEFAULT, load_config
     from shoal.errors import ShoalError
     from shoal.tasks import get_task
 
+    spec = parse(cluster) if cluster else None
     if task_name == "all" and paths:
         raise typer.BadParameter("`run all` takes each pipeline's paths from the config; pass no PATH",
                                  param_hint="PATHS")
@@ -537,41 +602,48 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[Path] | No
         raise typer.BadParameter(f"{config or DEFAULT} configures no pipeline; add a [pipelines.TASK] table",
                                  param_hint="--config")
     failed = []
-    for name in names:
-        configured = pipelines.get(name)
-        if not paths and configured is None:
-            raise typer.BadParameter(f"no source paths for {name}: pass them, or configure [pipelines.{name}] paths",
-                                     param_hint="PATHS")
-        known = get_task(name).settings.model_fields
-        settings = {**(configured.settings if configured else {}),
-                    **{key: value for key, value in given.items() if task_name != "all" or key in known}}
-        if len(names) > 1:
-            _console().rule(f"pipeline {name}")
-        try:
-            _run(name, paths or configured.paths, settings, retrain=retrain)
-        except typer.Exit as stop:
-            if stop.exit_code:
+    with connect(spec) as client:
+        for name in names:
+            configured = pipelines.get(name)
+            if not paths and configured is None:
+                raise typer.BadParameter(f"no source paths for {name}: pass them, or configure [pipelines.{name}] "
+                                         "paths", param_hint="PATHS")
+            known = get_task(name).settings.model_fields
+            settings = {**(configured.settings if configured else {}),
+                        **{key: value for key, value in given.items() if task_name != "all" or key in known}}
+            if len(names) > 1:
+                _console().rule(f"pipeline {name}")
+            try:
+                _run(name, paths or configured.paths, settings, retrain=retrain, client=client)
+            except typer.Exit as stop:
+                if stop.exit_code:
+                    failed.append(name)
+            except ShoalError as error:  # with `all`, a pipeline that cannot run does not stop the others
+                if len(names) == 1:
+                    raise
+                typer.echo(f"error: {name}: {error}", err=True)
                 failed.append(name)
-        except ShoalError as error:  # with `all`, a pipeline that cannot run does not stop the others
-            if len(names) == 1:
-                raise
-            typer.echo(f"error: {name}: {error}", err=True)
-            failed.append(name)
     if failed:
         if len(names) > 1:
             _console().print(f"failed: {', '.join(failed)}; the other pipelines ran", markup=False, highlight=False)
         raise typer.Exit(1)
 
 
-def _run(task_name: str, paths: list[Path], given: dict[str, Any], *, retrain: bool = False) -> None:
+def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, retrain: bool = False,
+         client: Client | None = None) -> None:
+    """The pipeline flow of one task; with a Dask `client`, on a DaskTaskRunner to its cluster."""
+    from shoal.cluster import task_runner
     from shoal.flows.pipelines import pipeline
+    from shoal.staging import staged
     from shoal.tasks import get_task
 
     task = get_task(task_name)
     task.parse(given)  # one-line errors before Prefect starts
-    result = pipeline(task_name=task_name, paths=paths, home=_catalog().home, settings=given, retrain=retrain)
-    for report in result.ingests:
-        _report(report, exit_on_failure=False)
+    flow = pipeline if client is None else pipeline.with_options(task_runner=task_runner(client))
+    with staged(paths) as local:
+        result = flow(task_name=task_name, paths=local, home=_catalog().home, settings=given, retrain=retrain)
+        for report in result.ingests:
+            _report(report, exit_on_failure=False)
     features = result.features
     _console().print(f"features: version {features.snapshot} ({'unchanged: reused' if features.reused else 'new'})",
                      markup=False, highlight=False)
@@ -606,19 +678,19 @@ def demo() -> None:
     console.print(f'pl.read_delta("{path}")')
     console.print(pl.read_delta(path).filter(pl.col("phase").is_not_null()).tail(4))
     start, end = DEMO_SST
-    samples = Path(catalog.home, "samples", "cobe_sst")
+    samples = Path(catalog.local, "samples", "cobe_sst")
     console.rule(f"3. ENSO: {start} .. {end} of sample COBE-SST GRIB -> features -> ConvLSTM -> predictions")
     files = write_sample(samples, start=start, end=end)
     console.print(f"wrote {len(files)} COBE-format GRIB files to {samples} (Niño 3.4 box = the real series)")
     _run("enso", [samples], DEMO_ENSO)
-    clips = Path(catalog.home, "samples", "speech_commands")
+    clips = Path(catalog.local, "samples", "speech_commands")
     console.rule("4. Speech: 300 real Speech Commands clips + augmentations -> spectrograms -> CNN -> predictions")
     write_speech_sample(clips)
     console.print(f"wrote the 300 real clips and augmented copies of the training clips to {clips} (real users "
                   "ingest the full archive: `shoal fetch speech`)", markup=False, highlight=False)
     _run("speech", [clips], DEMO_SPEECH)
     console.rule(f"5. HIGGS: {DEMO_HIGGS_ROWS:,} rows bootstrapped from real ones -> standardized features -> TabNet")
-    table = write_higgs_sample(Path(catalog.home, "samples", "higgs"), rows=DEMO_HIGGS_ROWS)
+    table = write_higgs_sample(Path(catalog.local, "samples", "higgs"), rows=DEMO_HIGGS_ROWS)
     console.print(f"wrote {table}: a smoothed bootstrap of 7,500 real HIGGS rows (real users ingest the UCI file: "
                   "`shoal fetch higgs`)", markup=False, highlight=False)
     _run("higgs", [table], DEMO_HIGGS)

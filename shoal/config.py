@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shoal.errors import ShoalError
+from shoal.settings import is_url
 
 DEFAULT = Path("shoal.toml")
 
@@ -42,7 +43,7 @@ class PipelineConfig(BaseModel):
     """One task's pipeline: its source files or folders and its settings."""
 
     model_config = ConfigDict(extra="forbid")
-    paths: list[Path]
+    paths: list[str]  # local (relative to the config file's folder) or URLs such as s3://bucket/cobe/
     settings: dict[str, Any] = {}
 
 
@@ -115,6 +116,7 @@ def load_config(path: Path = DEFAULT) -> ShoalConfig:
     if sst is not None:
         sst = sst.model_copy(update={"source": near(sst.source), "oni": near(sst.oni) if sst.oni else None})
     return config.model_copy(update={
-        "pipelines": {name: PipelineConfig(paths=[near(p) for p in pipeline.paths], settings=pipeline.settings)
+        "pipelines": {name: PipelineConfig(paths=[p if is_url(p) else str(near(Path(p))) for p in pipeline.paths],
+                                           settings=pipeline.settings)
                       for name, pipeline in config.pipelines.items()},
         "serve": config.serve.model_copy(update={"sst": sst})})

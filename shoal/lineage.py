@@ -8,16 +8,17 @@ sha, time) and stores it as JSON in the commit itself, so that it travels with t
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import functools
+import hashlib
 import subprocess
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import shoal
 from shoal.files import sha256_file
+from shoal.staging import shown, shown_in
 
 LINEAGE_KEY = "shoal"  # the commit-metadata key that holds the lineage JSON
 
@@ -115,14 +116,17 @@ class Lineage:
         rows: int | None = None,
         shape: Mapping[str, int] | None = None,
     ) -> Lineage:
-        """Fill in what the catalog knows at commit time."""
+        """Fill in what the catalog knows at commit time.
+
+        Files downloaded from object storage (`shoal.staging`) are named by their URLs.
+        """
         return cls(
             dataset=dataset,
             kind=kind,
-            sources=provenance.sources,
+            sources=tuple(replace(source, path=shown(source.path)) for source in provenance.sources),
             inputs=provenance.inputs,
-            parameters=dict(provenance.parameters),
-            message=provenance.message,
+            parameters=shown_in(dict(provenance.parameters)),
+            message=shown(provenance.message),
             rows=rows,
             shape=dict(shape) if shape is not None else None,
             shoal_version=shoal.__version__,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 HOME_ENV = "SHOAL_HOME"
 DEFAULT_HOME = Path("~/.local/share/shoal")
+WORK_ENV = "SHOAL_WORK"
+DEFAULT_WORK = Path("~/.cache/shoal")
 
 
 def is_url(home: str) -> bool:
@@ -23,3 +25,15 @@ def resolve_home(home: str | Path | None = None) -> str:
     if is_url(chosen):
         return chosen.rstrip("/")
     return str(Path(chosen.removeprefix("file://")).expanduser().resolve())
+
+
+def local_folder(home: str) -> Path:
+    """Where the files that stay on this machine go: training runs, plots, tuning studies, fetched checkpoints.
+
+    The home itself when it is local; for an object-store home, `$SHOAL_WORK` (default
+    `~/.cache/shoal`) / scheme / bucket / prefix.
+    """
+    if not is_url(home):
+        return Path(home)
+    scheme, _, rest = home.partition("://")
+    return Path(os.environ.get(WORK_ENV) or DEFAULT_WORK).expanduser().resolve() / scheme / rest

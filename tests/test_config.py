@@ -10,13 +10,13 @@ from shoal.config import ConfigError, load_config
 from shoal.errors import ShoalError
 
 
-def test_paths_are_taken_from_the_config_folder_and_settings_kept(tmp_path: Path) -> None:
+def test_paths_are_taken_from_the_config_folder_urls_kept_and_settings_kept(tmp_path: Path) -> None:
     path = tmp_path / "shoal.toml"
-    path.write_text('[pipelines.enso]\npaths = ["cobe", "/abs/oni.txt"]\nsettings = { coarsen = 4 }\n'
-                    '[pipelines.higgs]\npaths = ["HIGGS.csv.gz"]\n')
+    path.write_text('[pipelines.enso]\npaths = ["cobe", "/abs/oni.txt", "s3://bucket/cobe/"]\n'
+                    'settings = { coarsen = 4 }\n[pipelines.higgs]\npaths = ["HIGGS.csv.gz"]\n')
     config = load_config(path)
     assert list(config.pipelines) == ["enso", "higgs"]
-    assert config.pipelines["enso"].paths == [tmp_path / "cobe", Path("/abs/oni.txt")]
+    assert config.pipelines["enso"].paths == [str(tmp_path / "cobe"), "/abs/oni.txt", "s3://bucket/cobe/"]
     assert config.pipelines["enso"].settings == {"coarsen": 4} and config.pipelines["higgs"].settings == {}
 
 

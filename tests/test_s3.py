@@ -1,23 +1,19 @@
 """An object-store home: the catalog on a real S3-compatible server (moto's server mode) on 127.0.0.1.
 
 Ingest through the CLI, read back with plain polars and xarray + icechunk from the URL and
-storage options alone, time travel, lineage, and 4 concurrent writers per kind. The server
-runs in its own process: deltalake holds the GIL while it waits on the network, so a server
-thread in the test process would never answer it.
+storage options alone, time travel, lineage, 4 concurrent writers per kind, and source files
+read from the bucket.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -25,6 +21,7 @@ from shoal.catalog import Catalog
 from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.datasets.oni import SAMPLE
 from tests import writer
+from tests.s3server import moto_s3
 
 BUCKET = "shoal-test"
 WRITER = Path(__file__).parent / "writer.py"
@@ -33,34 +30,8 @@ WRITER = Path(__file__).parent / "writer.py"
 @pytest.fixture(scope="module")
 def s3() -> Iterator[dict[str, str]]:
     """A moto S3 server on a free loopback port with one bucket; the AWS variables that point at it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.put(f"{env['AWS_ENDPOINT_URL']}/{BUCKET}", timeout=5).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto's S3 server did not start on 127.0.0.1:{port} (exit {server.poll()})")
-                time.sleep(0.2)
+    with moto_s3(BUCKET) as env:
         yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture
@@ -154,3 +125,64 @@ def test_streamed_tables_higgs_and_speech_ingest_into_an_s3_home(s3: dict[str, s
     for name in ("higgs", "speech"):
         rows = pl.read_delta(f"{home}/tables/{name}", storage_options=_storage_options(s3))
         assert rows.height == catalog.read_table(name).num_rows > 0 and catalog.history(name)[0].lineage.sources
+
+
+def test_shoal_run_from_sources_on_s3_into_an_s3_home_registers_the_checkpoint_as_an_object(
+        s3: dict[str, str], home: str, tmp_path: Path) -> None:
+    import obstore
+    from obstore.store import from_url
+
+    from tests.test_flows import QUICK
+
+    sources = f"{home}-sources"
+    _upload(sources.removeprefix(f"s3://{BUCKET}/") + "/sst", write_sample(tmp_path / "sst", start="1985-01", end="1990-06"))
+    _upload(sources.removeprefix(f"s3://{BUCKET}/"), [SAMPLE])
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in QUICK.items()]
+    env = {**os.environ, "SHOAL_WORK": str(tmp_path / "work")}
+    done = subprocess.run([sys.executable, "-m", "shoal", "--home", home, "run", "enso", f"{sources}/sst/",
+                           f"{sources}/{SAMPLE.name}", *options], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    catalog = Catalog(home)
+    assert {s.path for s in catalog.lineage("nino34").sources} == {f"{sources}/{SAMPLE.name}"}
+    assert len(catalog.lineage("sst").sources) == 66
+    assert obstore.head(from_url(home), "models/enso_convlstm/0.pt")["size"] > 0
+    assert catalog.read_table("enso_predictions").num_rows > 0
+    assert list((tmp_path / "work").rglob("best.pt")), "the training run's checkpoints stay in the work folder"
+
+def _upload(prefix: str, files: list[Path]) -> None:
+    import obstore
+    from obstore.store import from_url
+
+    store = from_url(f"s3://{BUCKET}/{prefix}")
+    for path in files:
+        obstore.put(store, path.name, path.read_bytes())
+
+
+def test_source_files_on_s3_ingest_like_local_ones_with_the_urls_in_lineage_and_errors(
+        s3: dict[str, str], tmp_path: Path) -> None:
+    from shoal.lineage import SourceFile
+
+    cobe = Path(__file__).parent / "data" / "cobe_sst"
+    prefix = uuid.uuid4().hex[:8]
+    good, bad = sorted((cobe / "good").glob("*.grb")), sorted((cobe / "bad").glob("*.grb"))
+    _upload(f"{prefix}/cobe", good + bad[:2])
+    _upload(prefix, [SAMPLE])
+    local, remote = Catalog(tmp_path / "local"), Catalog(tmp_path / "remote")
+    _shoal(str(local.home), "ingest", "sst", *good, *bad[:2])
+    done = _shoal(str(remote.home), "ingest", "sst", f"s3://{BUCKET}/{prefix}/cobe/")
+    assert done.returncode == 1 and f"s3://{BUCKET}/{prefix}/cobe/{bad[0].name}" in done.stderr, done.stderr
+    assert "shoal-sources-" not in done.stdout + done.stderr
+    assert remote.open_array("sst").sst.equals(local.open_array("sst").sst)
+    sources = remote.lineage("sst").sources
+    assert [s.path for s in sources] == [f"s3://{BUCKET}/{prefix}/cobe/{p.name}" for p in good]
+    assert [(s.sha256, s.bytes) for s in sources] == [(f.sha256, f.bytes) for f in map(SourceFile.of, good)]
+    one = _shoal(str(remote.home), "ingest", "oni", f"s3://{BUCKET}/{prefix}/{SAMPLE.name}")
+    assert one.returncode == 0, one.stderr
+    assert remote.lineage("nino34").sources[0].path == f"s3://{BUCKET}/{prefix}/{SAMPLE.name}"
+    missing = _shoal(str(remote.home), "ingest", "sst", f"s3://{BUCKET}/{prefix}/nothing/")
+    assert missing.returncode == 2 and missing.stderr.splitlines() == [
+        f"error: s3://{BUCKET}/{prefix}/nothing/: no objects there; check the bucket and prefix"], missing.stderr
+    unreadable = _shoal(str(remote.home), "ingest", "sst", "s3://no-such-bucket/cobe/")
+    assert unreadable.returncode == 2 and len(unreadable.stderr.splitlines()) == 1, unreadable.stderr
+    assert unreadable.stderr.startswith("error: s3://no-such-bucket/cobe/: cannot read it (") and "AWS_ENDPOINT_URL" in \
+        unreadable.stderr and len(remote.history("sst")) == 1

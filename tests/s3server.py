@@ -1,0 +1,54 @@
+"""A real S3-compatible server for tests and benchmarks: moto's server mode, in its own process, on 127.0.0.1.
+
+Its own process, not moto's ThreadedMotoServer: deltalake holds the GIL while it waits on
+the network, so a server thread inside the same process would never answer it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+
+
+@contextmanager
+def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
+    """A moto S3 server on a free loopback port with one bucket; the AWS variables that point at it, set meanwhile.
+
+    Raises:
+        RuntimeError: the server did not answer within a minute.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true"}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.put(f"{env['AWS_ENDPOINT_URL']}/{bucket}", timeout=5).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's S3 server did not start on 127.0.0.1:{port} (exit {server.poll()})")
+                time.sleep(0.2)
+        yield env
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        server.terminate()
+        server.wait(timeout=30)

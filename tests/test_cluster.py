@@ -1,0 +1,164 @@
+"""Ingest and backfills on a real 2-worker Dask LocalCluster: the same bytes and lineage as in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal import cluster
+from shoal.catalog import Catalog
+from shoal.datasets import cobe_sst
+from shoal.datasets.cobe_sst_sample import write_sample
+
+DATA = Path(__file__).parent / "data" / "cobe_sst"
+FORMS = "expected local, local:N"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    """Two worker processes of one thread each, for the whole module."""
+    with cluster.connect(cluster.ClusterSpec(workers=2)) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def months(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Sample COBE months in three folders: a year and a half, the half year before it, the half year after it."""
+    root = tmp_path_factory.mktemp("cobe")
+    spans = {"middle": ("1990-01", "1991-06"), "before": ("1989-07", "1989-12"), "after": ("1991-07", "1991-12")}
+    for name, (start, end) in spans.items():
+        write_sample(root / name, start=start, end=end)
+    return {name: root / name for name in spans}
+
+
+def _stored(catalog: Catalog) -> dict[str, bytes]:
+    """Every key of the array `sst` (Zarr metadata, coordinates, chunks of fields and sha256) with its bytes."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    store = catalog.array_session("sst").store
+
+    async def read() -> dict[str, bytes]:
+        keys = sorted([key async for key in store.list()])
+        return {key: (await store.get(key, prototype=default_buffer_prototype())).to_bytes() for key in keys}
+
+    return asyncio.run(read())
+
+
+def _assert_same_array(ours: Catalog, theirs: Catalog) -> None:
+    stored = _stored(ours)
+    assert any("/c/" in key for key in stored) and stored == _stored(theirs)
+    ours_history, theirs_history = ours.history("sst"), theirs.history("sst")
+    assert [v.lineage.sources for v in ours_history] == [v.lineage.sources for v in theirs_history]
+    assert [v.lineage.parameters for v in ours_history] == [v.lineage.parameters for v in theirs_history]
+    assert [v.lineage.message for v in ours_history] == [v.lineage.message for v in theirs_history]
+
+
+def _ran(client: object, run: Callable[[], object]) -> tuple[object, set[str]]:
+    """What `run()` returned, and the names of the functions the cluster's workers ran meanwhile."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    with get_task_stream(client=client) as stream:
+        result = run()
+    return result, {key_split(task["key"]) for task in stream.data}
+
+
+def test_an_sst_ingest_on_the_cluster_stores_the_same_bytes_and_lineage_as_one_process(
+        client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    for name in ("middle", "before", "after"):  # create the axis, rebuild it for earlier months, append to it
+        cobe_sst.ingest(local, [months[name]])
+        _, ran = _ran(client, lambda name=name: cobe_sst.ingest(spread, [months[name]], client=client))
+        assert {"decode_months", "write_part"} <= ran  # (dask's key names drop the leading underscore)
+    assert len(spread.history("sst")) == 3 and spread.open_array("sst").sizes["time"] == 30
+    _assert_same_array(spread, local)
+    again = cobe_sst.ingest(spread, [months["middle"]], client=client)
+    assert len(again.unchanged) == 18 and not again.committed and len(spread.history("sst")) == 3
+
+
+def test_bad_grib_files_on_the_cluster_are_reported_in_the_same_lines_and_the_good_months_committed(
+        client: object, tmp_path: Path) -> None:
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    paths = [DATA / "good", DATA / "bad"]
+    expected = cobe_sst.ingest(local, paths)
+    report = cobe_sst.ingest(spread, paths, client=client)
+    assert report.exit_code == 1 and len(report.committed) == 3 and len(report.failures) == 9
+    assert report.failures == expected.failures and report.committed == expected.committed
+    _assert_same_array(spread, local)
+
+
+def test_the_backfill_flow_on_a_dask_task_runner_equals_the_local_flow(
+        prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    from shoal.flows.backfill import backfill_sst
+
+    gappy = tmp_path / "gappy"
+    gappy.mkdir()
+    for path in months["middle"].glob("*.grb"):
+        (gappy / path.name).write_bytes(path.read_bytes())
+    (gappy / "sst199102.grb").write_bytes(b"GRIB" + b"\0" * 60)  # corrupt: fails its month alone
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    arguments = {"source": gappy, "start": "1990-01", "end": "1991-06", "chunk": 5, "concurrency": 2}
+    expected = backfill_sst(home=str(local.home), **arguments)
+    on_cluster = backfill_sst.with_options(task_runner=cluster.task_runner(client))
+    report, ran = _ran(client, lambda: on_cluster(home=str(spread.home), **arguments))
+    assert "write_chunk_task" in ran
+    assert len(report.committed) == 17 and report.failures == expected.failures and len(spread.history("sst")) == 1
+    _assert_same_array(spread, local)
+
+
+def test_the_ingest_flow_on_a_dask_task_runner_decodes_on_the_workers(
+        prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    from shoal.flows import ingest_sst
+
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    ingest_sst(paths=[months["after"]], home=str(local.home))
+    on_cluster = ingest_sst.with_options(task_runner=cluster.task_runner(client))
+    assert "decode_months" in _ran(client, lambda: on_cluster(paths=[months["after"]], home=str(spread.home)))[1]
+    _assert_same_array(spread, local)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("local", cluster.ClusterSpec(workers=os.cpu_count())), ("local:3", cluster.ClusterSpec(workers=3)),
+    ("tcp://10.0.0.5:8786", cluster.ClusterSpec(address="tcp://10.0.0.5:8786"))])
+def test_the_cluster_forms_parse(value: str, expected: cluster.ClusterSpec) -> None:
+    assert cluster.parse(value) == expected
+
+
+@pytest.mark.parametrize("value", ["local:0", "local:two", "lokal", "tcp://host", "10.0.0.5:8786", "tcp://h:1/x"])
+def test_a_bad_cluster_value_is_refused_naming_the_accepted_forms(value: str) -> None:
+    with pytest.raises(cluster.ClusterError, match=re.escape(f"--cluster '{value}': {FORMS}")):
+        cluster.parse(value)
+
+
+def _shoal(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "SHOAL_HOME"} | {"NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "shoal", *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.mark.parametrize("command", [["ingest", "sst", "DIR"], ["run", "enso", "DIR"],
+                                     ["backfill", "sst", "--source", "DIR", "--start", "1990-01", "--end", "1990-02"]])
+def test_the_cli_refuses_a_bad_cluster_in_one_line_before_any_work(command: list[str], months: dict[str, Path],
+                                                                   home: Path) -> None:
+    result = _shoal("--home", home, *[str(months["after"]) if arg == "DIR" else arg for arg in command],
+                    "--cluster", "local:0")
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"error: --cluster 'local:0': expected {cluster.FORMS}"], result.stderr
+    assert not home.exists()
+
+
+def test_shoal_ingest_sst_with_a_local_cluster_commits_what_one_process_would(months: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    cobe_sst.ingest(local, [months["after"]])
+    result = _shoal("--home", spread.home, "ingest", "sst", months["after"], "--cluster", "local:2")
+    assert result.returncode == 0, result.stderr
+    assert "sst: version 0; 6 committed, 0 unchanged, 0 failed" in result.stdout
+    _assert_same_array(spread, local)
