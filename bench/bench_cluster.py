@@ -12,11 +12,11 @@ interleaved runs each (ours, baseline, ...), medians with their spread. The clus
 started once before the clock; a second result adds its start and close (the cost of one
 `--cluster local:2` command) to one run. Target: the same stored bytes as the baseline (every
 Zarr key of the array compared); the speed is reported as measured, with no target on this
-machine: its 2 cores are shared by the driver and both workers (and by other users), so the
-cluster can only pay its overhead here: pickling two forks and 1,560 months' metadata, a
-second round of tasks for the writes, and a driver that competes with the workers for the
-cores while it hashes and merges. Where the workers have cores of their own, the decoding and
-the compression (~5 s of the ~5 s here) are what spreads.
+machine: its 2 cores are shared by the driver and both workers (and by other users). The
+cluster adds pickling two forks and 1,560 months' metadata, a second round of tasks for the
+writes, and a driver that competes with the workers for the cores while it hashes and merges;
+it moves the decoding and the compression off the driver. Where the workers have cores of
+their own, those are what spreads.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from shoal.tasks import FeatureBuild, existing_build
 if TYPE_CHECKING:
     import torch
     import xarray as xr
+    from distributed import Client
 
     from shoal.catalog import Catalog
     from shoal.progress import Reporter
@@ -46,6 +47,7 @@ PHASES = ("E", "L", "N")  # class 0, 1, 2
 PERIODS = ("train", "valid", "test")  # split codes 0, 1, 2
 Period = Literal["train", "valid", "test"]
 FORMAT = 2  # bump when the feature computation changes: it is part of the content key
+SPREAD_MONTHS = 120  # months of SST a Dask worker reads and coarsens at a time (`shoal features enso --cluster`)
 
 
 @dataclass(frozen=True)
@@ -136,8 +138,14 @@ def compute(sst: xr.Dataset, nino34: dict[str, np.ndarray], config: EnsoFeatureC
     return features, {"sst": sst_stats.to_dict(), "index": index_stats.to_dict()}
 
 
-def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | None = None) -> FeatureBuild:
-    """Build (or reuse) the feature version for the latest `sst` and `nino34`."""
+def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | None = None,
+          client: Client | None = None) -> FeatureBuild:
+    """Build (or reuse) the feature version for the latest `sst` and `nino34`.
+
+    With a Dask `client`, its workers read, crop and coarsen the SST in blocks of
+    SPREAD_MONTHS months (the part that grows with the archive); the statistics, the
+    normalization and the one commit stay here. The bytes are those of a build without one.
+    """
     from shoal.arrays import resolve
     from shoal.progress import NULL
 
@@ -155,7 +163,14 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
         "phase": np.array(table.column("phase").to_pylist(), dtype=object),
     }
     reporter.advance(status="read nino34")
-    features, stats = compute(catalog.open_array("sst", version=sst_input.version), nino34, config)
+    sst = catalog.open_array("sst", version=sst_input.version)
+    if client is None:
+        features, stats = compute(sst, nino34, config)
+    else:
+        import dask
+
+        with dask.config.set(scheduler=client):
+            features, stats = compute(sst.chunk({"time": SPREAD_MONTHS}), nino34, config)
     reporter.advance(status="computed")
     h, w = features.sizes["lat"], features.sizes["lon"]
     snapshot = catalog.write_array(DATASET, features, encoding={"sst": {"chunks": (12, h, w)}}, provenance=Provenance(

@@ -16,8 +16,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 
+from shoal import cluster
 from shoal.catalog import Catalog
-from shoal.flows.ingest import IngestFailed, _transient, ingest_source
+from shoal.flows.ingest import IngestFailed, _transient, flow_dask_client, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter
 from shoal.sources import IngestReport
@@ -45,7 +46,7 @@ def features_task(task_name: str, home: str | None, settings: dict[str, Any]) ->
     """Build or reuse the task's feature version of the newest inputs; a new one is announced as an event."""
     chosen = get_task(task_name)
     catalog = Catalog(home)
-    build = chosen.build_features(catalog, chosen.parse(settings), RunLogReporter())
+    build = cluster.on(flow_dask_client(), chosen.build_features)(catalog, chosen.parse(settings), RunLogReporter())
     if not build.reused:
         emit_event(event=NEW_FEATURES, resource={"prefect.resource.id": f"shoal.features.{task_name}",
                                                  "shoal.home": catalog.home},
@@ -122,8 +123,9 @@ def pipeline(task_name: str, paths: list[Path], home: str | None = None, setting
 
     Bad input files are reported and the good ones used: the pipeline stops only when a
     source committed nothing at all (nor had anything unchanged). On a `DaskTaskRunner`
-    (`shoal run TASK --cluster ...`) the ingests of sources that spread decode on its workers;
-    the features, the training and the predictions run in this process either way.
+    (`shoal run TASK --cluster ...`) the ingests of sources that spread decode on its workers,
+    and a feature build that spreads (ENSO) reads its inputs there; the training and the
+    predictions run in this process either way.
     """
     settings = settings or {}
     chosen = get_task(task_name)

@@ -33,6 +33,7 @@ from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTabl
 
 if TYPE_CHECKING:
     import torch
+    from distributed import Client
 
     from shoal.catalog import Catalog
     from shoal.models.registry import ModelVersion
@@ -182,11 +183,12 @@ class Enso(Task):
         tables = [Path(p) for p in paths if Path(p).suffix == ".txt"]
         return [("sst", [Path(p) for p in paths if Path(p).suffix != ".txt"]), ("oni", tables or [SAMPLE])]
 
-    def build_features(self, catalog: Catalog, settings: EnsoSettings, reporter: Reporter) -> FeatureBuild:
-        """Build (or reuse) `enso_features` for the latest `sst` and `nino34`."""
+    def build_features(self, catalog: Catalog, settings: EnsoSettings, reporter: Reporter, *,
+                       client: Client | None = None) -> FeatureBuild:
+        """Build (or reuse) `enso_features` for the latest `sst` and `nino34` (the SST read on `client`'s cluster)."""
         config = EnsoFeatureConfig(valid_start=settings.valid_start, test_start=settings.test_start,
                                    coarsen=settings.coarsen)
-        return build(catalog, config=config, reporter=reporter)
+        return build(catalog, config=config, reporter=reporter, client=client)
 
     def prepare(self, catalog: Catalog, settings: EnsoSettings, feature_version: int | str | None) -> Prepared:
         """The ConvLSTM sized to the features' grid, with one output per lead, and the two splits."""

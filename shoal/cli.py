@@ -103,17 +103,13 @@ def ingest(
     cluster: ClusterOpt = None,
 ) -> None:
     """Ingest source files into the catalog (one commit per call)."""
-    from shoal.cluster import connect, parse, spreads
+    from shoal.cluster import connect
     from shoal.cluster import ingest as ingest_on
     from shoal.sources import get_source
     from shoal.staging import staged
 
-    spec = parse(cluster) if cluster else None
     chosen = get_source(source)
-    if spec is not None and not spreads(chosen):
-        typer.echo(f"note: {source} ingests in this process (it does not spread over a cluster); no cluster started",
-                   err=True)
-        spec = None
+    spec = _cluster(cluster, chosen.ingest, f"ingest {source}")
     catalog = _catalog()
     with staged(paths) as local, connect(spec) as client:
         with _reporter() as reporter:
@@ -379,8 +375,8 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "config": (Path | None, typer.Option(help="The pipelines' config file (default ./shoal.toml).")),
     "nproc": (int | None, typer.Option(min=1, help="Train on N processes of this machine (DistributedDataParallel: "
                                                    "NCCL on GPUs, gloo on the CPU); --batch-size is their sum.")),
-    "cluster": (str | None, typer.Option(help="Ingest on a Dask cluster: local[:N] or tcp://HOST:PORT (features, "
-                                              "training and predictions run in this process).")),
+    "cluster": (str | None, typer.Option(help="Spread over a Dask cluster: local[:N] or tcp://HOST:PORT (the SST "
+                                              "ingest and the ENSO features; training and predictions run here).")),
 }
 
 
@@ -436,15 +432,29 @@ def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
     console.print(skill.verdict, markup=False, highlight=False)
 
 
-@_step("features", options=_FEATURE_OPTIONS)
-def features_command(task_name: str, given: dict[str, Any]) -> None:
-    """Build (or reuse) the task's feature version from the newest inputs."""
+def _cluster(value: str | None, function: Any, what: str) -> Any:
+    """The parsed `--cluster` value; None, with a one-line note, where `function` runs in this process anyway."""
+    from shoal.cluster import parse, spreads
+
+    spec = parse(value) if value else None
+    if spec is not None and not spreads(function):
+        typer.echo(f"note: {what} runs in this process (it does not spread over a cluster); no cluster started",
+                   err=True)
+        return None
+    return spec
+
+
+@_step("features", options=(*_FEATURE_OPTIONS, "cluster"))
+def features_command(task_name: str, given: dict[str, Any], *, cluster: str | None) -> None:
+    """Build (or reuse) the task's feature version from the newest inputs (ENSO: the SST read on --cluster's workers)."""
+    from shoal.cluster import connect, on
     from shoal.tasks import get_task
 
     task = get_task(task_name)
     settings = task.parse(given)
-    with _reporter() as reporter:
-        task.build_features(_catalog(), settings, reporter)
+    spec = _cluster(cluster, task.build_features, f"features {task_name}")
+    with connect(spec) as client, _reporter() as reporter:
+        on(client, task.build_features)(_catalog(), settings, reporter)
 
 
 @_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "nproc",

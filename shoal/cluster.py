@@ -6,8 +6,9 @@ per core) for the length of a command; `tcp://HOST:PORT` connects to a running s
 catalog's storage, so a remote cluster needs a home its workers reach as well (an
 object-store URL, or a file system mounted at the same path).
 
-What spreads is the decoding (and the writing of data chunks) of source files; the commit
-stays single, on the driver. `distributed` costs ~0.4 s to import: it is imported inside
+What spreads is the decoding (and the writing of data chunks) of source files, and the
+reading and coarsening of the SST for the ENSO features; the commit stays single, on the
+driver. `distributed` costs ~0.4 s to import: it is imported inside
 the functions, so that `import shoal` stays fast.
 """
 
@@ -17,11 +18,12 @@ import inspect
 import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from shoal.errors import ShoalError
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from shoal.catalog import Catalog
     from shoal.sources import FileDone, IngestReport, Source
 
+T = TypeVar("T")
 FORMS = "local, local:N (N worker processes, N >= 1) or tcp://HOST:PORT (a running scheduler, e.g. tcp://10.0.0.5:8786)"
 _LOCAL = re.compile(r"local(?::(\d+))?")
 _ADDRESS = re.compile(r"tcp://[^\s:/]+:\d{1,5}")
@@ -119,20 +122,28 @@ def task_runner(client: Client) -> DaskTaskRunner:
     return DaskTaskRunner(address=client.scheduler.address)
 
 
-def spreads(source: Source) -> bool:
-    """Whether a source's ingest can spread over a cluster: it takes a `client` keyword (sst so far)."""
-    return "client" in inspect.signature(source.ingest).parameters
+def spreads(function: Callable[..., object]) -> bool:
+    """Whether a source's ingest or a task's feature build can spread over a cluster: it takes a `client` keyword.
+
+    So far: `ingest sst` and the ENSO features.
+    """
+    return "client" in inspect.signature(function).parameters
+
+
+def on(client: Client | None, function: Callable[..., T]) -> Callable[..., T]:
+    """`function` with `client=client` when there is a client and it takes one; else `function`, in this process."""
+    if client is not None and spreads(function):
+        return partial(function, client=client)
+    return function
 
 
 def ingest(source: Source, catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None,
            client: Client | None) -> IngestReport:
     """Run a source's ingest, on `client`'s cluster when there is one and the source can spread.
 
-    A source that cannot (oni, higgs) runs in this process, as without a cluster.
+    A source that cannot (oni, higgs, speech) runs in this process, as without a cluster.
     """
-    if client is not None and spreads(source):
-        return source.ingest(catalog, paths, progress=progress, client=client)
-    return source.ingest(catalog, paths, progress=progress)
+    return on(client, source.ingest)(catalog, paths, progress=progress)
 
 
 # Icechunk forks: workers write array chunks into forks of the driver's ONE session, which

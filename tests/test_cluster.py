@@ -38,11 +38,11 @@ def months(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: root / name for name in spans}
 
 
-def _stored(catalog: Catalog) -> dict[str, bytes]:
-    """Every key of the array `sst` (Zarr metadata, coordinates, chunks of fields and sha256) with its bytes."""
+def _stored(catalog: Catalog, name: str = "sst") -> dict[str, bytes]:
+    """Every key of an array (Zarr metadata, coordinates, chunks: of `sst`, its fields and sha256) with its bytes."""
     from zarr.core.buffer import default_buffer_prototype
 
-    store = catalog.array_session("sst").store
+    store = catalog.array_session(name).store
 
     async def read() -> dict[str, bytes]:
         keys = sorted([key async for key in store.list()])
@@ -124,6 +124,60 @@ def test_the_ingest_flow_on_a_dask_task_runner_decodes_on_the_workers(
     _assert_same_array(spread, local)
 
 
+def _enso_inputs(months: dict[str, Path], *catalogs: Catalog) -> None:
+    from shoal.datasets import oni
+    from shoal.datasets.oni import SAMPLE
+
+    for catalog in catalogs:
+        cobe_sst.ingest(catalog, list(months.values()))
+        oni.ingest(catalog, [SAMPLE])
+
+
+def _assert_same_features(ours: Catalog, theirs: Catalog) -> None:
+    from shoal.features import enso
+
+    stored = _stored(ours, enso.DATASET)
+    assert any("/c/" in key for key in stored) and stored == _stored(theirs, enso.DATASET)
+    # The content keys differ: they hold the inputs' snapshot ids, which are two repositories' own.
+    mine, other = ours.lineage(enso.DATASET).parameters, theirs.lineage(enso.DATASET).parameters
+    assert (mine["config"], mine["statistics"]) == (other["config"], other["statistics"])
+
+
+def test_the_enso_features_built_on_the_cluster_are_the_bytes_of_a_local_build(
+        client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    from shoal.features import enso
+
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    _enso_inputs(months, local, spread)
+    config = enso.EnsoFeatureConfig(valid_start="1991-01", test_start="1991-07", coarsen=4)
+    enso.build(local, config=config)
+    built, ran = _ran(client, lambda: enso.build(spread, config=config, client=client))
+    assert ran and not built.reused  # the SST blocks were read on the workers
+    _assert_same_features(spread, local)
+
+
+def test_the_feature_flow_on_a_dask_task_runner_reads_the_sst_on_the_workers(
+        prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    from shoal.flows.pipelines import build_features
+
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    _enso_inputs(months, local, spread)
+    settings = {"valid_start": "1991-01", "test_start": "1991-07", "coarsen": 4}
+    build_features(task_name="enso", home=str(local.home), settings=settings)
+    on_cluster = build_features.with_options(task_runner=cluster.task_runner(client))
+    assert _ran(client, lambda: on_cluster(task_name="enso", home=str(spread.home), settings=settings))[1]
+    _assert_same_features(spread, local)
+
+
+def test_a_step_that_does_not_spread_says_so_and_starts_no_cluster(home: Path) -> None:
+    from shoal.datasets.oni import SAMPLE
+
+    result = _shoal("--home", home, "ingest", "oni", SAMPLE, "--cluster", "local:2")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "note: ingest oni runs in this process (it does not spread over a cluster); no cluster started"]
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("local", cluster.ClusterSpec(workers=os.cpu_count())), ("local:3", cluster.ClusterSpec(workers=3)),
     ("tcp://10.0.0.5:8786", cluster.ClusterSpec(address="tcp://10.0.0.5:8786"))])
@@ -143,7 +197,7 @@ def _shoal(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=False)
 
 
-@pytest.mark.parametrize("command", [["ingest", "sst", "DIR"], ["run", "enso", "DIR"],
+@pytest.mark.parametrize("command", [["ingest", "sst", "DIR"], ["run", "enso", "DIR"], ["features", "enso"],
                                      ["backfill", "sst", "--source", "DIR", "--start", "1990-01", "--end", "1990-02"]])
 def test_the_cli_refuses_a_bad_cluster_in_one_line_before_any_work(command: list[str], months: dict[str, Path],
                                                                    home: Path) -> None:
