@@ -11,7 +11,9 @@ Parquet encoding over every core, while a thread hashes the file. A bad value nu
 row's label, so the files' own Parquet statistics tell whether any row was bad; then a
 second, block-wise reading finds the first bad line to name it. A zip (read by member, which
 polars cannot scan) goes block by block: a reader thread inflates and cuts the text into
-blocks of whole lines, polars parses each, two threads encode the Parquet files. Either
+blocks of whole lines, polars parses each, two threads encode the Parquet files. With a
+Dask client (`--cluster`), a plain file is cut into spans of whole lines that the workers
+count, then parse, check and write (gzip and zip are one stream each: read here). Every
 way: ONE Delta commit at the end; a bad line anywhere commits nothing.
 
 Split (the paper's): test = the last 500,000 rows, valid = the 500,000 before, train = the
@@ -44,6 +46,7 @@ from shoal.sources import FileDone, IngestReport, no_progress, register_source
 
 if TYPE_CHECKING:
     import polars as pl
+    from distributed import Client
 
     from shoal.catalog import Catalog
 
@@ -66,6 +69,7 @@ HELD_OUT = 500_000  # rows of test, and of valid, in a full-size file (the paper
 TAIL = 2 * HELD_OUT  # rows held back until the end of the stream
 BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000 rows)
 FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
+SPAN_BYTES = 64 << 20  # the most text one Dask task parses and writes (~90,000 rows; `--cluster`)
 GZIP, ZIP = b"\x1f\x8b", b"PK\x03\x04"  # the first bytes of a gzip and of a zip file
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
         "fetch the file again (`shoal fetch higgs`) or fix the line")
@@ -368,6 +372,95 @@ class _Query:
         return [file for _, _, file in files]
 
 
+def _line_start(file: IO[bytes], offset: int) -> int:
+    """Where the first line that starts at or after `offset` starts."""
+    if offset == 0:
+        return 0
+    file.seek(offset - 1)
+    file.readline()
+    return file.tell()
+
+
+def _spans(path: Path, parts: int) -> list[tuple[int, int]]:
+    """Byte spans of whole lines that cover the file: `parts` of them, or more so that none exceeds ~SPAN_BYTES."""
+    size = path.stat().st_size
+    count = max(parts, -(-size // SPAN_BYTES))
+    with path.open("rb") as file:
+        starts = sorted({_line_start(file, size * i // count) for i in range(count)} | {size})
+    return [(start, end) for start, end in zip(starts, starts[1:]) if end > start]
+
+
+def _read_span(path: Path, span: tuple[int, int]) -> bytes:
+    with path.open("rb") as file:
+        file.seek(span[0])
+        return file.read(span[1] - span[0])
+
+
+def _count_lines(path: Path, span: tuple[int, int]) -> int:
+    """On a worker: the lines of a span (a last line without its newline counts)."""
+    text = _read_span(path, span)
+    return text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
+
+
+def _write_span(path: Path, span: tuple[int, int], first_row: int, bounds: tuple[int, int], folder: Path,
+                number: int) -> list[str]:
+    """On a worker: parse and check a span of lines, write its rows (row ids from `first_row`) as Parquet files.
+
+    Raises:
+        SchemaError: the span's first bad line, numbered in the whole file.
+    """
+    import polars as pl
+
+    frame = _parse(path, _read_span(path, span), first_row + 1)
+    frame = (frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=first_row)
+             .with_columns(pl.col("row_id").cast(pl.Int64), _split(bounds)))
+    written = []
+    for part, start in enumerate(range(0, frame.height, FILE_ROWS)):
+        target = folder / f"span-{number:05d}-{part:03d}.parquet"
+        frame.slice(start, FILE_ROWS).write_parquet(target, compression="snappy")
+        written.append(str(target))
+    return written
+
+
+class _Spread:
+    """A plain CSV parsed, checked and written by a Dask cluster's workers, for `Catalog.write_files`.
+
+    Two rounds over spans of whole lines: the workers count the lines of their spans (so
+    every row's id and split are known), then parse, check and write them; the driver hashes
+    the file meanwhile. A bad line fails the whole file, named as in one process: the
+    earliest span's first bad line.
+    """
+
+    def __init__(self, path: Path, client: Client) -> None:
+        self.path, self.client, self.rows, self.source = path, client, 0, None
+
+    def write(self, folder: Path) -> list[Path]:
+        """The checked files in row order; the file hashed meanwhile."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from distributed import wait
+
+        from shoal.cluster import workers
+
+        folder.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(1) as pool:
+            hashed = pool.submit(SourceFile.of, self.path)
+            spans = _spans(self.path, 4 * workers(self.client))
+            counts = self.client.gather(self.client.map(_count_lines, [self.path] * len(spans), spans, pure=False))
+            self.rows = sum(counts)
+            if self.rows < 3:
+                raise _too_few(self.path, self.rows)
+            firsts = np.cumsum([0, *counts[:-1]]).tolist()
+            parts = [self.client.submit(_write_span, self.path, span, first, _bounds(self.rows), folder, number,
+                                        pure=False) for number, (span, first) in enumerate(zip(spans, firsts))]
+            wait(parts)
+            for part in parts:
+                if part.status == "error":
+                    raise part.exception()
+            self.source = hashed.result()
+        return [Path(file) for part in parts for file in part.result()]
+
+
 def _unchanged(catalog: Catalog, path: Path) -> int | None:
     """The version of `higgs` made from a file with the same sha256, when the table is still it.
 
@@ -393,13 +486,16 @@ def _provenance(path: Path, source: SourceFile, rows: int) -> Provenance:
 
 
 @register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed")
-def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
+           client: Client | None = None) -> IngestReport:
     """Ingest one HIGGS file into `higgs`: the same sha256 again is a no-op; another file replaces the table.
 
     Args:
         catalog: the catalog.
         paths: exactly one file.
         progress: called with the file once it is committed or has failed.
+        client: a Dask client whose workers parse and write a plain CSV in spans of whole
+            lines (the same rows as without one); a gzip or zip, one stream, is read here.
     """
     done = progress or no_progress
     latest = catalog.latest_version(DATASET) if catalog.exists(DATASET) else None
@@ -418,7 +514,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
             version = catalog.write_streamed(DATASET, stream, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, stream.reader.source, stream.rows)))
         else:
-            query = _Query(path)
+            query = _Spread(path, client) if client is not None and not _starts_with(path, GZIP) else _Query(path)
             version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, query.source, query.rows)))
     except (SourceError, EOFError, OSError, zipfile.BadZipFile) as error:

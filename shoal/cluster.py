@@ -6,9 +6,9 @@ per core) for the length of a command; `tcp://HOST:PORT` connects to a running s
 catalog's storage, so a remote cluster needs a home its workers reach as well (an
 object-store URL, or a file system mounted at the same path).
 
-What spreads is the decoding (and the writing of data chunks) of source files, and the
-reading and coarsening of the SST for the ENSO features; the commit stays single, on the
-driver. `distributed` costs ~0.4 s to import: it is imported inside
+What spreads is the decoding (and the writing of data chunks or files) of source files, and
+the reading and coarsening of the SST for the ENSO features; the commit stays single, on
+the driver. `distributed` costs ~0.4 s to import: it is imported inside
 the functions, so that `import shoal` stays fast.
 """
 
@@ -125,7 +125,7 @@ def task_runner(client: Client) -> DaskTaskRunner:
 def spreads(function: Callable[..., object]) -> bool:
     """Whether a source's ingest or a task's feature build can spread over a cluster: it takes a `client` keyword.
 
-    So far: `ingest sst` and the ENSO features.
+    So far: `ingest sst`, `ingest higgs` (a plain CSV) and the ENSO features.
     """
     return "client" in inspect.signature(function).parameters
 
@@ -141,7 +141,7 @@ def ingest(source: Source, catalog: Catalog, paths: Sequence[Path], *, progress:
            client: Client | None) -> IngestReport:
     """Run a source's ingest, on `client`'s cluster when there is one and the source can spread.
 
-    A source that cannot (oni, higgs, speech) runs in this process, as without a cluster.
+    A source that cannot (oni, speech) runs in this process, as without a cluster.
     """
     return on(client, source.ingest)(catalog, paths, progress=progress)
 

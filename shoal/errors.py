@@ -35,6 +35,17 @@ class SourceError(ShoalError):
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}; {fix}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as its message, path and line (a Dask worker's error reaches the driver whole)."""
+        return _restore, (type(self), str(self), self.path, self.line)
+
+
+def _restore(kind: type[SourceError], message: str, path: str, line: int | None) -> SourceError:
+    error = Exception.__new__(kind)
+    Exception.__init__(error, message)
+    error.path, error.line = path, line
+    return error
+
 
 class SchemaError(SourceError):
     """A source parsed, but its columns or values do not match the expected schema."""

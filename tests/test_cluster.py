@@ -169,6 +169,41 @@ def test_the_feature_flow_on_a_dask_task_runner_reads_the_sst_on_the_workers(
     _assert_same_features(spread, local)
 
 
+HIGGS = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"
+
+
+def _rows(catalog: Catalog) -> object:
+    return catalog.read_table("higgs").sort_by("row_id")
+
+
+def test_a_plain_higgs_csv_parsed_in_spans_on_the_cluster_gives_the_rows_of_one_process(
+        client: object, tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    higgs.ingest(local, [HIGGS])
+    report, ran = _ran(client, lambda: higgs.ingest(spread, [HIGGS], client=client))
+    assert report.exit_code == 0 and {"count_lines", "write_span"} <= ran, report.failures  # (no leading _)
+    assert _rows(spread).equals(_rows(local)) and _rows(spread).num_rows == 500
+    assert spread.lineage("higgs").sources == local.lineage("higgs").sources
+    assert spread.lineage("higgs").parameters == local.lineage("higgs").parameters
+
+
+def test_a_bad_higgs_line_on_the_cluster_is_named_as_in_one_process_and_nothing_is_committed(
+        client: object, tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+
+    lines = HIGGS.read_text().splitlines(keepends=True)
+    lines[400] = lines[400].replace(",", ",x", 1)  # line 401, in one of the last spans
+    bad = tmp_path / "HIGGS.csv"
+    bad.write_text("".join(lines))
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    expected = higgs.ingest(local, [bad])
+    report = higgs.ingest(spread, [bad], client=client)
+    assert report.exit_code == 2 and report.failures == expected.failures and ":401: column" in report.failures[0]
+    assert not spread.exists("higgs") and not list((tmp_path / "spread").rglob("*.parquet"))
+
+
 def test_a_step_that_does_not_spread_says_so_and_starts_no_cluster(home: Path) -> None:
     from shoal.datasets.oni import SAMPLE
 
