@@ -15,7 +15,8 @@ Both keep a speaker's clips on one side. An archive is read up to its list files
 Every clip becomes 16 kHz mono int16: another rate is resampled with soxr, more channels are
 averaged, and the row keeps the file's own rate and channel count. A clip already in the
 table with the same sha256 is unchanged; new clips are appended in ONE commit per table, their
-Parquet files encoded by threads while the stream goes on (`Catalog.write_streamed`).
+Parquet files encoded by threads while the stream goes on (`Catalog.write_streamed`); with a
+Dask client (`--cluster`), the workers decode and write the clips of folders, a shard each.
 Bad clips (empty, corrupt, not WAV, outside a word folder) and refused archive members
 (absolute paths, `..`, links, devices) get one line each; the good clips still land.
 """
@@ -28,7 +29,7 @@ import io
 import re
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,8 @@ from shoal.lineage import HashingReader, Provenance, SourceFile
 from shoal.sources import FileDone, IngestReport, no_progress, register_source
 
 if TYPE_CHECKING:
+    from distributed import Client, Future
+
     from shoal.catalog import Catalog
 
 DATASET = "speech"
@@ -283,8 +286,10 @@ def _stored(catalog: Catalog, name: str, key: str) -> dict[str, str]:
 class _Clips:
     """The new clips of some sources as record batches, decoded as they stream by.
 
-    In this process: decoding is ~0.2 ms a clip, and writing the waveforms to Parquet costs
-    several times that; worker processes made the whole ingest slower here (BENCHMARKS.md).
+    `batches` decodes in this process: decoding is ~0.2 ms a clip, and writing the waveforms
+    to Parquet costs several times that; worker processes that only decoded made the whole
+    ingest slower here (BENCHMARKS.md). `spread` gives a Dask cluster both: its workers
+    decode a shard of clips and write it.
     """
 
     def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone) -> None:
@@ -320,6 +325,18 @@ class _Clips:
         if self._folder and member.name.endswith(".wav"):
             self.done(member.where)
 
+    def _settle(self, candidate: Candidate, result: tuple[np.ndarray, int, int] | str) -> bool:
+        """Record a decoded candidate's failure, or keep it as noise; True for a clip to write."""
+        member, _, sha256 = candidate
+        if isinstance(result, str):
+            self.outcome.failures.append(str(SourceError(member.where, result, fix=_FIX_WAV)))
+            return False
+        if member.name.startswith(f"{NOISE_FOLDER}/"):
+            self.outcome.noise.append((member, result, sha256))
+            return False
+        self.outcome.committed.append(member.where)
+        return True
+
     def batches(self, lists: dict[Path, dict[str, set[str]] | None]) -> Iterator[pa.RecordBatch]:
         """Record batches of up to BATCH new clips; failures and noise go to the outcome."""
         for path in self.paths:
@@ -327,15 +344,10 @@ class _Clips:
             clips, splits, hashes = [], [], []
             for candidate in self._candidates(path, lists[path]):
                 (member, split, sha256), result = candidate, _decoded(candidate)
-                if isinstance(result, str):
-                    self.outcome.failures.append(str(SourceError(member.where, result, fix=_FIX_WAV)))
-                elif member.name.startswith(f"{NOISE_FOLDER}/"):
-                    self.outcome.noise.append((member, result, sha256))
-                else:
+                if self._settle(candidate, result):
                     clips.append((member, result))
                     splits.append(split)
                     hashes.append(sha256)
-                    self.outcome.committed.append(member.where)
                 self._tick(member)
                 if len(clips) == BATCH:
                     yield _clip_batch(clips, splits, hashes)
@@ -344,6 +356,75 @@ class _Clips:
                 yield _clip_batch(clips, splits, hashes)
             if not self._folder:
                 self.done(str(path))
+
+
+    def spread(self, client: Client, lists: dict[Path, dict[str, set[str]] | None], folder: Path) -> list[Path]:
+        """The new clips of folders decoded and written by `client`'s workers, a shard of BATCH clips a file.
+
+        This process hashes, checks and splits every file (and decodes the few noise
+        recordings); each worker reads its shard's files again, decodes them and writes one
+        Parquet file into `folder`. The outcome (lines and their order) is that of `batches`.
+        """
+        folder.mkdir(parents=True, exist_ok=True)
+        shards: list[tuple[list[Candidate], list[int], Future]] = []
+        shard: list[Candidate] = []
+        places: list[int] = []  # where in outcome.failures each clip's decode failure would be, in one process
+
+        def submit() -> None:
+            items = [(member.name, member.where, split, sha256) for member, split, sha256 in shard]
+            target = folder / f"shard-{len(shards):05d}.parquet"
+            shards.append((shard, places, client.submit(_write_shard, items, target, pure=False)))
+
+        for path in self.paths:
+            self._folder = True
+            for candidate in self._candidates(path, lists[path]):
+                member = candidate[0]
+                if member.name.startswith(f"{NOISE_FOLDER}/"):
+                    self._settle(candidate, _decoded(candidate))
+                else:
+                    shard.append((replace(member, data=b""), *candidate[1:]))  # the worker reads the file again
+                    places.append(len(self.outcome.failures))
+                    if len(shard) == BATCH:
+                        submit()
+                        shard, places = [], []
+                self._tick(member)
+        if shard:
+            submit()
+        late, files = [], []
+        for candidates, at, future in shards:
+            problems, target = future.result()
+            for candidate, place, problem in zip(candidates, at, problems, strict=True):
+                if problem is None:
+                    self.outcome.committed.append(candidate[0].where)
+                else:
+                    late.append((place, str(SourceError(candidate[0].where, problem, fix=_FIX_WAV))))
+            files += [Path(target)] if target else []
+        for place, line in reversed(late):
+            self.outcome.failures.insert(place, line)
+        return files
+
+
+def _write_shard(items: list[tuple[str, str, str, str]], target: Path) -> tuple[list[str | None], str | None]:
+    """On a worker: decode a shard of clips (name, file, split, sha256) and write the good ones as one Parquet file.
+
+    Returns:
+        Per clip, None or what stops it; the file written (None when no clip decoded).
+    """
+    from shoal.tables import write_parquet
+
+    decoded, splits, hashes, problems = [], [], [], []
+    for name, where, split, sha256 in items:
+        candidate = (Member(name, where, Path(where).read_bytes()), split, sha256)
+        result = _decoded(candidate)
+        problems.append(result if isinstance(result, str) else None)
+        if not isinstance(result, str):
+            decoded.append((candidate[0], result))
+            splits.append(split)
+            hashes.append(sha256)
+    if not decoded:
+        return problems, None
+    write_parquet(pa.Table.from_batches([_clip_batch(decoded, splits, hashes)]), str(target))
+    return problems, str(target)
 
 
 def expand(paths: Sequence[Path]) -> list[Path]:
@@ -387,13 +468,17 @@ def _check_paths(paths: Sequence[Path], failures: list[str], done: FileDone) -> 
 
 @register_source("speech", dataset=DATASET, expand=expand,
                  description="Speech Commands (v0.01 layout): a folder or the .tar.gz, streamed")
-def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
+           client: Client | None = None) -> IngestReport:
     """Ingest Speech Commands folders or archives: new clips into `speech`, noise into `speech_noise`.
 
     Args:
         catalog: the catalog.
         paths: dataset folders and/or tar archives (`.tar.gz` as published).
         progress: called once per WAV of a folder and once per archive, when done with it.
+        client: a Dask client whose workers decode and write the clips of folders, a shard
+            of BATCH a task (the same rows and lines as without one); archives, one
+            stream each, are read here.
     """
     done = progress or no_progress
     outcome = _Outcome()
@@ -406,8 +491,12 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         return Provenance(sources=tuple(clips.sources[p] for p in good), parameters={"source": "speech", "split_rule": rules},
                           message=f"ingest Speech Commands from {', '.join(p.name for p in good)}")
 
-    version = catalog.write_streamed(DATASET, clips.batches(lists), schema=SCHEMA, provenance=provenance,
-                                      file_bytes=FILE_BYTES)
+    if client is not None and good and all(path.is_dir() for path in good):
+        version = catalog.write_files(DATASET, lambda folder: clips.spread(client, lists, folder), schema=SCHEMA,
+                                      provenance=provenance)
+    else:
+        version = catalog.write_streamed(DATASET, clips.batches(lists), schema=SCHEMA, provenance=provenance,
+                                          file_bytes=FILE_BYTES)
     _write_noise(catalog, outcome, provenance().sources)
     if version is None and catalog.exists(DATASET):
         version = catalog.latest_version(DATASET)

@@ -1,7 +1,7 @@
 """Ingest flows: thin Prefect wrappers over the registered sources of `shoal.datasets`.
 
 A flow run on a prefect-dask `DaskTaskRunner` (`shoal.cluster.task_runner`) ingests on its
-cluster: a source that can spread (sst, higgs) decodes on the workers through the task
+cluster: a source that can spread (sst, higgs, speech) decodes on the workers through the task
 runner's client, and the ingest still commits once, from this process.
 """
 

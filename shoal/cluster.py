@@ -125,7 +125,7 @@ def task_runner(client: Client) -> DaskTaskRunner:
 def spreads(function: Callable[..., object]) -> bool:
     """Whether a source's ingest or a task's feature build can spread over a cluster: it takes a `client` keyword.
 
-    So far: `ingest sst`, `ingest higgs` (a plain CSV) and the ENSO features.
+    So far: `ingest sst`, `ingest higgs` (a plain CSV), `ingest speech` (folders) and the ENSO features.
     """
     return "client" in inspect.signature(function).parameters
 
@@ -141,7 +141,7 @@ def ingest(source: Source, catalog: Catalog, paths: Sequence[Path], *, progress:
            client: Client | None) -> IngestReport:
     """Run a source's ingest, on `client`'s cluster when there is one and the source can spread.
 
-    A source that cannot (oni, speech) runs in this process, as without a cluster.
+    A source that cannot (oni) runs in this process, as without a cluster.
     """
     return on(client, source.ingest)(catalog, paths, progress=progress)
 

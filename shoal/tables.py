@@ -106,6 +106,18 @@ def write_table(
         ) from error
 
 
+def write_parquet(table: pa.Table, path: str, *, filesystem: object | None = None) -> None:
+    """One Parquet data file as shoal writes them: snappy, the text columns dictionary-encoded.
+
+    Dictionary-encoding only the text columns: trying it on every float column made each
+    file ~6x slower to write (pyarrow builds the dictionary, then gives it up).
+    """
+    import pyarrow.parquet as pq
+
+    text = [field.name for field in table.schema if pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)]
+    pq.write_table(table, path, filesystem=filesystem, compression="snappy", use_dictionary=text)
+
+
 class StreamedWrite:
     """Record batches written to Parquet files by worker threads, then ONE Delta commit adding them all.
 
@@ -153,13 +165,8 @@ class StreamedWrite:
             self._actions.append(self._pending.pop(0).result())
 
     def _write_file(self, path: str, batches: list[pa.RecordBatch]):  # noqa: ANN202 (deltalake is lazy)
-        import pyarrow.parquet as pq
-
         table = pa.Table.from_batches(batches, schema=self.schema)
-        # Dictionary-encoding only the text columns: trying it on every float column made
-        # each file ~6x slower to write (pyarrow builds the dictionary, then gives it up).
-        text = [field.name for field in self.schema if pa.types.is_string(field.type) or pa.types.is_dictionary(field.type)]
-        pq.write_table(table, f"{self._root}/{path}", filesystem=self._fs, compression="snappy", use_dictionary=text)
+        write_parquet(table, f"{self._root}/{path}", filesystem=self._fs)
         return self._add_action(path, table.num_rows)
 
     def adopt(self, paths: Iterable[str]) -> None:

@@ -204,6 +204,33 @@ def test_a_bad_higgs_line_on_the_cluster_is_named_as_in_one_process_and_nothing_
     assert not spread.exists("higgs") and not list((tmp_path / "spread").rglob("*.parquet"))
 
 
+def test_speech_folders_decoded_in_shards_on_the_cluster_give_the_rows_and_lines_of_one_process(
+        client: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    from shoal.datasets import speech_commands
+
+    folder = tmp_path / "v0.01"
+    shutil.copytree(Path(__file__).parent / "data" / "speech_commands" / "v0.01", folder)
+    (folder / "no" / "00000000_nohash_0.wav").write_bytes(b"RIFF not really")  # fails on a worker
+    (folder / "up" / "ffffffff_nohash_0.wav").write_bytes(b"")  # fails on a worker
+    (folder / "up" / "notes.txt").write_text("x")  # fails in this process, listed after those two
+    (folder / "_background_noise_").mkdir()
+    sf.write(folder / "_background_noise_" / "hum.wav", np.zeros(16_000, np.int16), 16_000, subtype="PCM_16")
+    monkeypatch.setattr(speech_commands, "BATCH", 4)  # several shards
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    expected = speech_commands.ingest(local, [folder])
+    report, ran = _ran(client, lambda: speech_commands.ingest(spread, [folder], client=client))
+    assert "write_shard" in ran and report.exit_code == 1 and len(report.failures) == 3
+    assert (report.committed, report.failures) == (expected.committed, expected.failures)
+    for name, key in (("speech", "clip_id"), ("speech_noise", "name")):
+        assert spread.read_table(name).sort_by(key).equals(local.read_table(name).sort_by(key))
+    assert spread.lineage("speech").sources == local.lineage("speech").sources
+
+
 def test_a_step_that_does_not_spread_says_so_and_starts_no_cluster(home: Path) -> None:
     from shoal.datasets.oni import SAMPLE
 
