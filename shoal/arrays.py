@@ -8,6 +8,7 @@ a killed writer are unreferenced files: the last snapshot stays intact.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,7 +48,12 @@ def _storage(uri: str) -> icechunk.Storage:
         return icechunk.s3_storage(bucket=bucket, prefix=prefix, from_env=True)
     if scheme in ("gs", "gcs"):
         return icechunk.gcs_storage(bucket=bucket, prefix=prefix, from_env=True)
-    raise CatalogError(f"array home {uri!r}: unsupported scheme {scheme!r}; use a local path, s3:// or gs://")
+    if scheme in ("az", "azure", "abfs"):  # az://CONTAINER/prefix, the account from the environment (as deltalake)
+        account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_ACCOUNT")
+        if not account:
+            raise CatalogError(f"array home {uri!r}: no Azure storage account; set AZURE_STORAGE_ACCOUNT_NAME")
+        return icechunk.azure_storage(account=account, container=bucket, prefix=prefix, from_env=True)
+    raise CatalogError(f"array home {uri!r}: unsupported scheme {scheme!r}; use a local path, s3://, gs:// or az://")
 
 
 def open_repo(uri: str, name: str, *, create: bool, lock_path: Path | None = None) -> icechunk.Repository:

@@ -186,3 +186,17 @@ def test_source_files_on_s3_ingest_like_local_ones_with_the_urls_in_lineage_and_
     assert unreadable.returncode == 2 and len(unreadable.stderr.splitlines()) == 1, unreadable.stderr
     assert unreadable.stderr.startswith("error: s3://no-such-bucket/cobe/: cannot read it (") and "AWS_ENDPOINT_URL" in \
         unreadable.stderr and len(remote.history("sst")) == 1
+
+
+def test_array_homes_take_s3_gs_and_az_and_refuse_other_schemes_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.arrays import _storage
+    from shoal.errors import CatalogError
+
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
+    with pytest.raises(CatalogError, match=r"^array home 'az://box/shoal': no Azure storage account; set AZURE_STORAGE_"):
+        _storage("az://box/shoal")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "someaccount")
+    assert "azure" in repr(_storage("az://box/shoal")).lower()
+    with pytest.raises(CatalogError, match=r"unsupported scheme 'ftp'; use a local path, s3://, gs:// or az://$"):
+        _storage("ftp://host/shoal")
