@@ -231,6 +231,27 @@ def test_speech_folders_decoded_in_shards_on_the_cluster_give_the_rows_and_lines
     assert spread.lineage("speech").sources == local.lineage("speech").sources
 
 
+def test_a_running_scheduler_is_used_by_its_address(client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
+    cobe_sst.ingest(local, [months["after"]])
+    with cluster.connect(cluster.parse(client.scheduler.address)) as remote:
+        _, ran = _ran(client, lambda: cobe_sst.ingest(spread, [months["after"]], client=remote))
+    assert "decode_months" in ran
+    _assert_same_array(spread, local)
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "2s")
+    with socket.socket() as probe:  # a free port: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(cluster.ClusterError, match=re.escape(f"cannot reach the Dask scheduler at {address}")), \
+            cluster.connect(cluster.parse(address)):
+        pass
+
+
 def test_a_step_that_does_not_spread_says_so_and_starts_no_cluster(home: Path) -> None:
     from shoal.datasets.oni import SAMPLE
 
