@@ -78,7 +78,7 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
     a missing or bad file fails its month only; ONE commit at the end. The report lists
     every failed month with its reason. `features`: the ENSO feature settings (e.g. {} for
     the defaults, {"coarsen": 4}) to build once at the end when months were committed;
-    None builds nothing. Run on a `DaskTaskRunner` (`shoal.cluster.task_runner`), the
+    None builds nothing. Run on a `DaskTaskRunner` (`shoal.flows.ingest.on_cluster`), the
     chunks are decoded and written on its workers.
     """
     logger, progress = get_run_logger(), _progress()

@@ -1,6 +1,6 @@
 """Ingest flows: thin Prefect wrappers over the registered sources of `shoal.datasets`.
 
-A flow run on a prefect-dask `DaskTaskRunner` (`shoal.cluster.task_runner`) ingests on its
+A flow run on a prefect-dask `DaskTaskRunner` (`on_cluster`) ingests on its
 cluster: a source that can spread (sst, higgs, speech) decodes on the workers through the task
 runner's client, and the ingest still commits once, from this process.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from prefect import Task, flow, get_run_logger, task
+from prefect import Flow, Task, flow, get_run_logger, task
 from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 from prefect.client.schemas.objects import TaskRun
@@ -26,6 +26,8 @@ from shoal.sources import IngestReport, get_source
 
 if TYPE_CHECKING:
     from distributed import Client
+
+F = TypeVar("F", bound=Flow)
 
 
 class IngestFailed(ShoalError):
@@ -49,7 +51,7 @@ def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
       retry_condition_fn=_transient, tags=["ingest"])
 def ingest_source(source: str, paths: list[Path], home: str | None) -> IngestReport:
     """Run one registered source's ingest against the catalog at `home` (on the flow's Dask cluster, if it has one)."""
-    report = cluster.ingest(get_source(source), Catalog(home), paths, progress=None, client=flow_dask_client())
+    report = cluster.on(flow_dask_client(), get_source(source).ingest)(Catalog(home), paths)
     logger = get_run_logger()
     logger.info(
         "%s -> %s version %s: %d committed, %d unchanged, %d failed",
@@ -71,6 +73,16 @@ def flow_dask_client() -> Client | None:
     if runners is None or context is None or not isinstance(context.task_runner, runners.DaskTaskRunner):
         return None
     return context.task_runner.client
+
+
+def on_cluster(flow: F, client: Client | None) -> F:
+    """`flow` with its tasks on `client`'s cluster (prefect-dask's `DaskTaskRunner`); unchanged without a client."""
+    if client is None:
+        return flow
+    from prefect_dask import DaskTaskRunner
+
+    # By address, not by cluster object: a flow run duplicates its task runner, and the copy keeps only the address.
+    return flow.with_options(task_runner=DaskTaskRunner(address=client.scheduler.address))
 
 
 def finish(report: IngestReport) -> IngestReport:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from shoal.catalog import validate_name
 from shoal.errors import CatalogError
-from shoal.files import copy_atomic
+from shoal.files import atomic_write, copy_atomic
 from shoal.lineage import InputVersion, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url
@@ -216,9 +216,8 @@ def checkpoint_file(catalog: Catalog, entry: ModelVersion) -> Path:
         raise CatalogError(f"{catalog.home}/{entry.checkpoint_relative}: sha256 is not the registered "
                            f"{entry.checkpoint_sha256}; the object was changed: retrain (`shoal train --retrain`)")
     entry.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    atomic = entry.checkpoint.with_suffix(".part")
-    atomic.write_bytes(data)
-    atomic.replace(entry.checkpoint)
+    with atomic_write(entry.checkpoint) as file:
+        file.write(data)
     return entry.checkpoint
 
 

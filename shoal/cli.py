@@ -103,8 +103,7 @@ def ingest(
     cluster: ClusterOpt = None,
 ) -> None:
     """Ingest source files into the catalog (one commit per call)."""
-    from shoal.cluster import connect
-    from shoal.cluster import ingest as ingest_on
+    from shoal.cluster import connect, on
     from shoal.sources import get_source
     from shoal.staging import staged
 
@@ -114,7 +113,7 @@ def ingest(
     with staged(paths) as local, connect(spec) as client:
         with _reporter() as reporter:
             reporter.start(f"ingest {source}", total=len(chosen.expand(local)))
-            report = ingest_on(chosen, catalog, local, progress=lambda _path: reporter.advance(), client=client)
+            report = on(client, chosen.ingest)(catalog, local, progress=lambda _path: reporter.advance())
         _report(report)
 
 
@@ -134,13 +133,14 @@ def backfill(
     """Backfill a range of months as the Prefect flow 'backfill-sst': chunks of months, one commit; exit 1 if any failed."""
     if source != "sst":
         raise typer.BadParameter(f"{source!r}: only 'sst' can be backfilled", param_hint="SOURCE")
-    from shoal.cluster import connect, parse, task_runner, workers
+    from shoal.cluster import connect, parse, workers
 
     spec = parse(cluster) if cluster else None
     from shoal.flows.backfill import backfill_sst, reporter  # (Prefect: ~2 s, after the one-line errors)
+    from shoal.flows.ingest import on_cluster
 
     with connect(spec) as client, _reporter() as bar:
-        flow = backfill_sst if client is None else backfill_sst.with_options(task_runner=task_runner(client))
+        flow = on_cluster(backfill_sst, client)
         token = reporter.set(bar)
         try:
             report = flow(source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
@@ -642,14 +642,14 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | Non
 def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, retrain: bool = False,
          client: Client | None = None) -> None:
     """The pipeline flow of one task; with a Dask `client`, on a DaskTaskRunner to its cluster."""
-    from shoal.cluster import task_runner
+    from shoal.flows.ingest import on_cluster
     from shoal.flows.pipelines import pipeline
     from shoal.staging import staged
     from shoal.tasks import get_task
 
     task = get_task(task_name)
     task.parse(given)  # one-line errors before Prefect starts
-    flow = pipeline if client is None else pipeline.with_options(task_runner=task_runner(client))
+    flow = on_cluster(pipeline, client)
     with staged(paths) as local:
         result = flow(task_name=task_name, paths=local, home=_catalog().home, settings=given, retrain=retrain)
         for report in result.ingests:

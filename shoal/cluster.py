@@ -1,4 +1,6 @@
-"""Dask clusters for ingest and backfills: the `--cluster` forms, a client, the flows' task runner.
+"""Dask clusters for ingest, backfills and features: the `--cluster` forms and a client.
+
+The flows' task runner on a cluster is `shoal.flows.ingest.on_cluster` (only flows/ imports Prefect).
 
 `local` or `local:N` starts a `distributed.LocalCluster` of N worker processes (default one
 per core) for the length of a command; `tcp://HOST:PORT` connects to a running scheduler
@@ -22,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from shoal.errors import ShoalError
@@ -30,11 +31,8 @@ from shoal.errors import ShoalError
 if TYPE_CHECKING:
     from distributed import Client
     from icechunk import ForkSession
-    from prefect_dask import DaskTaskRunner
 
     from shoal.arrays import ArraySession
-    from shoal.catalog import Catalog
-    from shoal.sources import FileDone, IngestReport, Source
 
 T = TypeVar("T")
 FORMS = "local, local:N (N worker processes, N >= 1) or tcp://HOST:PORT (a running scheduler, e.g. tcp://10.0.0.5:8786)"
@@ -114,14 +112,6 @@ def workers(client: Client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def task_runner(client: Client) -> DaskTaskRunner:
-    """The prefect-dask task runner of a flow whose tasks should run on `client`'s cluster."""
-    from prefect_dask import DaskTaskRunner
-
-    # By address, not by cluster object: a flow run duplicates its task runner, and the copy keeps only the address.
-    return DaskTaskRunner(address=client.scheduler.address)
-
-
 def spreads(function: Callable[..., object]) -> bool:
     """Whether a source's ingest or a task's feature build can spread over a cluster: it takes a `client` keyword.
 
@@ -135,15 +125,6 @@ def on(client: Client | None, function: Callable[..., T]) -> Callable[..., T]:
     if client is not None and spreads(function):
         return partial(function, client=client)
     return function
-
-
-def ingest(source: Source, catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None,
-           client: Client | None) -> IngestReport:
-    """Run a source's ingest, on `client`'s cluster when there is one and the source can spread.
-
-    A source that cannot (oni) runs in this process, as without a cluster.
-    """
-    return on(client, source.ingest)(catalog, paths, progress=progress)
 
 
 # Icechunk forks: workers write array chunks into forks of the driver's ONE session, which

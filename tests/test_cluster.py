@@ -97,6 +97,7 @@ def test_bad_grib_files_on_the_cluster_are_reported_in_the_same_lines_and_the_go
 def test_the_backfill_flow_on_a_dask_task_runner_equals_the_local_flow(
         prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
     from shoal.flows.backfill import backfill_sst
+    from shoal.flows.ingest import on_cluster
 
     gappy = tmp_path / "gappy"
     gappy.mkdir()
@@ -106,8 +107,8 @@ def test_the_backfill_flow_on_a_dask_task_runner_equals_the_local_flow(
     local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
     arguments = {"source": gappy, "start": "1990-01", "end": "1991-06", "chunk": 5, "concurrency": 2}
     expected = backfill_sst(home=str(local.home), **arguments)
-    on_cluster = backfill_sst.with_options(task_runner=cluster.task_runner(client))
-    report, ran = _ran(client, lambda: on_cluster(home=str(spread.home), **arguments))
+    flow = on_cluster(backfill_sst, client)
+    report, ran = _ran(client, lambda: flow(home=str(spread.home), **arguments))
     assert "write_chunk_task" in ran
     assert len(report.committed) == 17 and report.failures == expected.failures and len(spread.history("sst")) == 1
     _assert_same_array(spread, local)
@@ -116,11 +117,12 @@ def test_the_backfill_flow_on_a_dask_task_runner_equals_the_local_flow(
 def test_the_ingest_flow_on_a_dask_task_runner_decodes_on_the_workers(
         prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
     from shoal.flows import ingest_sst
+    from shoal.flows.ingest import on_cluster
 
     local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
     ingest_sst(paths=[months["after"]], home=str(local.home))
-    on_cluster = ingest_sst.with_options(task_runner=cluster.task_runner(client))
-    assert "decode_months" in _ran(client, lambda: on_cluster(paths=[months["after"]], home=str(spread.home)))[1]
+    flow = on_cluster(ingest_sst, client)
+    assert "decode_months" in _ran(client, lambda: flow(paths=[months["after"]], home=str(spread.home)))[1]
     _assert_same_array(spread, local)
 
 
@@ -158,14 +160,15 @@ def test_the_enso_features_built_on_the_cluster_are_the_bytes_of_a_local_build(
 
 def test_the_feature_flow_on_a_dask_task_runner_reads_the_sst_on_the_workers(
         prefect_harness: None, client: object, months: dict[str, Path], tmp_path: Path) -> None:
+    from shoal.flows.ingest import on_cluster
     from shoal.flows.pipelines import build_features
 
     local, spread = Catalog(tmp_path / "local"), Catalog(tmp_path / "spread")
     _enso_inputs(months, local, spread)
     settings = {"valid_start": "1991-01", "test_start": "1991-07", "coarsen": 4}
     build_features(task_name="enso", home=str(local.home), settings=settings)
-    on_cluster = build_features.with_options(task_runner=cluster.task_runner(client))
-    assert _ran(client, lambda: on_cluster(task_name="enso", home=str(spread.home), settings=settings))[1]
+    flow = on_cluster(build_features, client)
+    assert _ran(client, lambda: flow(task_name="enso", home=str(spread.home), settings=settings))[1]
     _assert_same_features(spread, local)
 
 
