@@ -55,6 +55,14 @@ class CatalogError(ShoalError):
     """The catalog cannot do what was asked (unknown dataset, bad name, bad version, ...)."""
 
 
+class HomeError(CatalogError):
+    """The catalog home itself failed (full disk, read-only, no permission, not a folder).
+
+    Never a source file's fault: ingests let it through instead of turning it into a
+    per-file failure line, and the CLI prints it as one line naming the home and the fix.
+    """
+
+
 class ModelConfigError(ShoalError, ValueError):
     """A model configuration that cannot work (sizes, grid); the message says the fix."""
 
