@@ -449,35 +449,35 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     for path in found:
         if path not in kept:  # misnamed, or its month given twice: failed already
             done(str(path))
-    session = catalog.array_session(DATASET)
-    current = session.current()
-    stored = _stored_digests(current)
-    with ThreadPoolExecutor() as pool:  # hashlib releases the GIL: hash on every core
-        sources = dict(zip(by_month, pool.map(SourceFile.of, by_month.values()), strict=True))
-    unchanged = tuple(str(s.path) for m, s in sources.items() if stored.get(m) == s.sha256)
-    pending = {m: s for m, s in sources.items() if stored.get(m) != s.sha256}
-    for month in sorted(sources.keys() - pending.keys()):
-        done(str(by_month[month]))
-    if client is None:
-        written, bad = _decode_all(pending, by_month, done)
-        if written:
-            _write(session, _prepare_axis(session, current, [d.month for d in written]), written)
-    else:
-        written, bad = _spread(client, session, current, pending, by_month, done)
-    failures.extend(bad)
-    if not written:
-        version = catalog.latest_version(DATASET) if current is not None else None
-        return IngestReport(DATASET, version, unchanged=unchanged, failures=tuple(failures))
-    replaced = {str(d.month): {"old_sha256": stored[d.month], "new_sha256": d.source.sha256}
-                for d in written if d.month in stored}
-    converted = {str(d.month): d.unit for d in written if d.unit != "°C"}
-    message = f"ingest {len(written)} month(s)" + (f", replacing {', '.join(sorted(replaced))}" if replaced else "")
-    snapshot = session.commit(Provenance(
-        sources=tuple(d.source for d in written),
-        parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted},
-        message=message,
-    ))
-    # The number of OUR snapshot: other writers may have committed since.
-    version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-    return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),
-                        unchanged=unchanged, failures=tuple(failures))
+    with catalog.array_session(DATASET) as session:  # on a local home: other writers of sst wait
+        current = session.current()
+        stored = _stored_digests(current)
+        with ThreadPoolExecutor() as pool:  # hashlib releases the GIL: hash on every core
+            sources = dict(zip(by_month, pool.map(SourceFile.of, by_month.values()), strict=True))
+        unchanged = tuple(str(s.path) for m, s in sources.items() if stored.get(m) == s.sha256)
+        pending = {m: s for m, s in sources.items() if stored.get(m) != s.sha256}
+        for month in sorted(sources.keys() - pending.keys()):
+            done(str(by_month[month]))
+        if client is None:
+            written, bad = _decode_all(pending, by_month, done)
+            if written:
+                _write(session, _prepare_axis(session, current, [d.month for d in written]), written)
+        else:
+            written, bad = _spread(client, session, current, pending, by_month, done)
+        failures.extend(bad)
+        if not written:
+            version = catalog.latest_version(DATASET) if current is not None else None
+            return IngestReport(DATASET, version, unchanged=unchanged, failures=tuple(failures))
+        replaced = {str(d.month): {"old_sha256": stored[d.month], "new_sha256": d.source.sha256}
+                    for d in written if d.month in stored}
+        converted = {str(d.month): d.unit for d in written if d.unit != "°C"}
+        message = f"ingest {len(written)} month(s)" + (f", replacing {', '.join(sorted(replaced))}" if replaced else "")
+        snapshot = session.commit(Provenance(
+            sources=tuple(d.source for d in written),
+            parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted},
+            message=message,
+        ))
+        # The number of OUR snapshot: other writers may have committed since.
+        version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
+        return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),
+                            unchanged=unchanged, failures=tuple(failures))

@@ -125,6 +125,13 @@ class Backfill:
     def __init__(self, catalog: Catalog, backfill: BackfillPlan, *, spread: bool = False) -> None:
         self.catalog, self.plan = catalog, backfill
         self.session = catalog.array_session(DATASET)
+        try:
+            self._start(backfill, spread=spread)
+        except BaseException:
+            self.session.close()
+            raise
+
+    def _start(self, backfill: BackfillPlan, *, spread: bool) -> None:
         current = self.session.current()
         self.stored = _stored_digests(current)
         # On a cluster the axis goes into a fork: icechunk forks only a session without changes.
@@ -135,6 +142,12 @@ class Backfill:
         self.failures = dict(backfill.failures)
         self._buffer: list[SstMonth] = []
         self._forks: list[ForkSession] = []
+
+    def __enter__(self) -> Backfill:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.session.close()
 
     def decode_chunk(self, months: Sequence[np.datetime64]) -> ChunkResult:
         """Decode the chunk's months (no writes: it may run in any thread); a bad file fails its month only."""

@@ -88,20 +88,20 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
     logger.info("backfill %s..%s: %d month(s) to ingest in %d task(s), %d unchanged, %d missing",
                 start, end, len(found.pending), len(chunks), len(found.unchanged), len(found.failures))
     spread = flow_dask_client() is not None  # tasks on Dask workers cannot share this process's session
-    backfill = Backfill(catalog, found, spread=spread)
-    progress.start(f"backfill sst {start}..{end}", total=len(found.months))
-    progress.advance(len(found.unchanged) + len(found.failures))
-    running: list[PrefectFuture] = []
-    for months in chunks:
-        if len(running) >= concurrency:  # a sliding window: the next chunk starts when one ends
-            first = next(as_completed(running))
-            running.remove(first)
-            _take(backfill, first, progress)
-        running.append(write_chunk_task.submit(backfill.chunk_work(months)) if spread
-                       else decode_chunk.submit(backfill, months))
-    for future in as_completed(running):
-        _take(backfill, future, progress)
-    report = backfill.commit()
+    with Backfill(catalog, found, spread=spread) as backfill:  # holds the lock of sst on a local home
+        progress.start(f"backfill sst {start}..{end}", total=len(found.months))
+        progress.advance(len(found.unchanged) + len(found.failures))
+        running: list[PrefectFuture] = []
+        for months in chunks:
+            if len(running) >= concurrency:  # a sliding window: the next chunk starts when one ends
+                first = next(as_completed(running))
+                running.remove(first)
+                _take(backfill, first, progress)
+            running.append(write_chunk_task.submit(backfill.chunk_work(months)) if spread
+                           else decode_chunk.submit(backfill, months))
+        for future in as_completed(running):
+            _take(backfill, future, progress)
+        report = backfill.commit()
     progress.finish(f"sst version {report.version}: {len(report.committed)} month(s) committed, "
                     f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
     logger.info("sst version %s: %d committed, %d unchanged, %d failed", report.version, len(report.committed),

@@ -8,12 +8,13 @@ a killed writer are unreferenced files: the last snapshot stays intact.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.errors import CatalogError
+from shoal.errors import CatalogError, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url
@@ -56,26 +57,71 @@ def _storage(uri: str) -> icechunk.Storage:
     raise CatalogError(f"array home {uri!r}: unsupported scheme {scheme!r}; use a local path, s3://, gs:// or az://")
 
 
-def open_repo(uri: str, name: str, *, create: bool, lock_path: Path | None = None) -> icechunk.Repository:
-    """Open (or, with `create`, open or create) the repository of array `name`."""
+def committed(uri: str) -> bool:
+    """Whether the repository at `uri` is a dataset: it exists and main has a commit beyond the empty root.
+
+    Reads only: a local folder that is missing stays missing (Icechunk's local storage is
+    not even constructed for it).
+    """
+    import itertools
+
     import icechunk
 
+    if not is_url(uri) and not Path(uri).is_dir():
+        return False
     storage = _storage(uri)
-    if create:
-        with dataset_lock(lock_path):
-            return icechunk.Repository.open_or_create(storage)
-    if not icechunk.Repository.exists(storage):
-        raise CatalogError(f"array {name!r} does not exist; see `shoal catalog ls`")
-    return icechunk.Repository.open(storage)
+    try:
+        if not icechunk.Repository.exists(storage):
+            return False
+        return len(list(itertools.islice(icechunk.Repository.open(storage).ancestry(branch="main"), 2))) == 2
+    except icechunk.IcechunkError:  # a creation that was cut short: not a repository yet
+        return False
+
+
+def open_repo(uri: str, name: str) -> icechunk.Repository:
+    """The repository of array `name`; `CatalogError` when it has no commit (reads never create one)."""
+    import icechunk
+
+    if not committed(uri):
+        raise no_dataset(name, uri)
+    return icechunk.Repository.open(_storage(uri))
 
 
 class ArraySession:
-    """A writable session on branch main: write through `store`, then `commit` once."""
+    """A writable session on branch main: write through `store`, then `commit` once; use it as a context manager.
+
+    On a local home the session holds the repository's lock from its opening to its end:
+    Icechunk's local storage is not safe for concurrent commits, and a writer that starts
+    from the newest snapshot and commits before anyone else can never conflict, whatever
+    it changes (the time axis of `sst` grows with every new month). The files of a first
+    write that never committed are removed before this one starts.
+    """
 
     def __init__(self, uri: str, name: str, lock_path: Path | None) -> None:
-        self.uri, self.name, self._lock_path = uri, name, lock_path
-        self._repo = open_repo(uri, name, create=True, lock_path=lock_path)
-        self._session = self._repo.writable_session("main")
+        import icechunk
+
+        self.uri, self.name = uri, name
+        self._lock = dataset_lock(lock_path)
+        self._lock.__enter__()
+        try:
+            if not committed(uri):
+                clear_leftover(uri)
+            self._repo = icechunk.Repository.open_or_create(_storage(uri))
+            self._session = self._repo.writable_session("main")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> ArraySession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the repository's lock (what was not committed is dropped); idempotent."""
+        self._lock.__exit__(None, None, None)
+        self._lock = contextlib.nullcontext()
 
     @property
     def store(self) -> zarr.storage.StoreLike:
@@ -87,7 +133,7 @@ class ArraySession:
         return _open_dataset(self._session.store)
 
     def commit(self, provenance: Provenance) -> str:
-        """Commit (under the repository lock on a local home), rebasing over commits made meanwhile.
+        """Commit, rebasing over commits made meanwhile (on object storage: there is no lock there).
 
         Returns:
             The new snapshot id.
@@ -99,28 +145,32 @@ class ArraySession:
         lineage = Lineage.complete(provenance, dataset=self.name, kind="array", shape=shape)
         message = provenance.message or f"write {self.name}"
         metadata = {LINEAGE_KEY: lineage.to_dict()}
-        # Icechunk rebases over commits that landed meanwhile (as often as it takes: on object
-        # storage there is no lock, and several writers may commit while this one rebases).
-        with dataset_lock(self._lock_path):
-            try:
-                return self._session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
-            except icechunk.RebaseFailedError as error:
-                raise CatalogError(
-                    f"array {self.name!r}: a concurrent commit wrote the same chunks; "
-                    "nothing was committed, rerun the write"
-                ) from error
+        try:
+            return self._session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
+        except icechunk.RebaseFailedError as error:
+            raise CatalogError(
+                f"array {self.name!r}: a concurrent commit wrote the same chunks; "
+                "nothing was committed, rerun the write"
+            ) from error
+
+
+def clear_leftover(uri: str) -> None:
+    """Remove what a first write that never committed left at `uri` (local homes; object stores: `catalog check`)."""
+    import shutil
+
+    if not is_url(uri):
+        shutil.rmtree(uri, ignore_errors=True)
 
 
 def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset, *,
                 encoding: dict[str, dict] | None, provenance: Provenance) -> str:
     """Replace the whole content of array `name` with `dataset` in one commit; return its snapshot id.
 
-    The session is opened, written and committed under the repository lock, so it always
-    starts from the newest snapshot: two whole writes at once land one after the other as two
-    versions, instead of the second failing with a conflict on every chunk.
+    The session holds the repository lock (local homes), so it always starts from the newest
+    snapshot: two whole writes at once land one after the other as two versions, instead of
+    the second failing with a conflict on every chunk.
     """
-    with dataset_lock(lock_path):
-        session = ArraySession(uri, name, None)  # None: the lock is held here already
+    with ArraySession(uri, name, lock_path) as session:
         dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding)
         return session.commit(provenance)
 
@@ -136,7 +186,7 @@ def _open_dataset(store: zarr.storage.StoreLike) -> xr.Dataset | None:
 
 def history(uri: str, name: str) -> list[ArrayVersion]:
     """Every shoal commit of the array on main, newest first (the empty root is left out)."""
-    snapshots = list(open_repo(uri, name, create=False).ancestry(branch="main"))[:-1]
+    snapshots = list(open_repo(uri, name).ancestry(branch="main"))[:-1]
     versions = []
     for number, snap in zip(range(len(snapshots) - 1, -1, -1), snapshots, strict=True):
         raw = snap.metadata.get(LINEAGE_KEY)
@@ -168,7 +218,7 @@ def resolve(uri: str, name: str, version: int | str | None) -> ArrayVersion:
 def open_array(uri: str, name: str, version: int | str | None = None) -> xr.Dataset:
     """The array at `version` (number or snapshot id; default latest), lazily loaded."""
     snapshot = resolve(uri, name, version).snapshot
-    session = open_repo(uri, name, create=False).readonly_session(snapshot_id=snapshot)
+    session = open_repo(uri, name).readonly_session(snapshot_id=snapshot)
     dataset = _open_dataset(session.store)
     if dataset is None:
         raise CatalogError(f"array {name!r} version {version!r} holds no data")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from shoal import arrays, tables
-from shoal.errors import CatalogError
+from shoal.errors import CatalogError, no_dataset
 from shoal.lineage import InputVersion, Lineage, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url, local_folder, resolve_home
@@ -121,12 +122,10 @@ class Catalog:
         """
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        if not is_url(uri):
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
         # Delta serializes commits to an existing table, but two writers creating the same
         # table at once can fail with "protocol changed": creation takes the dataset lock.
-        creating = not self._exists("table", name)
-        with dataset_lock(self._lock_path(name) if creating else None):
+        creating = not tables.committed(uri)
+        with self._creation(name, uri, creating):
             try:
                 return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
             except tables.CommitNotLanded:
@@ -135,9 +134,25 @@ class Catalog:
                 import pyarrow as pa
 
                 replayable = not isinstance(data, pa.RecordBatchReader | Iterator)
-                if not (creating and replayable and is_url(uri) and self._exists("table", name)):
+                if not (creating and replayable and is_url(uri) and tables.committed(uri)):
                     raise
         return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+
+    @contextmanager
+    def _creation(self, name: str, uri: str, creating: bool) -> Iterator[None]:
+        """A first write of table `name`: under its lock, what an interrupted first write left goes first.
+
+        A write to an existing table needs nothing (Delta's commit protocol serializes it).
+        """
+        if not creating:
+            yield
+            return
+        with dataset_lock(self._lock_path(name)):
+            if not tables.committed(uri):
+                tables.clear_leftover(uri)
+            if not is_url(uri):
+                Path(uri).mkdir(parents=True, exist_ok=True)
+            yield
 
     def write_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
                        provenance: Callable[[], Provenance], mode: WriteMode = "append", workers: int = 2,
@@ -193,35 +208,38 @@ class Catalog:
 
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        creating = not self._exists("table", name)
-        if not is_url(uri):
-            Path(uri).mkdir(parents=True, exist_ok=True)
-        writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
-        folder = Path(uri, f"files-{uuid.uuid4().hex}")  # on a URL home only its name is used
+        creating = not tables.committed(uri)
+        # A first write holds the lock from its first file to its commit: the files of an
+        # interrupted first write are removed under it, and must not be another writer's.
+        with self._creation(name, uri, creating):
+            writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
+            folder = Path(uri, f"files-{uuid.uuid4().hex}")  # on a URL home only its name is used
 
-        def drop() -> None:  # nothing committed: the files written go, and a folder this write created
-            if not is_url(uri):
-                shutil.rmtree(folder, ignore_errors=True)
-            writer.abort(remove_folder=creating)
+            def drop() -> None:  # nothing committed: the files written go, and a folder this write created
+                if not is_url(uri):
+                    shutil.rmtree(folder, ignore_errors=True)
+                writer.abort(remove_folder=creating)
 
-        try:
-            fill(writer, folder)
-        except BaseException:
-            drop()
-            raise
-        if writer.rows == 0:
-            drop()
-            return None
-        try:
-            with dataset_lock(self._lock_path(name) if creating else None):
+            try:
+                fill(writer, folder)
+            except BaseException:
+                drop()
+                raise
+            if writer.rows == 0:
+                drop()
+                return None
+            try:
                 return writer.commit(provenance(), mode=mode, remove_folder=creating)
-        except BaseException:
-            if not is_url(uri):
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
+            except BaseException:
+                if not is_url(uri):
+                    shutil.rmtree(folder, ignore_errors=True)
+                raise
 
     def array_session(self, name: str) -> arrays.ArraySession:
-        """A writable session on array `name` (created when missing); commit it once."""
+        """A writable session on array `name` (created when missing): `with catalog.array_session(name) as s:`, commit once.
+
+        On a local home it holds the array's lock until it ends: other writers of the array wait.
+        """
         self._refuse_other_kind(name, "array")
         return arrays.ArraySession(self.uri("array", name), name, self._lock_path(name))
 
@@ -257,7 +275,8 @@ class Catalog:
 
     # -- listing and lineage ---------------------------------------------------------------
 
-    def _names(self, kind: Kind) -> list[str]:
+    def _folders(self, kind: Kind) -> list[str]:
+        """Names of the folders of `kind`: datasets, and what interrupted first writes left."""
         import pyarrow.fs as pafs
 
         root = f"{self.home}/{_FOLDERS[kind]}"
@@ -269,11 +288,19 @@ class Catalog:
             if info.type == pafs.FileType.Directory and NAME_PATTERN.fullmatch(info.base_name)
         )
 
+    def _committed(self, kind: Kind, name: str) -> bool:
+        uri = self.uri(kind, name)
+        return tables.committed(uri) if kind == "table" else arrays.committed(uri)
+
+    def _names(self, kind: Kind) -> list[str]:
+        """The datasets of `kind`: folders with a first commit (Delta: a log entry; Icechunk: a snapshot)."""
+        return [name for name in self._folders(kind) if self._committed(kind, name)]
+
     def _exists(self, kind: Kind, name: str) -> bool:
-        return name in self._names(kind)
+        return self._committed(kind, name)
 
     def exists(self, name: str) -> bool:
-        """Whether a table or an array called `name` exists."""
+        """Whether a table or an array called `name` exists (has a commit)."""
         validate_name(name)
         return self._exists("table", name) or self._exists("array", name)
 
@@ -290,7 +317,9 @@ class Catalog:
         for kind in ("table", "array"):
             if self._exists(kind, name):
                 return kind
-        raise CatalogError(f"no dataset named {name!r} in {self.home}; see `shoal catalog ls`")
+        leftovers = [self.uri(kind, name) for kind in ("table", "array") if name in self._folders(kind)]
+        raise no_dataset(name, leftovers[0]) if leftovers else CatalogError(
+            f"no dataset named {name!r} in {self.home}; see `shoal catalog list`")
 
     def list(self) -> list[DatasetInfo]:
         """Every dataset with its latest version, tables first, by name."""
@@ -298,8 +327,7 @@ class Catalog:
         for kind in ("table", "array"):
             for name in self._names(kind):
                 history = self.history(name)
-                if history:  # an array repository whose first commit never happened is not listed
-                    found.append(DatasetInfo(name, kind, history[0].version, history[0].created_at))
+                found.append(DatasetInfo(name, kind, history[0].version, history[0].created_at))
         return found
 
     def history(self, name: str) -> list[tables.TableVersion] | list[arrays.ArrayVersion]:

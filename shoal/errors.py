@@ -55,6 +55,15 @@ class CatalogError(ShoalError):
     """The catalog cannot do what was asked (unknown dataset, bad name, bad version, ...)."""
 
 
+def no_dataset(name: str, uri: str) -> CatalogError:
+    """The error for a dataset `name` without a commit, whose files (if any) would be at `uri`."""
+    from shoal.files import holds_files
+
+    if holds_files(uri):
+        return CatalogError(f"no dataset {name!r} (an interrupted first write left files; they are ignored)")
+    return CatalogError(f"no dataset {name!r}; see `shoal catalog list`")
+
+
 class HomeError(CatalogError):
     """The catalog home itself failed (full disk, read-only, no permission, not a folder).
 

@@ -98,3 +98,12 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def holds_files(uri: str) -> bool:
+    """Whether the local folder or object-store prefix `uri` holds any file (reads only)."""
+    import pyarrow.fs as pafs
+
+    filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else Path(uri).resolve().as_uri())
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    return any(info.type == pafs.FileType.File for info in filesystem.get_file_info(selector))

@@ -7,10 +7,15 @@ from pathlib import Path
 
 
 def dataset_lock(path: Path | None) -> contextlib.AbstractContextManager[object]:
-    """An exclusive lock on `path` (released by the OS if the holder dies); none for None."""
+    """An exclusive lock on `path` (released by the OS if the holder dies); none for None.
+
+    Re-entrant within a thread (one `FileLock` per path, `is_singleton`): a feature build
+    holds its dataset's lock while it checks for an identical version and writes, and the
+    write takes the same lock again. Other threads and processes wait.
+    """
     if path is None:
         return contextlib.nullcontext()
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path)
+    return FileLock(path, is_singleton=True)

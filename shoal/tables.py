@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
-from shoal.errors import CatalogError
+from shoal.errors import CatalogError, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 
 if TYPE_CHECKING:
@@ -247,6 +247,23 @@ class StreamedWrite:
                 self._fs.delete_dir(self._root)
 
 
+def committed(uri: str) -> bool:
+    """Whether the table at `uri` is a dataset: its log has a first commit (the Delta protocol's rule)."""
+    from deltalake import DeltaTable
+
+    if "://" not in uri and not Path(uri, "_delta_log").is_dir():
+        return False
+    return DeltaTable.is_deltatable(uri)
+
+
+def clear_leftover(uri: str) -> None:
+    """Remove what a first write that never committed left at `uri` (local homes; object stores: `catalog check`)."""
+    import shutil
+
+    if "://" not in uri:
+        shutil.rmtree(uri, ignore_errors=True)
+
+
 def _existing_table(uri: str):  # noqa: ANN202 (deltalake is lazy)
     """The table at `uri`, or None when this write is to create it."""
     from deltalake import DeltaTable
@@ -276,6 +293,8 @@ def _open(uri: str, name: str, version: int | None = None):  # noqa: ANN202 (del
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    if not committed(uri):
+        raise no_dataset(name, uri)
     try:
         return DeltaTable(uri, version=version)
     except TableNotFoundError as error:

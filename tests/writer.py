@@ -47,25 +47,25 @@ def write_table(catalog: Catalog, writer: int, marker: str | None) -> None:
 def write_array(catalog: Catalog, writer: int, marker: str | None) -> None:
     import xarray as xr
 
-    session = catalog.array_session("grid")
-    values = np.full((1, 4, 6), float(writer), dtype=np.float32)
-    xr.Dataset({"v": (("time", "y", "x"), values)}).to_zarr(
-        session.store, region={"time": slice(writer, writer + 1)}, consolidated=False
-    )
-    _hang(marker)
-    session.commit(Provenance(parameters={"writer": writer}, message=f"slot {writer}"))
+    with catalog.array_session("grid") as session:
+        values = np.full((1, 4, 6), float(writer), dtype=np.float32)
+        xr.Dataset({"v": (("time", "y", "x"), values)}).to_zarr(
+            session.store, region={"time": slice(writer, writer + 1)}, consolidated=False
+        )
+        _hang(marker)
+        session.commit(Provenance(parameters={"writer": writer}, message=f"slot {writer}"))
 
 
 def make_grid(catalog: Catalog) -> str:
     """Create array `grid`: SLOTS time slots of NaN, committed once."""
     import xarray as xr
 
-    session = catalog.array_session("grid")
-    empty = np.full((SLOTS, 4, 6), np.nan, dtype=np.float32)
-    xr.Dataset({"v": (("time", "y", "x"), empty)}).to_zarr(
-        session.store, mode="w", consolidated=False, encoding={"v": {"chunks": (1, 4, 6)}}
-    )
-    return session.commit(Provenance(message="empty grid"))
+    with catalog.array_session("grid") as session:
+        empty = np.full((SLOTS, 4, 6), np.nan, dtype=np.float32)
+        xr.Dataset({"v": (("time", "y", "x"), empty)}).to_zarr(
+            session.store, mode="w", consolidated=False, encoding={"v": {"chunks": (1, 4, 6)}}
+        )
+        return session.commit(Provenance(message="empty grid"))
 
 
 if __name__ == "__main__":
