@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-import shoal
 from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
-from shoal.lineage import InputVersion, Provenance
+from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, existing_build
+from shoal.tasks import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch
@@ -147,8 +146,8 @@ def random_split(n: int, seed: int) -> np.ndarray:
 
 
 def content_key(config: AudioFeatureConfig, speech: InputVersion) -> str:
-    """sha256 of everything a feature version depends on, the code (format, shoal version) included."""
-    payload = {"format": FORMAT, "shoal": shoal.__version__, "config": asdict(config), "speech": asdict(speech)}
+    """sha256 of everything a feature version depends on, the code (format, source fingerprint) included."""
+    payload = {"format": FORMAT, "code": code_fingerprint(), "config": asdict(config), "speech": asdict(speech)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -209,66 +208,68 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
         raise CatalogError(f"speech features need the table {INPUT!r} in {catalog.home}; run `shoal ingest speech PATH` first")
     speech = InputVersion(INPUT, "table", catalog.latest_version(INPUT))
     key = content_key(config, speech)
-    if (found := existing_build(catalog, DATASET, key)) is not None:
-        reporter.start("features speech", total=1)
-        reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
-        return found
-    spec = config.spectrogram
-    rows = read_speech(catalog, int(speech.version), spec.n_samples)
-    split = random_split(len(rows.clip_id), config.split_seed) if config.split == "random" else rows.split
-    train = np.nonzero(split == 0)[0]
-    if len(train) == 0:
-        raise CatalogError(f"speech version {speech.version} has no training clip to fit the statistics on; "
-                           "ingest the training clips or use the random split")
-    # Training clips first, in fixed batches: the statistics' merge order is the same with or without materialize.
-    order = np.concatenate([train, np.nonzero(split != 0)[0]]) if config.materialize else train
-    batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
-    reporter.start("features speech", total=len(batches) + 1)
-    chosen = pick_device(device)
-    n_freq, n_frames = spec.shape
-    stats = RunningStats.identity((n_freq,))
-    stored = np.empty((len(rows.clip_id), n_freq, n_frames), np.float32) if config.materialize else None
-    with torch.no_grad():
-        for batch in batches:
-            values = spectrogram(torch.from_numpy(rows.waveforms[batch]).to(chosen), spec).cpu().numpy()
-            is_train = split[batch] == 0
-            if is_train.any():
-                stats = stats.merge(RunningStats.from_values(values[is_train], axis=(0, 2)))
+    # Under the feature set's lock: an identical build running now is found once it commits.
+    with building(catalog, DATASET, key) as found:
+        if found is not None:
+            reporter.start("features speech", total=1)
+            reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
+            return found
+        spec = config.spectrogram
+        rows = read_speech(catalog, int(speech.version), spec.n_samples)
+        split = random_split(len(rows.clip_id), config.split_seed) if config.split == "random" else rows.split
+        train = np.nonzero(split == 0)[0]
+        if len(train) == 0:
+            raise CatalogError(f"speech version {speech.version} has no training clip to fit the statistics on; "
+                               "ingest the training clips or use the random split")
+        # Training clips first, in fixed batches: the statistics' merge order is the same with or without materialize.
+        order = np.concatenate([train, np.nonzero(split != 0)[0]]) if config.materialize else train
+        batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+        reporter.start("features speech", total=len(batches) + 1)
+        chosen = pick_device(device)
+        n_freq, n_frames = spec.shape
+        stats = RunningStats.identity((n_freq,))
+        stored = np.empty((len(rows.clip_id), n_freq, n_frames), np.float32) if config.materialize else None
+        with torch.no_grad():
+            for batch in batches:
+                values = spectrogram(torch.from_numpy(rows.waveforms[batch]).to(chosen), spec).cpu().numpy()
+                is_train = split[batch] == 0
+                if is_train.any():
+                    stats = stats.merge(RunningStats.from_values(values[is_train], axis=(0, 2)))
+                if stored is not None:
+                    stored[batch] = values
+                reporter.advance(status=f"{len(batch)} clips")
             if stored is not None:
-                stored[batch] = values
-            reporter.advance(status=f"{len(batch)} clips")
+                mean, std = _scale(stats)
+                for i in range(0, len(stored), BATCH):
+                    stored[i : i + BATCH] = normalize(torch.from_numpy(stored[i : i + BATCH]), mean, std).numpy()
+        variables: dict[str, Any] = {
+            "clip_id": (("clip",), rows.clip_id.astype(object)),  # variable-length UTF-8: Zarr v3's stable string type
+            "label_index": (("clip",), rows.label_index),
+            "split": (("clip",), split.astype(np.int8)),
+            "mean": (("freq",), stats.mean),
+            "std": (("freq",), stats.std),
+        }
+        encoding = {}
         if stored is not None:
-            mean, std = _scale(stats)
-            for i in range(0, len(stored), BATCH):
-                stored[i : i + BATCH] = normalize(torch.from_numpy(stored[i : i + BATCH]), mean, std).numpy()
-    variables: dict[str, Any] = {
-        "clip_id": (("clip",), rows.clip_id.astype(object)),  # variable-length UTF-8: Zarr v3's stable string type
-        "label_index": (("clip",), rows.label_index),
-        "split": (("clip",), split.astype(np.int8)),
-        "mean": (("freq",), stats.mean),
-        "std": (("freq",), stats.std),
-    }
-    encoding = {}
-    if stored is not None:
-        variables["spectrogram"] = (("clip", "freq", "frame"), stored)
-        encoding["spectrogram"] = {"chunks": (min(CHUNK, max(len(stored), 1)), n_freq, n_frames)}
-    rate = speech_commands.SAMPLE_RATE
-    features = xr.Dataset(variables, coords={"freq": np.arange(n_freq) * rate / spec.n_fft,  # Hz
-                                             "frame": np.arange(n_frames) * spec.hop_length / rate},  # s
-                          attrs={"split_codes": "0 = train, 1 = valid, 2 = test",
-                                 "spectrogram": "log(|STFT|^power + log_offset), normalized per bin by mean / std"})
-    snapshot = catalog.write_array(DATASET, features, encoding=encoding, provenance=Provenance(
-        inputs=(speech,),
-        parameters={"content_key": key, "config": asdict(config), "statistics": stats.to_dict(),
-                    "speech_version": int(speech.version), "device": str(chosen)},
-        message=f"speech features {n_freq} x {n_frames}, {config.split} split, materialized={config.materialize}",
-    ))
-    reporter.advance(status="committed")
-    version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-    counts = np.bincount(split, minlength=3)
-    reporter.finish(f"{DATASET} version {version}: {len(split)} clips ({counts[0]} train, {counts[1]} valid, "
-                    f"{counts[2]} test), {n_freq} x {n_frames}")
-    return FeatureBuild(version=version, snapshot=snapshot, reused=False)
+            variables["spectrogram"] = (("clip", "freq", "frame"), stored)
+            encoding["spectrogram"] = {"chunks": (min(CHUNK, max(len(stored), 1)), n_freq, n_frames)}
+        rate = speech_commands.SAMPLE_RATE
+        features = xr.Dataset(variables, coords={"freq": np.arange(n_freq) * rate / spec.n_fft,  # Hz
+                                                 "frame": np.arange(n_frames) * spec.hop_length / rate},  # s
+                              attrs={"split_codes": "0 = train, 1 = valid, 2 = test",
+                                     "spectrogram": "log(|STFT|^power + log_offset), normalized per bin by mean / std"})
+        snapshot = catalog.write_array(DATASET, features, encoding=encoding, provenance=Provenance(
+            inputs=(speech,),
+            parameters={"content_key": key, "config": asdict(config), "statistics": stats.to_dict(),
+                        "speech_version": int(speech.version), "device": str(chosen)},
+            message=f"speech features {n_freq} x {n_frames}, {config.split} split, materialized={config.materialize}",
+        ))
+        reporter.advance(status="committed")
+        version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
+        counts = np.bincount(split, minlength=3)
+        reporter.finish(f"{DATASET} version {version}: {len(split)} clips ({counts[0]} train, {counts[1]} valid, "
+                        f"{counts[2]} test), {n_freq} x {n_frames}")
+        return FeatureBuild(version=version, snapshot=snapshot, reused=False)
 
 
 class SpeechFeatures:

@@ -28,11 +28,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-import shoal
 from shoal.errors import CatalogError
-from shoal.lineage import InputVersion, Provenance
+from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, existing_build
+from shoal.tasks import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch
@@ -80,8 +79,8 @@ class EnsoFeatureConfig:
 
 
 def content_key(config: EnsoFeatureConfig, sst: InputVersion, nino34: InputVersion) -> str:
-    """sha256 of everything a feature version depends on, the code (format, shoal version) included."""
-    payload = {"format": FORMAT, "shoal": shoal.__version__, "config": asdict(config), "sst": asdict(sst),
+    """sha256 of everything a feature version depends on, the code (format, source fingerprint) included."""
+    payload = {"format": FORMAT, "code": code_fingerprint(), "config": asdict(config), "sst": asdict(sst),
                "nino34": asdict(nino34)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -153,35 +152,37 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
     reporter.start("features enso", total=4)
     sst_input, nino_input = _inputs(catalog)
     key = content_key(config, sst_input, nino_input)
-    if (found := existing_build(catalog, DATASET, key)) is not None:
-        reporter.finish(f"enso_features version {found.version}: unchanged inputs and parameters, reused")
-        return found
-    table = catalog.read_table("nino34", version=int(nino_input.version))
-    nino34 = {
-        "month": np.array(table.column("month").to_pylist(), dtype="datetime64[M]"),
-        "nino34_anom": table.column("nino34_anom").to_numpy(zero_copy_only=False).astype(np.float64),
-        "phase": np.array(table.column("phase").to_pylist(), dtype=object),
-    }
-    reporter.advance(status="read nino34")
-    sst = catalog.open_array("sst", version=sst_input.version)
-    if client is None:
-        features, stats = compute(sst, nino34, config)
-    else:
-        import dask
+    # Under the feature set's lock: an identical build running now is found once it commits.
+    with building(catalog, DATASET, key) as found:
+        if found is not None:
+            reporter.finish(f"enso_features version {found.version}: unchanged inputs and parameters, reused")
+            return found
+        table = catalog.read_table("nino34", version=int(nino_input.version))
+        nino34 = {
+            "month": np.array(table.column("month").to_pylist(), dtype="datetime64[M]"),
+            "nino34_anom": table.column("nino34_anom").to_numpy(zero_copy_only=False).astype(np.float64),
+            "phase": np.array(table.column("phase").to_pylist(), dtype=object),
+        }
+        reporter.advance(status="read nino34")
+        sst = catalog.open_array("sst", version=sst_input.version)
+        if client is None:
+            features, stats = compute(sst, nino34, config)
+        else:
+            import dask
 
-        with dask.config.set(scheduler=client):
-            features, stats = compute(sst.chunk({"time": SPREAD_MONTHS}), nino34, config)
-    reporter.advance(status="computed")
-    h, w = features.sizes["lat"], features.sizes["lon"]
-    snapshot = catalog.write_array(DATASET, features, encoding={"sst": {"chunks": (12, h, w)}}, provenance=Provenance(
-        inputs=(sst_input, nino_input),
-        parameters={"content_key": key, "config": asdict(config), "statistics": stats},
-        message=f"ENSO features {h} x {w}, valid from {config.valid_start}, test from {config.test_start}",
-    ))
-    reporter.advance(status="committed")
-    version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-    reporter.finish(f"enso_features version {version}: {h} x {w}, {features.sizes['time']} months")
-    return FeatureBuild(version=version, snapshot=snapshot, reused=False)
+            with dask.config.set(scheduler=client):
+                features, stats = compute(sst.chunk({"time": SPREAD_MONTHS}), nino34, config)
+        reporter.advance(status="computed")
+        h, w = features.sizes["lat"], features.sizes["lon"]
+        snapshot = catalog.write_array(DATASET, features, encoding={"sst": {"chunks": (12, h, w)}}, provenance=Provenance(
+            inputs=(sst_input, nino_input),
+            parameters={"content_key": key, "config": asdict(config), "statistics": stats},
+            message=f"ENSO features {h} x {w}, valid from {config.valid_start}, test from {config.test_start}",
+        ))
+        reporter.advance(status="committed")
+        version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
+        reporter.finish(f"enso_features version {version}: {h} x {w}, {features.sizes['time']} months")
+        return FeatureBuild(version=version, snapshot=snapshot, reused=False)
 
 
 @dataclass(frozen=True)

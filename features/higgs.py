@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pyarrow as pa
 
-import shoal
 from shoal.datasets.higgs import DATASET as INPUT
 from shoal.datasets.higgs import FEATURES, SPLITS
 from shoal.errors import CatalogError
-from shoal.lineage import InputVersion, Provenance
+from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, existing_build
+from shoal.tasks import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch
@@ -45,8 +44,8 @@ SCAN_ROWS = 262_144  # rows per record batch read from `higgs`
 
 
 def content_key(higgs: InputVersion) -> str:
-    """sha256 of everything a feature version depends on."""
-    payload = {"format": FORMAT, "shoal": shoal.__version__, "higgs": [higgs.name, higgs.kind, higgs.version]}
+    """sha256 of everything a feature version depends on, the code (format, source fingerprint) included."""
+    payload = {"format": FORMAT, "code": code_fingerprint(), "higgs": [higgs.name, higgs.kind, higgs.version]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -95,22 +94,24 @@ def build(catalog: Catalog, *, reporter: Reporter | None = None) -> FeatureBuild
     higgs = InputVersion(INPUT, "table", catalog.latest_version(INPUT))
     key = content_key(higgs)
     reporter.start("features higgs", total=3)
-    if (found := existing_build(catalog, DATASET, key)) is not None:
-        reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
-        return found
-    stats = fit(catalog, int(higgs.version))
-    reporter.advance(status="fitted on train")
-    std = np.where(stats.std > 0, stats.std, 1.0).astype(np.float32)  # a constant column is only shifted
-    mean = stats.mean.astype(np.float32)
-    batches = (standardize(batch, mean, std) for batch in _scan(catalog, int(higgs.version)))
-    version = catalog.write_streamed(DATASET, batches, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
-        inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES)},
-        message=f"HIGGS features standardized on the train split of higgs version {higgs.version}"))
-    if version is None:
-        raise CatalogError(f"higgs version {higgs.version} has no rows; ingest a HIGGS file")
-    reporter.advance(status="written")
-    reporter.finish(f"{DATASET} version {version}: {len(FEATURES)} standardized features")
-    return FeatureBuild(version=version, snapshot=str(version), reused=False)
+    # Under the feature set's lock: an identical build running now is found once it commits.
+    with building(catalog, DATASET, key) as found:
+        if found is not None:
+            reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
+            return found
+        stats = fit(catalog, int(higgs.version))
+        reporter.advance(status="fitted on train")
+        std = np.where(stats.std > 0, stats.std, 1.0).astype(np.float32)  # a constant column is only shifted
+        mean = stats.mean.astype(np.float32)
+        batches = (standardize(batch, mean, std) for batch in _scan(catalog, int(higgs.version)))
+        version = catalog.write_streamed(DATASET, batches, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
+            inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES)},
+            message=f"HIGGS features standardized on the train split of higgs version {higgs.version}"))
+        if version is None:
+            raise CatalogError(f"higgs version {higgs.version} has no rows; ingest a HIGGS file")
+        reporter.advance(status="written")
+        reporter.finish(f"{DATASET} version {version}: {len(FEATURES)} standardized features")
+        return FeatureBuild(version=version, snapshot=str(version), reused=False)
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def train_predict(task_name: str, home: str | None = None, settings: dict[str, A
     """Train (or reuse) the task's model on its newest features, then write its predictions (unless it has them)."""
     parsed = get_task(task_name).parse(settings or {})
     trained = train_task(task_name, home, settings or {}, None, False)
-    return predict_task(task_name, home, trained.entry.version, parsed.device, reuse=True)
+    return predict_task(task_name, home, trained.entry.version, parsed.device)
 
 
 def deployments(config: ShoalConfig, home: str) -> list[Any]:

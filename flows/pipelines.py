@@ -68,11 +68,9 @@ def train_task(task_name: str, home: str | None, settings: dict[str, Any], featu
 
 
 @task
-def predict_task(task_name: str, home: str | None, model_version: int | None, device: str,
-                 reuse: bool = False) -> Predicted:
-    """Write the predictions of a registered model (with `reuse`, not again for a model version that has them)."""
-    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device,
-                                 reuse=reuse)
+def predict_task(task_name: str, home: str | None, model_version: int | None, device: str) -> Predicted:
+    """Write the predictions of a registered model (not again for a model version that has them)."""
+    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device)
     get_run_logger().info("%s version %s (%s): %d rows; plots %s", predicted.table, predicted.version,
                           "unchanged: skipped" if predicted.reused else "new", predicted.rows,
                           [str(p) for p in predicted.plots])
@@ -138,7 +136,7 @@ def pipeline(task_name: str, paths: list[Path], home: str | None = None, setting
         reports.append(report)
     features = features_task(task_name, home, settings)
     trained = train_task(task_name, home, settings, features.snapshot, retrain)
-    predicted = predict_task(task_name, home, trained.entry.version, parsed.device, reuse=True)
+    predicted = predict_task(task_name, home, trained.entry.version, parsed.device)
     result = PipelineResult(ingests=tuple(reports), features=features, trained=trained, predicted=predicted)
     create_markdown_artifact(key=f"{task_name}-pipeline", markdown=summary(chosen, result),
                              description=f"{task_name}: test skill beside the baselines, versions, plots")

@@ -29,7 +29,8 @@ from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+                         replacing)
 
 if TYPE_CHECKING:
     import torch
@@ -239,7 +240,7 @@ class Enso(Task):
         return {"period": "test", "test_start": features.config.test_start, "valid_start": features.config.valid_start,
                 "leads": list(leads), "skill": skill}
 
-    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """Hindcasts of every validation and test month at every lead, and the forecast from the newest window."""
         from shoal.models.reports import plot_hindcast, plot_skill
 
@@ -273,15 +274,15 @@ class Enso(Task):
                     "observed_anom_c": None if forecast else float(features.anomaly[target]),
                     "phase": PHASES[int(probs.argmax())], "prob_e": float(probs[0]), "prob_l": float(probs[1]),
                     "prob_n": float(probs[2]), "model": self.model_name, "model_version": entry.version,
-                    "feature_version": entry.feature_version, "run_id": run_id,
+                    "feature_version": entry.feature_version, "run_id": entry.run_id,
                 })
         table = pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
-        version = catalog.write_table(self.predictions, table, provenance=Provenance(
+        version = catalog.write_table(self.predictions, table, **replacing(entry), provenance=Provenance(
             inputs=(entry.feature, InputVersion("model_registry", "table", entry.registry_version)),
-            parameters={"model": self.model_name, "model_version": entry.version, "run_id": run_id, "leads": list(leads)},
+            parameters={"model": self.model_name, "model_version": entry.version, "run_id": entry.run_id, "leads": list(leads)},
             message=f"{self.model_name} v{entry.version}: {len(rows)} predictions at leads {list(leads)}",
         ))
-        name = f"{self.model_name}_v{entry.version}_{run_id}"
+        name = f"{self.model_name}_v{entry.version}_{entry.run_id}"
         plots = (plot_hindcast(Path(catalog.local, "reports", f"{name}_hindcast.png"), table, lead=leads[0],
                                title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}"),
                  plot_skill(Path(catalog.local, "reports", f"{name}_skill.png"), entry.metrics["skill"],

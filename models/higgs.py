@@ -25,7 +25,8 @@ from shoal.errors import CatalogError
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+                         replacing)
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -147,7 +148,7 @@ class Higgs(Task):
         forecasts = {"model": _probabilities(model, features, "test", device=device)} | baselines(features)
         return {"period": "test", "skill": [{"method": name, **_scores(p, label)} for name, p in forecasts.items()]}
 
-    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """P(signal) of every row, TabNet's global and per-row importances, and a heatmap of the masks."""
         import torch
 
@@ -155,7 +156,7 @@ class Higgs(Task):
         from shoal.models.tabnet import global_importances
 
         features = _features(catalog, entry.feature_version)
-        common = {"model": self.model_name, "model_version": entry.version, "run_id": run_id}
+        common = {"model": self.model_name, "model_version": entry.version, "run_id": entry.run_id}
         tables = []
         for split in SPLITS:
             arrays = features.arrays(split)
@@ -170,7 +171,7 @@ class Higgs(Task):
                                    schema=PREDICTION_SCHEMA))
         table = pa.concat_tables(tables)
         lineage = (entry.feature, InputVersion("model_registry", "table", entry.registry_version))
-        version = catalog.write_table(self.predictions, table, provenance=Provenance(
+        version = catalog.write_table(self.predictions, table, **replacing(entry), provenance=Provenance(
             inputs=lineage, parameters=common, message=f"{self.model_name} v{entry.version}: {table.num_rows} rows"))
         test = features.arrays("test")
         with torch.no_grad():
@@ -182,10 +183,10 @@ class Higgs(Task):
         rows += [{"kind": "row", "row_id": int(row_id), "feature": name, "importance": float(value), **common}
                  for row_id, values in zip(test.row_id[:EXPLAINED], explained, strict=True)
                  for name, value in zip(FEATURES, values, strict=True)]
-        catalog.write_table("higgs_explanations", pa.Table.from_pylist(rows, schema=EXPLANATION_SCHEMA),
+        catalog.write_table("higgs_explanations", pa.Table.from_pylist(rows, schema=EXPLANATION_SCHEMA), **replacing(entry),
                             provenance=Provenance(inputs=lineage, parameters=common,
                                                   message=f"{self.model_name} v{entry.version}: importances"))
-        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{run_id}_masks.png")
+        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{entry.run_id}_masks.png")
         plot = plot_masks(path, explained, FEATURES, title=f"{self.model_name} v{entry.version}: aggregated masks "
                                                              f"(M_explain) of {len(explained)} test rows")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))

@@ -1,7 +1,9 @@
 """Generic runs over any registered task: train (resumable, reused when identical), evaluate, predict.
 
 A training run's id is derived from its content: the task, the feature snapshot, the model
-configuration and every training setting that changes the weights (not the device, nor the
+configuration, the code (`shoal.lineage.code_fingerprint`: a change to the model, the loss,
+the features or a baseline never reuses an old model) and every training setting that
+changes the weights (not the device, nor the
 DataLoader workers, nor staging). So rerunning the same command after a crash finds the
 run's `last.pt` and resumes it, and rerunning a finished identical run finds its registered
 model version and reuses it instead of training and registering a new one.
@@ -18,12 +20,12 @@ import hashlib
 import json
 import re
 import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import TrainingError
+from shoal.lineage import code_fingerprint
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -65,9 +67,10 @@ def train_config(settings: TaskSettings) -> TrainConfig:
 
 
 def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:
-    """A run id from the run's content: the same inputs and settings give the same id."""
+    """A run id from the run's content: the same inputs, settings and code give the same id."""
     settings = {key: value for key, value in asdict(config).items() if key not in NOT_IDENTITY}
-    payload = {"task": task.name, "feature": asdict(prepared.feature), "model": prepared.model_config, "train": settings}
+    payload = {"task": task.name, "feature": asdict(prepared.feature), "model": prepared.model_config, "train": settings,
+               "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -164,20 +167,22 @@ def evaluate_model(catalog: Catalog, task: Task, *, model_version: int | None = 
 
 
 def predict_model(catalog: Catalog, task: Task, *, model_version: int | None = None, device: str = "auto",
-                  run_id: str | None = None, reuse: bool = False) -> tuple[ModelVersion, Predicted]:
-    """Write the task's predictions table version from a registered model (default latest).
+                  force: bool = False) -> tuple[ModelVersion, Predicted]:
+    """Write the task's predictions of a registered model (default latest), once per model version.
 
-    With `reuse`, a predictions commit already made by this model version is returned
-    instead (nothing is written): a pipeline rerun with nothing new does no work.
+    A model version whose predictions are in the table is not predicted again: its commit is
+    returned (`reused`, nothing written). With `force` a new version REPLACES that model
+    version's rows. The rows' `run_id` is the registry's run id of the model, so predictions
+    join the registry on (model, model_version) and run_id.
     """
     from shoal.models.registry import load_model_entry
 
-    if reuse:
+    if not force:
         found = existing_predictions(catalog, task, load_model_entry(catalog, task.model_name, model_version))
         if found is not None:
             return found
     model, entry = load_model(catalog, task, model_version)
-    return entry, task.predict(catalog, model, entry, device=device, run_id=run_id or uuid.uuid4().hex[:12])
+    return entry, task.predict(catalog, model, entry, device=device)
 
 
 def existing_predictions(catalog: Catalog, task: Task, entry: ModelVersion) -> tuple[ModelVersion, Predicted] | None:

@@ -28,7 +28,8 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task
+from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+                         replacing)
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -171,7 +172,7 @@ class Speech(Task):
                 "per_class_accuracy": {WORDS[i]: float(confusion[i, i] / confusion[i].sum()) for i in present},
                 "labels": list(WORDS[:classes]), "confusion": confusion.tolist()}
 
-    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """The top-3 words of every clip of every split, and the test confusion matrix as a PNG."""
         from shoal.models.reports import plot_confusion
 
@@ -190,15 +191,15 @@ class Speech(Task):
                 "label": labels[features.label[rows].numpy()].tolist(), "predicted_label": labels[top[:, 0]].tolist(),
                 "probability": best[:, 0], "top3_labels": labels[top].tolist(), "top3_probabilities": best.tolist(),
                 "model": [self.model_name] * len(rows), "model_version": [entry.version] * len(rows),
-                "feature_version": [entry.feature_version] * len(rows), "run_id": [run_id] * len(rows),
+                "feature_version": [entry.feature_version] * len(rows), "run_id": [entry.run_id] * len(rows),
             }, schema=PREDICTION_SCHEMA))
         table = pa.concat_tables(tables)
-        version = catalog.write_table(self.predictions, table, provenance=Provenance(
+        version = catalog.write_table(self.predictions, table, **replacing(entry), provenance=Provenance(
             inputs=(entry.feature, InputVersion("model_registry", "table", entry.registry_version)),
-            parameters={"model": self.model_name, "model_version": entry.version, "run_id": run_id},
+            parameters={"model": self.model_name, "model_version": entry.version, "run_id": entry.run_id},
             message=f"{self.model_name} v{entry.version}: top-3 words of {table.num_rows} clips",
         ))
-        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{run_id}_confusion.png")
+        path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{entry.run_id}_confusion.png")
         plot = plot_confusion(path, np.array(entry.metrics["confusion"]), entry.metrics["labels"],
                               title=f"{self.model_name} v{entry.version}: test confusion ({entry.metrics['split']} split)")
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))

@@ -8,6 +8,7 @@ Every commit carries its `Lineage` as JSON under the commit-metadata key "shoal"
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from shoal import arrays, tables
 from shoal.errors import CatalogError, no_dataset
 from shoal.lineage import InputVersion, Lineage, Provenance
-from shoal.locks import dataset_lock
+from shoal.locks import dataset_lock, lock_if_free
 from shoal.settings import is_url, local_folder, resolve_home
 
 if TYPE_CHECKING:
@@ -97,6 +98,14 @@ class Catalog:
     def _lock_path(self, name: str) -> Path | None:
         return None if is_url(self.home) else Path(self.home, ".locks", f"{name}.lock")
 
+    def lock(self, name: str) -> contextlib.AbstractContextManager[object]:
+        """Dataset `name`'s lock on a local home (re-entrant in a thread; writes take it too); none on object storage."""
+        return dataset_lock(self._lock_path(name))
+
+    def lock_if_free(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """Dataset `name`'s lock if no writer holds it: yields whether it was taken (always True on object storage)."""
+        return lock_if_free(self._lock_path(name))
+
     # -- writing ---------------------------------------------------------------------------
 
     def write_table(
@@ -122,10 +131,7 @@ class Catalog:
         """
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        # Delta serializes commits to an existing table, but two writers creating the same
-        # table at once can fail with "protocol changed": creation takes the dataset lock.
-        creating = not tables.committed(uri)
-        with self._creation(name, uri, creating):
+        with self._writing(name, uri) as creating:
             try:
                 return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
             except tables.CommitNotLanded:
@@ -139,20 +145,21 @@ class Catalog:
         return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
 
     @contextmanager
-    def _creation(self, name: str, uri: str, creating: bool) -> Iterator[None]:
-        """A first write of table `name`: under its lock, what an interrupted first write left goes first.
+    def _writing(self, name: str, uri: str) -> Iterator[bool]:
+        """A write of table `name`, from its first file to its commit; yields whether it creates the table.
 
-        A write to an existing table needs nothing (Delta's commit protocol serializes it).
+        On a local home it holds the table's lock throughout: writers of one table take turns,
+        so every file in the table's folder that no commit references is an interrupted
+        write's (`catalog check --repair` removes them under the same lock), and a first write
+        removes what an interrupted first write left. On object storage there is no lock: Delta's
+        commit protocol (put-if-absent of the next log entry) serializes the commits.
         """
-        if not creating:
-            yield
-            return
-        with dataset_lock(self._lock_path(name)):
-            if not tables.committed(uri):
+        with self.lock(name):
+            creating = not tables.committed(uri)
+            if creating and not is_url(uri):
                 tables.clear_leftover(uri)
-            if not is_url(uri):
                 Path(uri).mkdir(parents=True, exist_ok=True)
-            yield
+            yield creating
 
     def write_streamed(self, name: str, batches: Iterable[pa.RecordBatch], *, schema: pa.Schema,
                        provenance: Callable[[], Provenance], mode: WriteMode = "append", workers: int = 2,
@@ -208,10 +215,7 @@ class Catalog:
 
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        creating = not tables.committed(uri)
-        # A first write holds the lock from its first file to its commit: the files of an
-        # interrupted first write are removed under it, and must not be another writer's.
-        with self._creation(name, uri, creating):
+        with self._writing(name, uri) as creating:
             writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
             folder = Path(uri, f"files-{uuid.uuid4().hex}")  # on a URL home only its name is used
 

@@ -150,6 +150,36 @@ class Lineage:
         )
 
 
+CODE_PACKAGES = ("shoal", "shoal.datasets", "shoal.features", "shoal.models")
+"""The packages whose code decides what is computed (flows/ only orchestrates them)."""
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """sha256 of every Python file of `CODE_PACKAGES`: names and bytes, in a fixed order.
+
+    Feature keys and run ids include it, so that after any change to the code that computes
+    features, models, losses or baselines no stale feature version or trained model is reused,
+    while an unchanged tree always reuses them (a git checkout or not; the shoal version
+    number, which stays put while the code changes, is no substitute).
+    """
+    import importlib.util
+
+    folders = [(package, Path(folder)) for package in CODE_PACKAGES
+               for folder in importlib.util.find_spec(package).submodule_search_locations or ()]  # type: ignore[union-attr]
+    return source_fingerprint(folders)
+
+
+def source_fingerprint(folders: list[tuple[str, Path]]) -> str:
+    """sha256 of the `*.py` files of (package, folder) pairs: each file's package, name and bytes, sorted by name."""
+    digest = hashlib.sha256()
+    for package, folder in folders:
+        for path in sorted(folder.glob("*.py")):
+            digest.update(f"{package}/{path.name}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 @functools.cache
 def git_sha() -> str | None:
     """The commit of the shoal source tree when it is a git checkout of shoal, else None."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,3 +20,23 @@ def dataset_lock(path: Path | None) -> contextlib.AbstractContextManager[object]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path, is_singleton=True)
+
+
+@contextlib.contextmanager
+def lock_if_free(path: Path | None) -> Iterator[bool]:
+    """Take the lock on `path` if nobody holds it; yields whether it was taken (always True for None)."""
+    if path is None:
+        yield True
+        return
+    from filelock import Timeout
+
+    lock = dataset_lock(path)
+    try:
+        lock.acquire(timeout=0)  # type: ignore[attr-defined]
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()  # type: ignore[attr-defined]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -92,6 +93,26 @@ def existing_build(catalog: Catalog, dataset: str, key: str) -> FeatureBuild | N
         if entry.lineage is not None and entry.lineage.parameters.get("content_key") == key:
             return FeatureBuild(version=entry.version, snapshot=str(getattr(entry, "snapshot", entry.version)), reused=True)
     return None
+
+
+@contextmanager
+def building(catalog: Catalog, dataset: str, key: str) -> Iterator[FeatureBuild | None]:
+    """Hold feature set `dataset`'s lock (local homes) and yield its version with content key `key`, if any.
+
+    Build and write inside the block when None is yielded: two identical builds at once then
+    give ONE version (the second waits and finds the first), never two.
+    """
+    with catalog.lock(dataset):
+        yield existing_build(catalog, dataset, key)
+
+
+def replacing(entry: ModelVersion) -> dict[str, Any]:
+    """`write_table` arguments that replace model version `entry`'s rows of a predictions table.
+
+    A predictions write never appends a second copy: it replaces the rows of its model
+    version (none, the first time), so `predict --force` gives a new version with ONE copy.
+    """
+    return {"mode": "overwrite", "predicate": f"model = '{entry.name}' AND model_version = {entry.version}"}
 
 
 @dataclass(frozen=True)
@@ -217,7 +238,7 @@ class Task(ABC):
         """Skill on the TEST split of a feature version beside the baselines, JSON-ready."""
 
     @abstractmethod
-    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str, run_id: str) -> Predicted:
+    def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """Write the predictions table version of a registered model."""
 
     @abstractmethod

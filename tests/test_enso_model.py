@@ -75,7 +75,7 @@ def test_an_identical_rerun_reuses_the_model_and_retrain_gives_a_new_version_wit
 
 
 def test_predictions_cover_validation_and_test_at_every_lead_and_forecast_from_the_newest_window(trained: Catalog) -> None:
-    entry, predicted = predict_model(trained, TASK, model_version=0, device="cpu", run_id="pred0")
+    entry, predicted = predict_model(trained, TASK, model_version=0, device="cpu")
     table = trained.read_table("enso_predictions", version=predicted.version).to_pandas()
     hindcast, forecast = table[table.kind == "hindcast"], table[table.kind == "forecast"]
     assert set(hindcast.period) == {"valid", "test"} and set(hindcast.lead) == {1, 3}
@@ -84,7 +84,7 @@ def test_predictions_cover_validation_and_test_at_every_lead_and_forecast_from_t
     assert (forecast.issued_month.astype(str) == "1999-12-01").all() and forecast.period.isna().all()
     assert forecast.observed_anom_c.isna().all() and hindcast.observed_anom_c.notna().all()
     np.testing.assert_allclose(table[["prob_e", "prob_l", "prob_n"]].sum(axis=1), 1.0, rtol=1e-6)
-    assert (table.run_id == "pred0").all() and (table.model_version == 0).all()
+    assert (table.run_id == entry.run_id).all() and (table.model_version == 0).all()
     for plot in predicted.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lineage = trained.lineage("enso_predictions")

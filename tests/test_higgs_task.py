@@ -27,7 +27,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     settings = task.parse({"epochs": 2, "batch_size": 64, "device": "cpu"})
     task.build_features(catalog, settings, reporter=None)
     result = train_model(catalog, task, settings)
-    entry, predicted = predict_model(catalog, task, device="cpu", run_id="test")
+    entry, predicted = predict_model(catalog, task, device="cpu")
     return SimpleNamespace(catalog=catalog, trained=result, entry=entry, predicted=predicted)
 
 

@@ -30,7 +30,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     settings = task.parse(TRAIN)
     task.build_features(catalog, settings, reporter=None)
     result = train_model(catalog, task, settings)
-    entry, predicted = predict_model(catalog, task, device="cpu", run_id="test")
+    entry, predicted = predict_model(catalog, task, device="cpu")
     return SimpleNamespace(catalog=catalog, task=task, settings=settings, trained=result, entry=entry, predicted=predicted)
 
 
@@ -75,7 +75,7 @@ def test_predictions_hold_every_clip_with_its_top_3_words_and_a_confusion_png(tr
         assert row["predicted_label"] == row["top3_labels"][0] and row["probability"] == row["top3_probabilities"][0]
         assert row["top3_probabilities"] == sorted(row["top3_probabilities"], reverse=True)
         assert 0.0 < sum(row["top3_probabilities"]) <= 1.0 + 1e-6
-        assert row["run_id"] == "test" and row["model"] == "speech_cnn" and row["model_version"] == trained.entry.version
+        assert row["run_id"] == trained.entry.run_id and row["model"] == "speech_cnn" and row["model_version"] == trained.entry.version
     (plot,) = trained.predicted.plots
     assert plot.name.endswith("_confusion.png") and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
