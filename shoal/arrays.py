@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.errors import CatalogError, no_dataset
+from shoal.errors import CatalogError, HomeError, home_failure, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url
@@ -97,10 +97,10 @@ class ArraySession:
     write that never committed are removed before this one starts.
     """
 
-    def __init__(self, uri: str, name: str, lock_path: Path | None) -> None:
+    def __init__(self, uri: str, name: str, lock_path: Path | None, *, home: str = "") -> None:
         import icechunk
 
-        self.uri, self.name = uri, name
+        self.uri, self.name, self.home = uri, name, home or uri
         self._lock = dataset_lock(lock_path)
         self._lock.__enter__()
         try:
@@ -115,8 +115,13 @@ class ArraySession:
     def __enter__(self) -> ArraySession:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> None:
+        """Release the lock; an error of the home's own (full disk, read-only) is raised as a `HomeError`."""
         self.close()
+        if isinstance(error, Exception) and not isinstance(error, HomeError):
+            failure = home_failure(error, self.home)
+            if failure is not None:
+                raise failure from error
 
     def close(self) -> None:
         """Release the repository's lock (what was not committed is dropped); idempotent."""
@@ -163,14 +168,14 @@ def clear_leftover(uri: str) -> None:
 
 
 def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset, *,
-                encoding: dict[str, dict] | None, provenance: Provenance) -> str:
+                encoding: dict[str, dict] | None, provenance: Provenance, home: str = "") -> str:
     """Replace the whole content of array `name` with `dataset` in one commit; return its snapshot id.
 
     The session holds the repository lock (local homes), so it always starts from the newest
     snapshot: two whole writes at once land one after the other as two versions, instead of
     the second failing with a conflict on every chunk.
     """
-    with ArraySession(uri, name, lock_path) as session:
+    with ArraySession(uri, name, lock_path, home=home) as session:
         dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding)
         return session.commit(provenance)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from shoal import arrays, tables
-from shoal.errors import CatalogError, no_dataset
+from shoal.errors import CatalogError, HomeError, home_failure, no_dataset
 from shoal.lineage import InputVersion, Lineage, Provenance
 from shoal.locks import dataset_lock, lock_if_free
 from shoal.settings import is_url, local_folder, resolve_home
@@ -76,6 +76,9 @@ class Catalog:
 
     def __init__(self, home: str | Path | None = None) -> None:
         self.home = resolve_home(home)
+        if not is_url(self.home) and Path(self.home).exists() and not Path(self.home).is_dir():
+            raise HomeError(f"the home {self.home} is a file, not a folder; pass --home a folder (it is created "
+                            "when missing)")
 
     def __repr__(self) -> str:
         return f"Catalog({self.home!r})"
@@ -97,6 +100,13 @@ class Catalog:
 
     def _lock_path(self, name: str) -> Path | None:
         return None if is_url(self.home) else Path(self.home, ".locks", f"{name}.lock")
+
+    def must_exist(self) -> Catalog:
+        """This catalog, or `HomeError` when its local home does not exist (a command that only reads says so)."""
+        if not is_url(self.home) and not Path(self.home).is_dir():
+            raise HomeError(f"the home {self.home} does not exist; pass --home (or set SHOAL_HOME to) the folder you "
+                            "ingested into")
+        return self
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[object]:
         """Dataset `name`'s lock on a local home (re-entrant in a thread; writes take it too); none on object storage."""
@@ -131,7 +141,7 @@ class Catalog:
         """
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        with self._writing(name, uri) as creating:
+        with self._guard(), self._writing(name, uri) as creating:
             try:
                 return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
             except tables.CommitNotLanded:
@@ -142,7 +152,21 @@ class Catalog:
                 replayable = not isinstance(data, pa.RecordBatchReader | Iterator)
                 if not (creating and replayable and is_url(uri) and tables.committed(uri)):
                     raise
-        return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+        with self._guard():
+            return tables.write_table(uri, name, data, mode=mode, predicate=predicate, provenance=provenance)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """An error of the home's own (full disk, read-only, no permission) becomes one `HomeError` line."""
+        try:
+            yield
+        except HomeError:
+            raise
+        except Exception as error:
+            failure = home_failure(error, self.home)
+            if failure is None:
+                raise
+            raise failure from error
 
     @contextmanager
     def _writing(self, name: str, uri: str) -> Iterator[bool]:
@@ -215,7 +239,7 @@ class Catalog:
 
         self._refuse_other_kind(name, "table")
         uri = self.uri("table", name)
-        with self._writing(name, uri) as creating:
+        with self._guard(), self._writing(name, uri) as creating:
             writer = tables.StreamedWrite(uri, name, schema, workers=workers, file_bytes=file_bytes)
             folder = Path(uri, f"files-{uuid.uuid4().hex}")  # on a URL home only its name is used
 
@@ -245,7 +269,7 @@ class Catalog:
         On a local home it holds the array's lock until it ends: other writers of the array wait.
         """
         self._refuse_other_kind(name, "array")
-        return arrays.ArraySession(self.uri("array", name), name, self._lock_path(name))
+        return arrays.ArraySession(self.uri("array", name), name, self._lock_path(name), home=self.home)
 
     def write_array(self, name: str, dataset: xr.Dataset, *, provenance: Provenance,
                     encoding: dict[str, dict] | None = None) -> str:
@@ -256,7 +280,7 @@ class Catalog:
         """
         self._refuse_other_kind(name, "array")
         return arrays.write_whole(self.uri("array", name), name, self._lock_path(name), dataset, encoding=encoding,
-                                  provenance=provenance)
+                                  provenance=provenance, home=self.home)
 
     def _refuse_other_kind(self, name: str, kind: Kind) -> None:
         other: Kind = "array" if kind == "table" else "table"

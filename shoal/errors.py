@@ -5,6 +5,8 @@ Core code raises these; the CLI prints `str(error)` on one line and exits non-ze
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -70,6 +72,49 @@ class HomeError(CatalogError):
     Never a source file's fault: ingests let it through instead of turning it into a
     per-file failure line, and the CLI prints it as one line naming the home and the fix.
     """
+
+
+_HOME_FIXES = {
+    errno.ENOSPC: ("is full (no space left on device)", "free space there, or pass --home a folder on another disk"),
+    errno.EDQUOT: ("is over its disk quota", "free space there, or pass --home a folder on another disk"),
+    errno.EROFS: ("is on a read-only file system", "remount it writable, or pass --home a writable folder"),
+    errno.EACCES: ("cannot be written (permission denied)", "give this user write access to it, or pass --home "
+                                                             "a folder you own"),
+}
+_HOME_FIXES[errno.EPERM] = _HOME_FIXES[errno.EACCES]
+
+
+def home_failure(error: BaseException, home: str) -> HomeError | None:
+    """The `HomeError` an exception from writing into `home` amounts to, or None when it is not the home's.
+
+    Walks the exception's causes: an `OSError` with the errno of a full disk, a quota, a
+    read-only file system, or (for a file inside the home) a denied permission; or a storage
+    library's error whose text carries one of those (deltalake, Icechunk and polars report
+    them as text). Reading a source cannot fill a disk, so those errors are never a source's.
+    """
+    texts = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)}
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        code = getattr(error, "errno", None)
+        filename = str(getattr(error, "filename", "") or "")
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) or (
+                code in (errno.EACCES, errno.EPERM) and filename.startswith(home)):
+            return _home_error(home, code)
+        text = str(error)
+        for phrase, found in texts.items():
+            if phrase in text:
+                return _home_error(home, found)
+        if os.strerror(errno.EACCES) in text and home in text:
+            return _home_error(home, errno.EACCES)
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _home_error(home: str, code: int) -> HomeError:
+    what, fix = _HOME_FIXES[code]
+    return HomeError(f"the home {home} {what}; {fix}. Every dataset is still at its last version "
+                     "(`shoal catalog check --repair` removes what the failed write left)")
 
 
 class ModelConfigError(ShoalError, ValueError):
