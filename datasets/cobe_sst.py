@@ -30,7 +30,7 @@ from shoal import cluster
 from shoal.arrays import resolve
 from shoal.errors import SourceError
 from shoal.lineage import Provenance, SourceFile
-from shoal.sources import FileDone, IngestReport, no_progress, register_source
+from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -155,7 +155,9 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
                 eccodes.codes_release(extra)
                 raise SourceError(path, "more than one GRIB message", fix="a COBE-SST file holds exactly one month", line=2)
     except eccodes.GribInternalError as error:
-        if path.read_bytes()[:4] != b"GRIB":
+        with path.open("rb") as start:
+            magic = start.read(4)
+        if magic != b"GRIB":
             raise SourceError(path, "not a GRIB file (no message at its start)", fix="pass COBE-SST .grb files") from error
         raise SourceError(path, f"unreadable GRIB message ({error}): the file is truncated or corrupt",
                           fix="download the file again", line=1) from error
@@ -186,27 +188,45 @@ def _read_message(path: Path, handle: int) -> dict[str, object]:
     # The raw GRIB1 numbers, not paramId: ecCodes resolves paramId through its parameter
     # tables (370-550 µs a file, more than the rest of the checks together); shortName, a
     # string, is read only to word the error.
-    if keys["editionNumber"] != 1 or _keys(handle, ["table2Version", "indicatorOfParameter"]) != SST_GRIB1:
-        raise SourceError(path, f"parameter is {_keys(handle, ['shortName'])['shortName']!r}, not 'sst'",
-                          fix="expected sea-surface temperature (GRIB1 table 128 parameter 34)", line=1)
+    edition = keys["editionNumber"]
+    if edition != 1 or _keys(handle, ["table2Version", "indicatorOfParameter"]) != SST_GRIB1:
+        name = _keys(handle, ["shortName"])["shortName"]
+        if edition != 1 and name == "sst":  # the right parameter in the wrong edition: say which is wrong
+            raise SourceError(path, f"GRIB edition {edition}; COBE-SST files are GRIB edition 1",
+                              fix="pass the files as JMA publishes them (`shoal fetch sst`), not a conversion", line=1)
+        edition_note = f"; this file is GRIB edition {edition}" if edition != 1 else ""
+        raise SourceError(path, f"parameter is {name!r}, not 'sst'",
+                          fix=f"expected sea-surface temperature (GRIB1 table 128 parameter 34){edition_note}", line=1)
     return keys | _check_grid(path, handle)
 
 
-def expand(paths: Sequence[Path]) -> tuple[list[Path], list[str]]:
-    """Files as given, folders as their `sst*.grb` files sorted by name; empty folders fail."""
+def expand(paths: Sequence[Path], *, follow_links: bool = False) -> tuple[list[Path], list[str]]:
+    """Files as given, folders as their `sst*.grb` files sorted by name, and one line per path or entry refused.
+
+    Refused: a path that does not exist or is no regular file, a folder without sst*.grb
+    files, and in a folder a link (unless `follow_links`), device or pipe named sst*.grb.
+    """
     found: list[Path] = []
     failures: list[str] = []
     for path in map(Path, paths):
-        files = sorted(path.glob("sst*.grb")) if path.is_dir() else [path]
-        if not files:
-            failures.append(str(SourceError(path, "no sstYYYYMM.grb file in this folder", fix="pass COBE-SST files or their folder")))
+        if (problem := check_path(path, folders=True, expected="COBE-SST sstYYYYMM.grb files or their folder")):
+            failures.append(str(problem))
+            continue
+        if not path.is_dir():
+            found.append(path)
+            continue
+        files, refused = folder_files(path, pattern="sst*.grb", recursive=False, follow_links=follow_links)
+        if not files and not refused:
+            failures.append(str(SourceError(path, "no sstYYYYMM.grb file in this folder",
+                                            fix="pass COBE-SST files or their folder")))
         found.extend(files)
+        failures.extend(refused)
     return found, failures
 
 
-def files(paths: Sequence[Path]) -> list[Path]:
+def files(paths: Sequence[Path], *, follow_links: bool = False) -> list[Path]:
     """The files an ingest of `paths` processes (`expand` without its failures)."""
-    return expand(paths)[0]
+    return expand(paths, follow_links=follow_links)[0]
 
 
 def _digest(source: SourceFile) -> np.ndarray:
@@ -430,7 +450,7 @@ def _spread(client: Client, session: ArraySession, current: xr.Dataset | None, p
 @register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)",
                  expand=files)
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
-           client: Client | None = None) -> IngestReport:
+           client: Client | None = None, follow_links: bool = False) -> IngestReport:
     """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported.
 
     Args:
@@ -440,9 +460,10 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
             unchanged, or has failed (before the one commit of the whole call).
         client: a Dask client whose workers decode and write the months (the same result
             as without one); None: all in this process.
+        follow_links: read what links named sst*.grb in a folder point to; without it each is refused.
     """
     done = progress or no_progress
-    found, failures = expand(paths)
+    found, failures = expand(paths, follow_links=follow_links)
     by_month, misnamed = _by_month(found)
     failures.extend(misnamed)
     kept = set(by_month.values())

@@ -5,16 +5,23 @@ class (0 or 1) first, then the 28 features (21 low-level, 7 high-level); `HIGGS.
 `HIGGS.csv.gz`, or the `.zip` that wraps the `.gz`. Compressed input is streamed, never
 unpacked to disk.
 
-Plain and gzip files go through ONE polars streaming query (`scan_csv` -> checks as
-expressions -> `sink_parquet` into files of FILE_ROWS rows), which pipelines parsing and
-Parquet encoding over every core, while a thread hashes the file. A bad value nulls the
-row's label, so the files' own Parquet statistics tell whether any row was bad; then a
-second, block-wise reading finds the first bad line to name it. A zip (read by member, which
-polars cannot scan) goes block by block: a reader thread inflates and cuts the text into
-blocks of whole lines, polars parses each, two threads encode the Parquet files. With a
-Dask client (`--cluster`), a plain file is cut into spans of whole lines that the workers
-count, then parse, check and write (gzip and zip are one stream each: read here). Every
-way: ONE Delta commit at the end; a bad line anywhere commits nothing.
+A plain file goes through ONE polars streaming query (`scan_csv` -> checks as expressions
+-> `sink_parquet` into files of FILE_ROWS rows), which pipelines parsing and Parquet
+encoding over every core, while a thread hashes the file. A bad value nulls the row's
+label, so the files' own Parquet statistics tell whether any row was bad; then a second,
+block-wise reading finds the first bad line to name it. Gzip and zip go block by block: a
+reader thread inflates (ISA-L) and cuts the text into blocks of whole lines, polars parses
+each, two threads encode the Parquet files. With a Dask client (`--cluster`), a plain file
+is cut into spans of whole lines that the workers count, then parse, check and write (gzip
+and zip are one stream each: read here). Every way: ONE Delta commit at the end; a bad line
+anywhere commits nothing.
+
+Hostile input is refused early, in bounded memory (`HiggsLimits`): a line longer than
+`max_line_bytes` (a UCI line is ~700 bytes) is named by its number, and compressed input
+that inflates more than `max_ratio` times (a gzip bomb) stops as soon as the stream says
+so. A plain file is checked for long lines before polars reads it (polars holds a whole
+line in memory: 2 GB for a 1 GB line); gzip goes block-wise rather than through polars'
+own inflater for the same reason (a 5 MB bomb of zeros took polars to 2.6 GB).
 
 Split (the paper's): test = the last 500,000 rows, valid = the 500,000 before, train = the
 rest. A file under 2,000,000 rows: test = the last quarter, valid = the quarter before, train
@@ -33,16 +40,17 @@ import queue
 import threading
 import zipfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from shoal.errors import SchemaError, SourceError
+from shoal.errors import CatalogError, SchemaError, SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
-from shoal.sources import FileDone, IngestReport, no_progress, register_source
+from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
 
 if TYPE_CHECKING:
     import polars as pl
@@ -71,8 +79,100 @@ BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000
 FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
 SPAN_BYTES = 64 << 20  # the most text one Dask task parses and writes (~90,000 rows; `--cluster`)
 GZIP, ZIP = b"\x1f\x8b", b"PK\x03\x04"  # the first bytes of a gzip and of a zip file
+RATIO_FLOOR = 16 << 20  # text inflated before the ratio is judged: a small file of repeated rows may pack tighter
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
         "fetch the file again (`shoal fetch higgs`) or fix the line")
+_EXPECTED = "HIGGS.csv, HIGGS.csv.gz or the UCI zip"
+
+
+@dataclass(frozen=True)
+class HiggsLimits:
+    """What a HIGGS file may hold before it is refused as hostile (read so far, and no further).
+
+    Attributes:
+        max_line_bytes: the longest line. A UCI line is at most ~760 bytes (29 numbers as
+            `%.18e`); 4 KiB leaves room for other number formats and refuses a file of one
+            endless line after one block.
+        max_ratio: the most bytes of text one compressed byte may inflate to, judged once
+            RATIO_FLOOR bytes are inflated (and at once from a zip member's declared sizes).
+            UCI's HIGGS.csv.gz inflates ~2.9 times; a gzip of zeros ~200-1000 times.
+    """
+
+    max_line_bytes: int = 4096
+    max_ratio: float = 20.0
+
+
+def _long_line(text: bytes | bytearray, limit: int, end: int | None = None) -> int:
+    """Where the first line longer than `limit` bytes starts in text[:end], or -1 (an unended last line counts so far).
+
+    One `rfind` per `limit` bytes: the last newline of each window of limit + 1 bytes
+    starts the next window, so the text is never scanned byte by byte in Python.
+    """
+    end = len(text) if end is None else end
+    start = 0  # where the line being checked starts
+    while end - start > limit:
+        newline = text.rfind(b"\n", start, start + limit + 1)
+        if newline < 0:
+            return start
+        start = newline + 1
+    return -1
+
+
+def _line_too_long(path: Path, limits: HiggsLimits, line: int) -> SchemaError:
+    return SchemaError(path, f"a line longer than {limits.max_line_bytes:,} bytes (a HIGGS line is under 1 KB)",
+                       fix="expected the UCI HIGGS text; fetch the file again (`shoal fetch higgs`), or raise "
+                           "HiggsLimits.max_line_bytes", line=line)
+
+
+class _LongLine(Exception):  # noqa: N818 (a signal between threads, never shown)
+    """A line over the limit starts right after the blocks handed out so far: the reader of the blocks numbers it."""
+
+
+def _too_packed(path: Path, text: int, packed: int, limits: HiggsLimits) -> SourceError:
+    return SourceError(path, f"{text:,} bytes of text from {packed:,} compressed bytes, more than "
+                             f"{limits.max_ratio:g} times (HIGGS.csv.gz inflates ~3 times), as a decompression "
+                             "bomb does",
+                       fix="fetch the file again (`shoal fetch higgs`), or raise HiggsLimits.max_ratio")
+
+
+class _Counted:
+    """A binary stream read through this counts the bytes read (the compressed side of an inflater)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.size = raw, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        count = self.raw.readinto(buffer)
+        self.size += count
+        return count
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+class _Inflated:
+    """An inflating stream that stops once its text outgrows `limits.max_ratio` times the compressed bytes read."""
+
+    def __init__(self, path: Path, stream: IO[bytes], packed: Callable[[], int], limits: HiggsLimits) -> None:
+        self.path, self.stream, self.packed, self.limits, self.text = path, stream, packed, limits, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.text += len(data)
+        if self.text > RATIO_FLOOR and self.text > self.limits.max_ratio * max(1, self.packed()):
+            raise _too_packed(self.path, self.text, self.packed(), self.limits)
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def split_sizes(rows: int) -> tuple[int, int, int]:
@@ -87,36 +187,49 @@ def _is_zip(raw: HashingReader) -> bool:
     return raw.raw.peek(4)[:4] == ZIP
 
 
-def _text_stream(path: Path, raw: HashingReader) -> IO[bytes]:
+def _text_stream(path: Path, raw: HashingReader, limits: HiggsLimits) -> IO[bytes]:
     """The CSV text of a plain, gzip or zip file (`raw` reads the file itself), as a stream of bytes.
 
     Plain and gzip files are read through `raw` from start to end; a zip is opened by name
-    (its directory is at the end).
+    (its directory is at the end). Inflating stops at a bomb (`limits.max_ratio`): a gzip
+    stream as its text outgrows the compressed bytes read, a zip member at once from its
+    declared sizes (zipfile inflates no more than the declared size).
     """
-    if raw.raw.peek(2)[:2] == GZIP:
-        from isal import igzip
+    from isal import igzip
 
-        return igzip.IGzipFile(fileobj=raw, mode="rb")
+    if raw.raw.peek(2)[:2] == GZIP:
+        return _Inflated(path, igzip.IGzipFile(fileobj=raw, mode="rb"), lambda: raw.size, limits)
     if _is_zip(raw):
         archive = zipfile.ZipFile(path)
         members = [m for m in archive.namelist() if m.lower().endswith((".csv", ".csv.gz"))]
         if not members:
             raise SourceError(path, f"the zip holds no .csv or .csv.gz member (it holds {archive.namelist()[:5]})",
                               fix="pass the HIGGS.csv.gz UCI publishes, or a zip that wraps it")
+        info = archive.getinfo(members[0])
+        if info.file_size > RATIO_FLOOR and info.file_size > limits.max_ratio * max(1, info.compress_size):
+            raise _too_packed(path, info.file_size, info.compress_size, limits)
         inner = archive.open(members[0])
         if members[0].lower().endswith(".gz"):
-            from isal import igzip
-
-            return igzip.IGzipFile(fileobj=inner, mode="rb")
+            counted = _Counted(inner)
+            return _Inflated(path, igzip.IGzipFile(fileobj=counted, mode="rb"), lambda: counted.size, limits)
         return inner
     return raw  # type: ignore[return-value]
 
 
-def _blocks(stream: IO[bytes]) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline) of about BLOCK bytes."""
+def _blocks(stream: IO[bytes], limits: HiggsLimits) -> Iterator[bytes]:
+    """Blocks of whole lines (each ends with a newline) of about BLOCK bytes.
+
+    Raises:
+        _LongLine: after a last block of the lines before it, a line over `limits.max_line_bytes`
+            (what is held of a line never exceeds the limit).
+    """
     rest = b""
     while chunk := stream.read(BLOCK):
         data = rest + chunk
+        if (long := _long_line(data, limits.max_line_bytes)) >= 0:
+            if long:
+                yield data[:long]
+            raise _LongLine
         cut = data.rfind(b"\n") + 1
         if cut:
             yield data[:cut]
@@ -132,16 +245,16 @@ class _Reader:
     hashed at the end): `source` is the file's lineage entry once the blocks are all out.
     """
 
-    def __init__(self, path: Path, depth: int = 2) -> None:
-        self.path, self.depth, self.source = path, depth, None
+    def __init__(self, path: Path, limits: HiggsLimits, depth: int = 2) -> None:
+        self.path, self.limits, self.depth, self.source = path, limits, depth, None
 
     def _read(self, handoff: queue.Queue, stop: threading.Event) -> None:
         try:
             with self.path.open("rb") as file:
                 raw = HashingReader(file)
-                zipped, stream = _is_zip(raw), _text_stream(self.path, raw)
+                zipped, stream = _is_zip(raw), _text_stream(self.path, raw, self.limits)
                 try:
-                    for block in _blocks(stream):
+                    for block in _blocks(stream, self.limits):
                         while not stop.is_set():
                             try:
                                 handoff.put(block, timeout=0.1)
@@ -215,11 +328,14 @@ def _rows(path: Path, reader: _Reader) -> Iterator[pa.Table]:
     import polars as pl
 
     row = 0
-    for block in reader:
-        frame = _parse(path, block, row + 1)
-        frame = frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=row)
-        row += frame.height
-        yield frame.with_columns(pl.col("row_id").cast(pl.Int64)).to_arrow()
+    try:
+        for block in reader:
+            frame = _parse(path, block, row + 1)
+            frame = frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=row)
+            row += frame.height
+            yield frame.with_columns(pl.col("row_id").cast(pl.Int64)).to_arrow()
+    except _LongLine:
+        raise _line_too_long(path, reader.limits, row + 1) from None
 
 
 def _with_split(table: pa.Table, bounds: tuple[int, int]) -> pa.RecordBatch:
@@ -238,8 +354,8 @@ def _too_few(path: Path, rows: int) -> SourceError:
 class _Stream:
     """Record batches with their split: every row but the tail is train; the tail waits for the end."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.rows, self.reader = path, 0, _Reader(path)
+    def __init__(self, path: Path, limits: HiggsLimits) -> None:
+        self.path, self.rows, self.reader = path, 0, _Reader(path, limits)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         held: deque[pa.Table] = deque()
@@ -317,21 +433,50 @@ def _sink(path: Path, folder: Path, bounds: tuple[int, int]) -> None:
      .sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True))
 
 
-def _first_bad(path: Path, found: str) -> SourceError:
+def _first_bad(path: Path, found: str, limits: HiggsLimits) -> SourceError:
     """The first bad line of a file the streaming query refused, found by reading it block by block."""
     rows = 0
-    for table in _rows(path, _Reader(path)):  # raises SchemaError at the first bad line
+    for table in _rows(path, _Reader(path, limits)):  # raises SchemaError at the first bad line
         rows += table.num_rows
     if rows < 3:
         return _too_few(path, rows)
     return SchemaError(path, f"the file did not parse: {found}", fix=_FIX)
 
 
-class _Query:
-    """A plain or gzip file through `_sink`, for `Catalog.write_files`; `rows` and `source` once written."""
+def _check_lines(path: Path, limits: HiggsLimits) -> None:
+    """Read a plain file once, before polars does: a line longer than `limits.max_line_bytes` raises with its number.
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.rows, self.source = path, 0, None
+    Polars holds a whole line in memory (and more: 2 GB for a 1 GB line), so it must never
+    see one. One buffer, refilled (~0.2 s a GB here), and the page cache is warm for the query.
+    """
+    limit = limits.max_line_bytes
+    buffer = bytearray(BLOCK + limit)
+    kept = offset = 0  # the bytes of an unended line at the buffer's start; the file offset of the buffer's start
+    with path.open("rb", buffering=0) as file:
+        while count := file.readinto(memoryview(buffer)[kept:]):
+            end = kept + count
+            if (long := _long_line(buffer, limit, end)) >= 0:
+                raise _line_too_long(path, limits, _lines_before(path, offset + long) + 1)
+            cut = buffer.rfind(b"\n", 0, end) + 1
+            buffer[: end - cut] = buffer[cut:end]  # what follows the last newline: at most `limit` bytes
+            kept, offset = end - cut, offset + cut
+
+
+def _lines_before(path: Path, offset: int) -> int:
+    """The newlines in the first `offset` bytes of a file."""
+    lines = 0
+    with path.open("rb") as file:
+        while offset > 0 and (piece := file.read(min(BLOCK, offset))):
+            lines += piece.count(b"\n")
+            offset -= len(piece)
+    return lines
+
+
+class _Query:
+    """A plain file through `_sink`, for `Catalog.write_files`; `rows` and `source` once written."""
+
+    def __init__(self, path: Path, limits: HiggsLimits) -> None:
+        self.path, self.limits, self.rows, self.source = path, limits, 0, None
 
     def write(self, folder: Path) -> list[Path]:
         """The checked files in row order, each row with its true split; the file hashed meanwhile."""
@@ -351,13 +496,13 @@ class _Query:
         try:
             _sink(self.path, folder, estimated)
         except pl.exceptions.PolarsError as error:
-            raise _first_bad(self.path, str(error).splitlines()[0]) from None
+            raise _first_bad(self.path, str(error).splitlines()[0], self.limits) from None
         files = []
         for file in folder.glob("*.parquet"):
             meta = pq.read_metadata(file)
             groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
             if any(group.column(1).statistics.null_count for group in groups):
-                raise _first_bad(self.path, "a row with a bad value")
+                raise _first_bad(self.path, "a row with a bad value", self.limits)
             if meta.num_rows:
                 files.append((min(group.column(0).statistics.min for group in groups), meta.num_rows, file))
         files.sort()
@@ -487,7 +632,8 @@ def _provenance(path: Path, source: SourceFile, rows: int) -> Provenance:
 
 @register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed")
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
-           client: Client | None = None) -> IngestReport:
+           client: Client | None = None, follow_links: bool = False,  # noqa: ARG001 (one file, named by the user)
+           limits: HiggsLimits = HiggsLimits()) -> IngestReport:
     """Ingest one HIGGS file into `higgs`: the same sha256 again is a no-op; another file replaces the table.
 
     Args:
@@ -496,7 +642,11 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         progress: called with the file once it is committed or has failed.
         client: a Dask client whose workers parse and write a plain CSV in spans of whole
             lines (the same rows as without one); a gzip or zip, one stream, is read here.
+        follow_links: the registry's protocol; a file given by name is read wherever a link points.
+        limits: the longest line and the highest compression ratio before the file is refused.
     """
+    from isal import isal_zlib
+
     done = progress or no_progress
     latest = catalog.latest_version(DATASET) if catalog.exists(DATASET) else None
     if len(paths) != 1:
@@ -505,19 +655,22 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         return IngestReport(DATASET, latest, failures=(f"higgs: expected exactly one file, got {len(paths)}",))
     path = Path(paths[0])
     try:
-        if not path.is_file():
-            raise SourceError(path, "no such file", fix="pass HIGGS.csv, HIGGS.csv.gz or the UCI zip")
+        if (problem := check_path(path, folders=False, expected=_EXPECTED)) is not None:
+            raise problem
         if (version := _unchanged(catalog, path)) is not None:
             return IngestReport(DATASET, version, unchanged=(str(path),))
-        if _starts_with(path, ZIP):
-            stream = _Stream(path)
+        if _starts_with(path, ZIP) or _starts_with(path, GZIP):
+            stream = _Stream(path, limits)
             version = catalog.write_streamed(DATASET, stream, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, stream.reader.source, stream.rows)))
         else:
-            query = _Spread(path, client) if client is not None and not _starts_with(path, GZIP) else _Query(path)
+            _check_lines(path, limits)
+            query = _Spread(path, client) if client is not None else _Query(path, limits)
             version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, query.source, query.rows)))
-    except (SourceError, EOFError, OSError, zipfile.BadZipFile) as error:
+    except CatalogError:  # the home's own failure (full disk, read-only): never this file's
+        raise
+    except (SourceError, EOFError, OSError, zipfile.BadZipFile, isal_zlib.error) as error:
         log.debug("ingest of %s failed", path, exc_info=True)
         line = error if isinstance(error, SourceError) else SourceError(
             path, f"cannot read it: {error}", fix="the file is truncated or corrupt; fetch it again (`shoal fetch higgs`)")

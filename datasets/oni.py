@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from shoal.errors import SchemaError, SourceError
 from shoal.lineage import Provenance, SourceFile
-from shoal.sources import FileDone, IngestReport, no_progress, register_source
+from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,14 +38,18 @@ SCHEMA = pa.schema(
     + [("phase", pa.string())]
 )
 SAMPLE = Path(__file__).parent / "sample_data" / "ONI_NINO34_1854-2020.txt"
+MAX_BYTES = 16 << 20  # the real table is ~100 KB: a larger file is refused after reading this much
 _FIX = "expected the ONI table format (header row 'YEAR MON/MMM NINO34_MEAN ... PHASE', one row per month)"
 
 
 def _text(path: Path) -> str:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
     except OSError as error:
         raise SourceError(path, f"cannot read the file ({error.strerror})", fix="check the path") from error
+    if len(raw) > MAX_BYTES:
+        raise SourceError(path, f"larger than {MAX_BYTES >> 20} MiB, far more than an ONI table (~100 KB)", fix=_FIX)
     if b"\0" in raw:
         raise SourceError(path, "not a text file (it contains NUL bytes)", fix=_FIX)
     try:
@@ -136,7 +140,8 @@ def read_oni(path: str | Path) -> pa.Table:
 
 
 @register_source("oni", dataset=DATASET, description="Niño 3.4 / ONI monthly index table")
-def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None) -> IngestReport:
+def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
+           follow_links: bool = False) -> IngestReport:  # noqa: ARG001 (one file, named by the user)
     """Ingest one ONI table file into `nino34`; the same file again is a no-op.
 
     A file that changed replaces the table in one new commit (mode overwrite).
@@ -146,6 +151,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         paths: exactly one table file.
         progress: called with the file once it is validated (or has failed); with a wrong
             number of files, once for each of them (all failed).
+        follow_links: the registry's protocol; a file given by name is read wherever a link points.
     """
     done = progress or no_progress
     if len(paths) != 1:
@@ -155,6 +161,8 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     path = Path(paths[0])
     exists = catalog.exists(DATASET)
     try:
+        if (problem := check_path(path, folders=False, expected="the ONI table file")) is not None:
+            raise problem
         table = read_oni(path)
     except SourceError as error:
         log.debug("ingest of %s failed", path, exc_info=True)  # `shoal --debug` shows it

@@ -18,7 +18,12 @@ table with the same sha256 is unchanged; new clips are appended in ONE commit pe
 Parquet files encoded by threads while the stream goes on (`Catalog.write_streamed`); with a
 Dask client (`--cluster`), the workers decode and write the clips of folders, a shard each.
 Bad clips (empty, corrupt, not WAV, outside a word folder) and refused archive members
-(absolute paths, `..`, links, devices) get one line each; the good clips still land.
+(absolute paths, `..`, links, devices) get one line each; the good clips still land. A
+folder is opened as `shoal.sources.folder_files` opens it: links, devices and pipes in it
+are refused with one line each (links are read with `follow_links`, `--follow-links`).
+Hostile sizes are refused before they cost memory (`SpeechLimits`): a file larger than
+`max_file_bytes` is not read, and a clip longer than `max_clip_seconds` (noise: longer than
+`max_noise_seconds`) is refused from its header, before its samples are decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import functools
 import hashlib
 import io
 import re
+import stat
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,7 +44,7 @@ import pyarrow as pa
 
 from shoal.errors import SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
-from shoal.sources import FileDone, IngestReport, no_progress, register_source
+from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -72,6 +78,25 @@ NOISE_SCHEMA = pa.schema([("name", pa.string()), *_AUDIO])
 _FIX_LAYOUT = "expected the Speech Commands layout: <word>/<speaker>_nohash_<n>.wav"
 _FIX_WAV = "replace it with a 16 kHz mono 16-bit PCM WAV, or remove it"
 _FIX_ARCHIVE = "the archive is not the published one; fetch it again with `shoal fetch speech`"
+_EXPECTED = "the dataset folder or speech_commands_v0.01.tar.gz"
+
+
+@dataclass(frozen=True)
+class SpeechLimits:
+    """How long and how large a file of a source may be before it is refused unread (hostile input).
+
+    Attributes:
+        max_clip_seconds: the longest keyword clip, judged from the WAV header before its
+            samples are decoded; the published clips last at most 1 s.
+        max_noise_seconds: the longest `_background_noise_` recording; the published ones
+            last 60-95 s.
+        max_file_bytes: a larger file (or archive member) is refused without being read; a
+            1 s clip is 32 KB, the longest published noise recording 3 MB.
+    """
+
+    max_clip_seconds: float = 2.0
+    max_noise_seconds: float = 300.0
+    max_file_bytes: int = 64 << 20
 
 
 def hash_split(clip_id: str, *, validation: float = 10.0, testing: float = 10.0) -> str:
@@ -87,11 +112,16 @@ def list_split(clip_id: str, lists: dict[str, set[str]]) -> str:
     return next((split for split, clips in lists.items() if clip_id in clips), "train")
 
 
-def decode(data: bytes) -> tuple[np.ndarray, int, int]:
+def decode(data: bytes, *, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:
     """A WAV file's bytes -> (16 kHz mono int16 samples, the file's rate, its channels).
 
+    Args:
+        data: the file's bytes.
+        max_seconds: the longest a recording may last, judged from its header before any
+            sample is decoded; None: no limit.
+
     Raises:
-        ValueError: empty, not a WAV, unreadable, or without samples (the message says which).
+        ValueError: empty, not a WAV, unreadable, too long, or without samples (the message says which).
     """
     import soundfile as sf
 
@@ -102,6 +132,9 @@ def decode(data: bytes) -> tuple[np.ndarray, int, int]:
             if audio.format not in ("WAV", "WAVEX"):
                 raise ValueError(f"not a WAV file (libsndfile reads it as {audio.format})")
             rate, channels = audio.samplerate, audio.channels
+            if max_seconds is not None and audio.frames > max_seconds * rate:
+                raise ValueError(f"{audio.frames / rate:,.1f} s long, more than the {max_seconds:g} s allowed "
+                                 "(SpeechLimits: cut the recording, or raise the limit)")
             if rate == SAMPLE_RATE and channels == 1 and audio.subtype == "PCM_16":
                 samples = audio.read(dtype="int16")
             else:
@@ -126,6 +159,7 @@ class Member:
     name: str  # "bed/x.wav", relative, "/"-separated
     where: str  # the file, or "archive.tar.gz!bed/x.wav"
     data: bytes
+    problem: str | None = None  # why it was not read (too large, unreadable): then `data` is empty
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -151,10 +185,18 @@ def _tar_stream(source: HashingReader) -> tarfile.TarFile:
     return tarfile.open(fileobj=source, mode="r|*")
 
 
-def _archive_members(path: Path, failures: list[str], sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
+def _too_large(size: int, limits: SpeechLimits) -> str:
+    return (f"{size:,} bytes, more than the {limits.max_file_bytes:,} a clip or noise recording may have "
+            "(SpeechLimits.max_file_bytes); not read")
+
+
+def _archive_members(path: Path, failures: list[str], limits: SpeechLimits,
+                     sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
     """The regular files of a tar archive, streamed; unsafe members are refused (one line each).
 
-    With `sources`, the archive's own sha256 and size are recorded there once it is read.
+    A member larger than `limits.max_file_bytes` comes with its problem and without its
+    bytes (the stream skips them). With `sources`, the archive's own sha256 and size are
+    recorded there once it is read.
     """
     with path.open("rb") as raw, _tar_stream(hashing := HashingReader(raw)) as archive:
         for info in archive:
@@ -167,6 +209,8 @@ def _archive_members(path: Path, failures: list[str], sources: dict[Path, Source
                        "a device or pipe" if info.isdev() else None)
             if problem is not None:
                 failures.append(str(SourceError(where, f"member refused: {problem}", fix=_FIX_ARCHIVE)))
+            elif info.isfile() and name and info.size > limits.max_file_bytes:
+                yield Member(name, where, b"", problem=_too_large(info.size, limits))
             elif info.isfile() and name:
                 handle = archive.extractfile(info)
                 yield Member(name, where, handle.read() if handle else b"")
@@ -174,14 +218,29 @@ def _archive_members(path: Path, failures: list[str], sources: dict[Path, Source
             sources[path] = hashing.source(path)
 
 
-def _folder_members(path: Path, sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
+def _folder_members(path: Path, failures: list[str], limits: SpeechLimits, *, follow_links: bool,
+                    sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
     """Every file of a folder, in sorted order; with `sources`, the folder's manifest entry is recorded there.
 
-    The manifest lists `sha256  relative/path` of every file, sorted; its sha256 stands for the folder.
+    Links, devices and pipes are refused first, one line each in `failures` (links are
+    followed with `follow_links`); a file too large or unreadable comes with its problem
+    and without its bytes. The manifest lists `sha256  relative/path` of every file read,
+    sorted; its sha256 stands for the folder.
     """
+    found, refused = folder_files(path, follow_links=follow_links)
+    failures.extend(refused)
     lines, size = [], 0
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        member = Member(file.relative_to(path).as_posix(), str(file), file.read_bytes())
+    for file in found:
+        name = file.relative_to(path).as_posix()
+        try:
+            length = file.stat().st_size
+            if length > limits.max_file_bytes:
+                yield Member(name, str(file), b"", problem=_too_large(length, limits))
+                continue
+            member = Member(name, str(file), file.read_bytes())
+        except OSError as error:
+            yield Member(name, str(file), b"", problem=f"cannot read it ({error.strerror})")
+            continue
         lines.append(f"{member.sha256}  {member.name}\n")
         size += len(member.data)
         yield member
@@ -190,18 +249,41 @@ def _folder_members(path: Path, sources: dict[Path, SourceFile] | None = None) -
                                    bytes=size)
 
 
-def _members(path: Path, failures: list[str], sources: dict[Path, SourceFile]) -> Iterator[Member]:
-    return _folder_members(path, sources) if path.is_dir() else _archive_members(path, failures, sources)
+def _members(path: Path, failures: list[str], sources: dict[Path, SourceFile], *, follow_links: bool,
+             limits: SpeechLimits) -> Iterator[Member]:
+    if path.is_dir():
+        return _folder_members(path, failures, limits, follow_links=follow_links, sources=sources)
+    return _archive_members(path, failures, limits, sources)
 
 
-def _lists(path: Path, failures: list[str]) -> dict[str, set[str]] | None:
+def _list_member(path: Path, name: str, *, follow_links: bool, limits: SpeechLimits) -> Member | None:
+    """A list file of a folder, if it is a regular file (a link only with `follow_links`: else its line comes later)."""
+    file = path / name
+    try:
+        info = file.stat() if follow_links else file.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if info.st_size > limits.max_file_bytes:
+            return Member(name, str(file), b"", problem=_too_large(info.st_size, limits))
+        return Member(name, str(file), file.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return Member(name, str(file), b"", problem=f"cannot read it ({error.strerror})")
+
+
+def _lists(path: Path, failures: list[str], *, follow_links: bool = False,
+           limits: SpeechLimits = SpeechLimits()) -> dict[str, set[str]] | None:
     """The clips of each list file, by split; None when the source has neither list file."""
     found: dict[str, set[str]] = {}
     if path.is_dir():
-        members = (Member(name, str(path / name), (path / name).read_bytes()) for name in LISTS if (path / name).is_file())
-    else:
-        members = (m for m in _archive_members(path, []) if m.name in LISTS)  # refusals are reported by the decode pass
+        members = (m for name in LISTS if (m := _list_member(path, name, follow_links=follow_links, limits=limits)))
+    else:  # refusals are reported by the decode pass
+        members = (m for m in _archive_members(path, [], limits) if m.name in LISTS)
     for member in members:
+        if member.problem is not None:  # a list file is no clip: the decode pass skips it without a line
+            failures.append(str(SourceError(member.where, member.problem, fix="restore the published list file")))
+            continue
         try:
             found[LISTS[member.name]] = {line.strip() for line in member.data.decode("utf-8").splitlines() if line.strip()}
         except UnicodeDecodeError:
@@ -238,10 +320,12 @@ def _classify(member: Member) -> str | None:
 Candidate = tuple[Member, str, str]  # a new clip or noise file, its split, its sha256
 
 
-def _decoded(candidate: Candidate) -> tuple[np.ndarray, int, int] | str:
-    """The candidate's samples, or the problem that stops it."""
+def _decoded(candidate: Candidate, limits: SpeechLimits) -> tuple[np.ndarray, int, int] | str:
+    """The candidate's samples, or the problem that stops it (a recording too long: from its header)."""
+    member = candidate[0]
+    noise = member.name.startswith(f"{NOISE_FOLDER}/")
     try:
-        return decode(candidate[0].data)
+        return decode(member.data, max_seconds=limits.max_noise_seconds if noise else limits.max_clip_seconds)
     except ValueError as error:
         return str(error)
 
@@ -292,18 +376,30 @@ class _Clips:
     decode a shard of clips and write it.
     """
 
-    def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone) -> None:
+    def __init__(self, paths: Sequence[Path], *, stored: dict[str, str], outcome: _Outcome, done: FileDone,
+                 follow_links: bool, limits: SpeechLimits) -> None:
         self.paths, self.stored, self.outcome, self.done = paths, dict(stored), outcome, done
+        self.follow_links, self.limits = follow_links, limits
         self.sources: dict[Path, SourceFile] = {}  # each path's lineage entry, once it is read
         self._folder = False  # whether the path being read is a folder
 
     def _candidates(self, path: Path, lists: dict[str, set[str]] | None) -> Iterator[Candidate]:
-        """Members that are new clips (or noise) with their split; everything else is accounted for here."""
-        for member in _members(path, self.outcome.failures, self.sources):
+        """Members that are new clips (or noise) with their split; everything else is accounted for here.
+
+        A source that turns out to hold no .wav file, and has had no line of its own, gets one.
+        """
+        lines, wavs = len(self.outcome.failures), 0
+        for member in _members(path, self.outcome.failures, self.sources, follow_links=self.follow_links,
+                               limits=self.limits):
             if _skipped(member.name):
                 continue
+            wavs += member.name.endswith(".wav")
             if (problem := _classify(member)) is not None:
                 self.outcome.failures.append(problem)
+                self._tick(member)
+                continue
+            if member.problem is not None:
+                self.outcome.failures.append(str(SourceError(member.where, member.problem, fix=_FIX_WAV)))
                 self._tick(member)
                 continue
             sha256 = member.sha256
@@ -319,6 +415,9 @@ class _Clips:
             else:
                 self.stored[member.name] = sha256  # a second copy in the same call is "unchanged"
                 yield member, list_split(member.name, lists) if lists else hash_split(member.name), sha256
+        if not wavs and len(self.outcome.failures) == lines:
+            self.outcome.failures.append(str(SourceError(
+                path, "holds no clips (no <word>/<speaker>_nohash_<n>.wav file)", fix=f"pass {_EXPECTED}")))
 
     def _tick(self, member: Member) -> None:
         """Progress: each WAV of a folder is a step (an archive is one step, at its end)."""
@@ -343,7 +442,7 @@ class _Clips:
             self._folder = path.is_dir()
             clips, splits, hashes = [], [], []
             for candidate in self._candidates(path, lists[path]):
-                (member, split, sha256), result = candidate, _decoded(candidate)
+                (member, split, sha256), result = candidate, _decoded(candidate, self.limits)
                 if self._settle(candidate, result):
                     clips.append((member, result))
                     splits.append(split)
@@ -373,14 +472,14 @@ class _Clips:
         def submit() -> None:
             items = [(member.name, member.where, split, sha256) for member, split, sha256 in shard]
             target = folder / f"shard-{len(shards):05d}.parquet"
-            shards.append((shard, places, client.submit(_write_shard, items, target, pure=False)))
+            shards.append((shard, places, client.submit(_write_shard, items, target, self.limits, pure=False)))
 
         for path in self.paths:
             self._folder = True
             for candidate in self._candidates(path, lists[path]):
                 member = candidate[0]
                 if member.name.startswith(f"{NOISE_FOLDER}/"):
-                    self._settle(candidate, _decoded(candidate))
+                    self._settle(candidate, _decoded(candidate, self.limits))
                 else:
                     shard.append((replace(member, data=b""), *candidate[1:]))  # the worker reads the file again
                     places.append(len(self.outcome.failures))
@@ -404,7 +503,8 @@ class _Clips:
         return files
 
 
-def _write_shard(items: list[tuple[str, str, str, str]], target: Path) -> tuple[list[str | None], str | None]:
+def _write_shard(items: list[tuple[str, str, str, str]], target: Path,
+                 limits: SpeechLimits) -> tuple[list[str | None], str | None]:
     """On a worker: decode a shard of clips (name, file, split, sha256) and write the good ones as one Parquet file.
 
     Returns:
@@ -415,7 +515,7 @@ def _write_shard(items: list[tuple[str, str, str, str]], target: Path) -> tuple[
     decoded, splits, hashes, problems = [], [], [], []
     for name, where, split, sha256 in items:
         candidate = (Member(name, where, Path(where).read_bytes()), split, sha256)
-        result = _decoded(candidate)
+        result = _decoded(candidate, limits)
         problems.append(result if isinstance(result, str) else None)
         if not isinstance(result, str):
             decoded.append((candidate[0], result))
@@ -427,14 +527,15 @@ def _write_shard(items: list[tuple[str, str, str, str]], target: Path) -> tuple[
     return problems, str(target)
 
 
-def expand(paths: Sequence[Path]) -> list[Path]:
-    """What a progress bar counts: each WAV of a folder, and each archive as one step."""
+def expand(paths: Sequence[Path], *, follow_links: bool = False) -> list[Path]:
+    """What a progress bar counts: each WAV of a folder (as the ingest opens it), and each archive as one step."""
     found = []
     for path in map(Path, paths):
         if not path.is_dir():
             found.append(path)
             continue
-        found += sorted(p for p in path.rglob("*.wav") if p.is_file() and not _skipped(p.relative_to(path).as_posix()))
+        files, _ = folder_files(path, follow_links=follow_links)
+        found += [p for p in files if p.name.endswith(".wav") and not _skipped(p.relative_to(path).as_posix())]
     return found
 
 
@@ -457,11 +558,12 @@ def _write_noise(catalog: Catalog, outcome: _Outcome, sources: tuple[SourceFile,
 def _check_paths(paths: Sequence[Path], failures: list[str], done: FileDone) -> list[Path]:
     good = []
     for path in map(Path, paths):
-        if path.is_dir() or (path.is_file() and tarfile.is_tarfile(path)):
+        if (problem := check_path(path, folders=True, expected=_EXPECTED)) is None and (
+                path.is_dir() or tarfile.is_tarfile(path)):
             good.append(path)
         else:
-            failures.append(str(SourceError(path, "not a folder nor a tar archive" if path.exists() else "no such file",
-                                            fix="pass the dataset folder or speech_commands_v0.01.tar.gz")))
+            failures.append(str(problem or SourceError(path, "not a folder nor a tar archive",
+                                                       fix=f"pass {_EXPECTED}")))
             done(str(path))
     return good
 
@@ -469,7 +571,8 @@ def _check_paths(paths: Sequence[Path], failures: list[str], done: FileDone) -> 
 @register_source("speech", dataset=DATASET, expand=expand,
                  description="Speech Commands (v0.01 layout): a folder or the .tar.gz, streamed")
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
-           client: Client | None = None) -> IngestReport:
+           client: Client | None = None, follow_links: bool = False,
+           limits: SpeechLimits = SpeechLimits()) -> IngestReport:
     """Ingest Speech Commands folders or archives: new clips into `speech`, noise into `speech_noise`.
 
     Args:
@@ -479,13 +582,17 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
         client: a Dask client whose workers decode and write the clips of folders, a shard
             of BATCH a task (the same rows and lines as without one); archives, one
             stream each, are read here.
+        follow_links: read what links in a folder point to (a file, or a folder walked in
+            turn) under the link's own name; without it each link is refused with one line.
+        limits: the longest clip and noise recording, and the largest file read.
     """
     done = progress or no_progress
     outcome = _Outcome()
     good = _check_paths(paths, outcome.failures, done)
-    lists = {path: _lists(path, outcome.failures) for path in good}
+    lists = {path: _lists(path, outcome.failures, follow_links=follow_links, limits=limits) for path in good}
     rules = {str(path): "lists" if found else "hash" for path, found in lists.items()}
-    clips = _Clips(good, stored=_stored(catalog, DATASET, "clip_id"), outcome=outcome, done=done)
+    clips = _Clips(good, stored=_stored(catalog, DATASET, "clip_id"), outcome=outcome, done=done,
+                   follow_links=follow_links, limits=limits)
 
     def provenance() -> Provenance:  # after the stream: every source has been read and hashed
         return Provenance(sources=tuple(clips.sources[p] for p in good), parameters={"source": "speech", "split_rule": rules},

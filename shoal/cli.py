@@ -89,7 +89,8 @@ def _report(report: IngestReport, *, exit_on_failure: bool = True) -> None:
             console.print(f"{label} … and {len(paths) - 5} more")
     for failure in report.failures:
         typer.echo(f"error: {shown(failure)}", err=True)
-    console.print(f"{report.dataset}: version {report.version}; {len(report.committed)} committed, "
+    state = f"version {report.version}" if report.version is not None else "no version yet"
+    console.print(f"{report.dataset}: {state}; {len(report.committed)} committed, "
                   f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
     if report.exit_code and exit_on_failure:
         raise typer.Exit(report.exit_code)
@@ -101,6 +102,9 @@ def ingest(
     paths: Annotated[list[str], typer.Argument(
         help="Files or folders to ingest: local paths, or URLs (s3://bucket/cobe/, gs://..., https://...).")],
     cluster: ClusterOpt = None,
+    follow_links: Annotated[bool, typer.Option(
+        "--follow-links", help="Read what symbolic links inside source folders point to (default: refuse each link, "
+                               "one line each).")] = False,
 ) -> None:
     """Ingest source files into the catalog (one commit per call)."""
     from shoal.cluster import connect, on
@@ -112,8 +116,9 @@ def ingest(
     catalog = _catalog()
     with staged(paths) as local, connect(spec) as client:
         with _reporter() as reporter:
-            reporter.start(f"ingest {source}", total=len(chosen.expand(local)))
-            report = on(client, chosen.ingest)(catalog, local, progress=lambda _path: reporter.advance())
+            reporter.start(f"ingest {source}", total=len(chosen.expand(local, follow_links=follow_links)))
+            report = on(client, chosen.ingest)(catalog, local, progress=lambda _path: reporter.advance(),
+                                               follow_links=follow_links)
         _report(report)
 
 
