@@ -44,6 +44,13 @@ class _State:
 
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
+    if not _State.debug:
+        # A storage error inside Zarr's event loop (a full disk, say) leaves coroutines that
+        # are reported at exit, one traceback each: the line above says what happened.
+        import warnings
+
+        warnings.simplefilter("ignore")
+        sys.unraisablehook = lambda _: None
     sys.exit(code)
 
 
@@ -74,6 +81,7 @@ def main(
     if debug:  # an ingest turns a bad file into a report line; its traceback is logged here
         import logging
 
+        logging.getLogger("asyncio").setLevel(logging.NOTSET)
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("shoal").setLevel(logging.DEBUG)
 
@@ -207,7 +215,7 @@ def catalog_ls(as_json: JsonFlag = False) -> None:
     from shoal.catalog import DatasetInfo
     from shoal.models.registry import model_versions
 
-    catalog = _catalog()
+    catalog = _catalog().must_exist()
     latest = {entry.name: entry for entry in model_versions(catalog)}  # sorted by version: the last one stays
     found = [*catalog.list(), *(DatasetInfo(name=e.name, kind="model", version=e.version, updated_at=e.created_at)
                                 for e in latest.values())]
@@ -224,7 +232,7 @@ def _model(name: str) -> list[Any]:
     """The registered versions of `name` when it names a model and no dataset, else []."""
     from shoal.models.registry import model_versions
 
-    catalog = _catalog()
+    catalog = _catalog().must_exist()
     return [] if catalog.exists(name) else model_versions(catalog, name)
 
 
@@ -250,7 +258,7 @@ def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = Fals
                                      f"{', '.join(str(m.version) for m in models)}", param_hint="--version")
         facts = _model_facts(chosen[-1])
     else:
-        facts = _catalog().describe(name, version=version)
+        facts = _catalog().must_exist().describe(name, version=version)
     if as_json:
         _print_json(facts)
         return
@@ -290,7 +298,7 @@ def catalog_history(name: str, as_json: JsonFlag = False) -> None:
             table.add_row(str(m.version), m.created_at, m.run_id, f"{m.feature_dataset} version {m.feature_version}")
         _console().print(table)
         return
-    versions = _catalog().history(name)
+    versions = _catalog().must_exist().history(name)
     if as_json:
         _print_json([asdict(v) for v in versions])
         return
@@ -303,6 +311,29 @@ def catalog_history(name: str, as_json: JsonFlag = False) -> None:
         what = (lineage.message if lineage and lineage.message else getattr(entry, "operation", ""))
         table.add_row(str(entry.version), entry.created_at, what, size, sources)
     _console().print(table)
+
+
+@catalog_app.command("check")
+def catalog_check(
+    repair: Annotated[bool, typer.Option("--repair", help="Remove files no commit references (never a committed "
+                                                            "version's).")] = False,
+    grace: Annotated[float, typer.Option(min=0, help="Object-store homes: leave unreferenced files younger than this "
+                                                     "many seconds (a write may be in progress).")] = 3600.0,
+) -> None:
+    """Open every table and array, check each version's lineage and inputs, list files no commit references; exit 1 on findings."""
+    from shoal.check import check
+
+    catalog = _catalog().must_exist()
+    report = check(catalog, repair=repair, grace=grace)
+    for line in report.repaired:
+        typer.echo(f"repaired: {line}")
+    for line in report.notes:
+        typer.echo(f"note: {line}")
+    for line in report.findings:
+        typer.echo(line)
+    if not report.clean:
+        raise typer.Exit(1)
+    typer.echo(f"{catalog.home}: clean")
 
 
 def _tree(node: LineageNode, branch: Any) -> None:
@@ -327,7 +358,7 @@ def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = F
 
     from rich.tree import Tree
 
-    node = _catalog().lineage_tree(name, version=version)
+    node = _catalog().must_exist().lineage_tree(name, version=version)
     if as_json:
         _print_json(asdict(node))
         return
@@ -372,6 +403,7 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "run_id": (str | None, typer.Option(help="Training run id; default derived from the inputs and settings.")),
     "restart": (bool, typer.Option("--restart", help="Discard the run's checkpoints and start from epoch 0.")),
     "retrain": (bool, typer.Option("--retrain", help="Train and register anew even if an identical run finished.")),
+    "force": (bool, typer.Option("--force", help="Predict again: a new version replaces this model version's rows.")),
     "as_json": (bool, typer.Option("--json", help="Print JSON instead of a table.")),
     "params": (str | None, typer.Option(help="'best': the settings of the best `shoal tune` trial (options given win).")),
     "trials": (int, typer.Option(help="Trials to run (added to an interrupted study).")),
@@ -573,15 +605,15 @@ def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: in
     _print_skill(task, metrics)
 
 
-@_step("predict", options=("model_version", "device"))
-def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None) -> None:
-    """Write the task's predictions table version from a registered model."""
+@_step("predict", options=("model_version", "device", "force"))
+def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None, force: bool) -> None:
+    """Write the task's predictions of a registered model, once per model version (--force replaces them)."""
     from shoal.models.runs import predict_model
     from shoal.tasks import get_task
 
     task = get_task(task_name)
     settings = task.parse(given)
-    entry, predicted = predict_model(_catalog(), task, model_version=model_version, device=settings.device)
+    entry, predicted = predict_model(_catalog(), task, model_version=model_version, device=settings.device, force=force)
     _print_predicted(entry, predicted)
 
 
@@ -810,6 +842,9 @@ def fetch_higgs_command(
 
 def run() -> None:
     """Console entry point: one-line errors, exit code 2 when nothing was done."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the pending tasks of such an error (see _fail)
     try:
         app(prog_name="shoal")  # click handles usage errors (exit 2) and typer.Exit itself
     except ShoalError as error:
@@ -819,4 +854,9 @@ def run() -> None:
     except Exception as error:
         if _State.debug:
             raise
-        _fail(f"unexpected {type(error).__name__}: {error} (rerun with --debug for the traceback)")
+        from shoal.errors import home_failure
+        from shoal.settings import resolve_home
+
+        failure = home_failure(error, resolve_home(_State.home))  # e.g. a checkpoint that did not fit on the disk
+        _fail(f"{failure}" if failure else f"unexpected {type(error).__name__}: {error} (rerun with --debug for the "
+                                           "traceback)")
