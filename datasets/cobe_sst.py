@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from shoal import cluster
 from shoal.arrays import resolve
-from shoal.errors import SourceError
+from shoal.errors import ConcurrentCommit, SourceError
 from shoal.lineage import Provenance, SourceFile
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
 
@@ -47,6 +48,7 @@ LON = np.arange(0.5, 360.0, 1.0)
 SST_GRIB1 = {"table2Version": 128, "indicatorOfParameter": 34}  # sea-surface temperature, as COBE-SST writes it
 FILE_NAME = re.compile(r"sst(\d{4})(\d{2})\.grb")
 MAX_RUN = 120  # months per region write (31 MB of float32)
+ATTEMPTS = 8  # sessions an ingest into an object-store home opens while other writers of sst keep committing first
 _FIX_GRID = "expected a COBE-SST field: regular lat-lon 1°, 360 x 180, lon 0.5..359.5, lat ±89.5"
 # (low, high, offset to add): °C, Kelvin, and °C that GDAL shifted by -273.15 (SOURCES.md).
 UNIT_RANGES = {"°C": (-5.0, 45.0, 0.0), "K": (268.0, 318.0, -273.15), "GDAL-shifted °C": (-278.15, -228.15, 273.15)}
@@ -470,6 +472,25 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     for path in found:
         if path not in kept:  # misnamed, or its month given twice: failed already
             done(str(path))
+    reported: set[str] = set()
+
+    def once(path: str) -> None:  # a retried attempt reports no file twice
+        if path not in reported:
+            reported.add(path)
+            done(path)
+
+    # On a local home the session holds the lock of sst: nobody commits meanwhile. On object
+    # storage a writer of other months may commit first; Icechunk cannot rebase a grown time
+    # axis, so the months are written again on the new snapshot (tenacity: a few tries, random waits).
+    retrying = Retrying(retry=retry_if_exception_type(ConcurrentCommit), stop=stop_after_attempt(ATTEMPTS),
+                        wait=wait_random(0, 2), reraise=True)
+    return retrying(_ingest_months, catalog, by_month, tuple(failures), once, client)
+
+
+def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed: tuple[str, ...], done: FileDone,
+                   client: Client | None) -> IngestReport:
+    """Hash, decode, write and commit the months in one session on the newest snapshot."""
+    failures = list(failed)
     with catalog.array_session(DATASET) as session:  # on a local home: other writers of sst wait
         current = session.current()
         stored = _stored_digests(current)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shoal.errors import CatalogError, HomeError, home_failure, no_dataset
+from shoal.errors import CatalogError, ConcurrentCommit, HomeError, home_failure, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 from shoal.locks import dataset_lock
 from shoal.settings import is_url
@@ -106,7 +106,7 @@ class ArraySession:
         try:
             if not committed(uri):
                 clear_leftover(uri)
-            self._repo = icechunk.Repository.open_or_create(_storage(uri))
+            self._repo = _open_or_create(uri)
             self._session = self._repo.writable_session("main")
         except BaseException:
             self.close()
@@ -153,10 +153,23 @@ class ArraySession:
         try:
             return self._session.commit(message, metadata=metadata, rebase_with=icechunk.ConflictDetector())
         except icechunk.RebaseFailedError as error:
-            raise CatalogError(
+            raise ConcurrentCommit(
                 f"array {self.name!r}: a concurrent commit wrote the same chunks; "
                 "nothing was committed, rerun the write"
             ) from error
+
+
+def _open_or_create(uri: str) -> icechunk.Repository:
+    """Open the repository, or create it. On object storage several writers may create it at
+    once: the losers ("can only be created in clean prefixes") open it after a random wait."""
+    import icechunk
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
+
+    if not is_url(uri):  # the caller holds the lock: nobody else creates it
+        return icechunk.Repository.open_or_create(_storage(uri))
+    retrying = Retrying(retry=retry_if_exception_type(icechunk.IcechunkError), stop=stop_after_attempt(6),
+                        wait=wait_random(0.1, 1.0), reraise=True)
+    return retrying(lambda: icechunk.Repository.open_or_create(_storage(uri)))
 
 
 def clear_leftover(uri: str) -> None:

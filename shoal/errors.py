@@ -66,6 +66,10 @@ def no_dataset(name: str, uri: str) -> CatalogError:
     return CatalogError(f"no dataset {name!r}; see `shoal catalog list`")
 
 
+class ConcurrentCommit(CatalogError):
+    """Another writer committed changes this commit could not be rebased over; nothing was committed."""
+
+
 class HomeError(CatalogError):
     """The catalog home itself failed (full disk, read-only, no permission, not a folder).
 

@@ -22,6 +22,7 @@ from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.datasets.oni import SAMPLE
 from tests import writer
 from tests.s3server import moto_s3
+from tests.timeouts import scaled
 
 BUCKET = "shoal-test"
 WRITER = Path(__file__).parent / "writer.py"
@@ -42,7 +43,7 @@ def home(s3: dict[str, str]) -> str:
 
 def _shoal(home: str, *args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "shoal", "--home", home, *map(str, args)], capture_output=True,
-                          text=True, timeout=240, env=os.environ.copy())
+                          text=True, timeout=scaled(240), env=os.environ.copy())
 
 
 def _storage_options(s3: dict[str, str]) -> dict[str, str]:
@@ -102,7 +103,7 @@ def test_four_concurrent_writers_against_an_s3_home_lose_nothing(s3: dict[str, s
     processes = [subprocess.Popen([sys.executable, str(WRITER), kind, home, str(i)], stderr=subprocess.PIPE,
                                   text=True, env=os.environ.copy()) for i in range(4)]
     for process in processes:
-        assert process.wait(timeout=180) == 0, process.stderr.read()
+        assert process.wait(timeout=scaled(180)) == 0, process.stderr.read()
     if kind == "table":
         table = catalog.read_table("shared")
         assert table.num_rows == 400 and sorted(set(table.column("writer").to_pylist())) == [0, 1, 2, 3]
@@ -112,6 +113,23 @@ def test_four_concurrent_writers_against_an_s3_home_lose_nothing(s3: dict[str, s
         for slot in range(4):
             assert (values[slot] == slot).all(), f"slot {slot} lost"
         assert np.isnan(values[4:]).all() and len(catalog.history("grid")) == 5
+
+
+@pytest.mark.slow
+def test_concurrent_sst_ingests_of_disjoint_months_into_an_s3_home_all_land(home: str, tmp_path: Path) -> None:
+    folders = [tmp_path / str(year) for year in (1990, 1991, 1992, 1993)]
+    for folder, year in zip(folders, (1990, 1991, 1992, 1993), strict=True):
+        write_sample(folder, start=f"{year}-01", end=f"{year}-06")
+    processes = [subprocess.Popen([sys.executable, "-m", "shoal", "--home", home, "ingest", "sst", str(folder)],
+                                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=os.environ.copy())
+                 for folder in folders]
+    for process in processes:
+        assert process.wait(timeout=scaled(240)) == 0, process.stderr.read()
+    catalog = Catalog(home)
+    sst = catalog.open_array("sst").sst
+    stored = sst.time.values[np.isfinite(sst.values).any(axis=(1, 2))].astype("datetime64[M]").astype(str)
+    assert list(stored) == [f"{year}-{month:02d}" for year in (1990, 1991, 1992, 1993) for month in range(1, 7)]
+    assert len(catalog.history("sst")) == 4
 
 
 def test_streamed_tables_higgs_and_speech_ingest_into_an_s3_home(s3: dict[str, str], home: str) -> None:
@@ -140,7 +158,7 @@ def test_shoal_run_from_sources_on_s3_into_an_s3_home_registers_the_checkpoint_a
     options = [f"--{key.replace('_', '-')}={value}" for key, value in QUICK.items()]
     env = {**os.environ, "SHOAL_WORK": str(tmp_path / "work")}
     done = subprocess.run([sys.executable, "-m", "shoal", "--home", home, "run", "enso", f"{sources}/sst/",
-                           f"{sources}/{SAMPLE.name}", *options], capture_output=True, text=True, timeout=300, env=env)
+                           f"{sources}/{SAMPLE.name}", *options], capture_output=True, text=True, timeout=scaled(300), env=env)
     assert done.returncode == 0, done.stderr
     catalog = Catalog(home)
     assert {s.path for s in catalog.lineage("nino34").sources} == {f"{sources}/{SAMPLE.name}"}
