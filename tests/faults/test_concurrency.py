@@ -95,3 +95,16 @@ def test_two_identical_feature_builds_at_once_give_one_version(months: list[Path
     assert [code for code, _ in results] == [0, 0], results
     assert len(Catalog(home).history("enso_features")) == 1
     assert sum("unchanged inputs and parameters, reused" in text for _, text in results) == 1
+
+
+def test_two_writers_of_the_same_month_both_land_and_the_later_ones_content_is_stored(tmp_path: Path) -> None:
+    good = Path(__file__).parent.parent / "data" / "cobe_sst"
+    home = tmp_path / "home"
+    results = [_finish(p) for p in [_start("ingest", "sst", good / "good" / "sst198202.grb", home=home),
+                                    _start("ingest", "sst", good / "revised" / "sst198202.grb", home=home)]]
+    assert [code for code, _ in results] == [0, 0], results
+    history = Catalog(home).history("sst")
+    assert len(history) == 2 and history[0].lineage.message == "ingest 1 month(s), replacing 1982-02"
+    later = history[0].lineage.sources[0].sha256
+    stored = Catalog(home).open_array("sst").source_sha256.values[0].tobytes().hex()
+    assert stored == later

@@ -78,6 +78,8 @@ def test_a_full_disk_is_the_homes_fault_not_the_sources_and_the_last_versions_st
         assert str(path) not in line and "Task was destroyed" not in line
     assert [info.name for info in Catalog(home).list()] == ["nino34"]
     assert Catalog(home).read_table("nino34").num_rows > 0
+    assert shoal("catalog", "check", "--repair", home=home).returncode == 0
+    assert shoal("catalog", "check", home=home).returncode == 0
 
 
 def test_a_read_only_home_is_one_line_and_reads_still_work(disk: Path) -> None:
