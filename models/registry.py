@@ -6,9 +6,10 @@ checkpoint path relative to the home (`models/<name>/<version>.pt`) and its sha2
 created_at. Each registration is one commit whose lineage names the feature version.
 Readable without shoal like every table: `pl.read_delta("<home>/tables/model_registry")`.
 
-Registrations of one home are serialized by a file lock (`<home>/.locks/register-model.lock`),
-so two concurrent runs never get the same version number. Checkpoints are copied atomically
-before the row is committed: a row never points at a missing or partial file.
+Registrations of one home are serialized by the registry table's lock
+(`<home>/.locks/model_registry.lock`), so two concurrent runs never get the same version
+number. Checkpoints are copied atomically before the row is committed: a row never points
+at a missing or partial file.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from shoal.catalog import validate_name
 from shoal.errors import CatalogError
 from shoal.files import atomic_write, copy_atomic
 from shoal.lineage import InputVersion, Provenance
-from shoal.locks import dataset_lock
 from shoal.settings import is_url
 from shoal.tables import CommitNotLanded
 
@@ -142,13 +142,12 @@ def register_model(
         while (sha256 := _put_new(catalog.home, f"models/{name}/{version}.pt", checkpoint)) is None:
             version += 1
         return _append(catalog, name, version, sha256, architecture, config_json, metrics_json, feature, run_id)
-    home = Path(catalog.home)
-    # Reading the highest version and appending the next must not interleave. Not the
-    # table's own lock (`<name>.lock`), which write_table takes while creating the table.
-    with dataset_lock(home / ".locks" / "register-model.lock"):
+    # Reading the highest version and appending the next must not interleave: under the
+    # registry table's own lock, which its write takes again (re-entrant in this thread).
+    with catalog.lock(REGISTRY):
         rows, _ = _rows(catalog, name)
         version = max(row["version"] for row in rows) + 1 if rows else 0
-        target = home / f"models/{name}/{version}.pt"
+        target = Path(catalog.home) / f"models/{name}/{version}.pt"
         target.parent.mkdir(parents=True, exist_ok=True)
         sha256 = copy_atomic(checkpoint, target)  # overwrites a leftover of a run that died before its commit
         try:
