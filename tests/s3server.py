@@ -16,6 +16,8 @@ from contextlib import contextmanager
 
 import httpx
 
+from tests.timeouts import scaled
+
 
 @contextmanager
 def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
@@ -34,10 +36,10 @@ def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + scaled(60)
         while True:
             try:
-                httpx.put(f"{env['AWS_ENDPOINT_URL']}/{bucket}", timeout=5).raise_for_status()
+                httpx.put(f"{env['AWS_ENDPOINT_URL']}/{bucket}", timeout=scaled(5)).raise_for_status()
                 break
             except httpx.HTTPError:
                 if server.poll() is not None or time.monotonic() > deadline:
@@ -51,4 +53,4 @@ def moto_s3(bucket: str) -> Iterator[dict[str, str]]:
             else:
                 os.environ[key] = value
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=scaled(30))

@@ -21,6 +21,7 @@ from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, SourceFile
 from shoal.settings import resolve_home
 from shoal.tables import CommitNotLanded
+from tests.timeouts import scaled
 
 WRITER = Path(__file__).parent / "writer.py"
 sys.path.insert(0, str(WRITER.parent))
@@ -263,7 +264,7 @@ def _spawn(kind: str, home: Path, writer_id: int, hang: Path | None = None) -> s
 
 
 def _wait_for(marker: Path, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + scaled(60)
     while not marker.exists():
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, "the writer never reached the middle of its write"
@@ -274,7 +275,7 @@ def _wait_for(marker: Path, process: subprocess.Popen) -> None:
 def test_concurrent_processes_appending_to_one_table_lose_nothing(catalog: Catalog) -> None:
     processes = [_spawn("table", Path(catalog.home), i) for i in range(6)]
     for process in processes:
-        assert process.wait(timeout=120) == 0, process.stderr.read()
+        assert process.wait(timeout=scaled(120)) == 0, process.stderr.read()
     table = catalog.read_table("shared")
     assert table.num_rows == 600
     assert sorted(set(table.column("writer").to_pylist())) == list(range(6))
@@ -288,7 +289,7 @@ def test_concurrent_processes_committing_regions_of_one_array_rebase_and_all_lan
     writer.make_grid(catalog)
     processes = [_spawn("array", Path(catalog.home), i) for i in range(writer.SLOTS)]
     for process in processes:
-        assert process.wait(timeout=120) == 0, process.stderr.read()
+        assert process.wait(timeout=scaled(120)) == 0, process.stderr.read()
     values = catalog.open_array("grid").v.values
     for slot in range(writer.SLOTS):
         assert (values[slot] == slot).all(), f"slot {slot} lost"
@@ -302,7 +303,7 @@ def test_a_writer_killed_mid_write_leaves_the_last_version_intact_and_a_rerun_su
 ) -> None:
     name = "shared" if kind == "table" else "grid"
     if kind == "table":
-        assert _spawn("table", Path(catalog.home), 0).wait(timeout=60) == 0
+        assert _spawn("table", Path(catalog.home), 0).wait(timeout=scaled(60)) == 0
     else:
         writer.make_grid(catalog)
     before = catalog.history(name)
@@ -310,14 +311,14 @@ def test_a_writer_killed_mid_write_leaves_the_last_version_intact_and_a_rerun_su
     victim = _spawn(kind, Path(catalog.home), 1, hang=marker)
     _wait_for(marker, victim)
     os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(timeout=30)
+    victim.wait(timeout=scaled(30))
     assert [v.version for v in catalog.history(name)] == [v.version for v in before]
     if kind == "table":
         assert catalog.read_table(name).column("writer").to_pylist() == [0] * 100
     else:
         assert np.isnan(catalog.open_array(name).v.values).all()
     # The lock died with the process: a rerun commits at once.
-    assert _spawn(kind, Path(catalog.home), 1).wait(timeout=60) == 0
+    assert _spawn(kind, Path(catalog.home), 1).wait(timeout=scaled(60)) == 0
     assert len(catalog.history(name)) == len(before) + 1
 
 

@@ -12,6 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.timeouts import scaled
+
 NINO = Path(__file__).parent / "data" / "nino"
 SMALL = NINO / "oni_small.txt"
 CHANGED = NINO / "oni_small_changed.txt"
@@ -27,7 +29,7 @@ def shoal(*args: str | Path, home: Path | None = None, env_home: Path | None = N
     if env_home is not None:
         env["SHOAL_HOME"] = str(env_home)
     command = [sys.executable, "-m", "shoal", *(["--home", str(home)] if home is not None else []), *map(str, args)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=scaled(120), check=False)
 
 
 def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -49,7 +51,7 @@ def _sha256(path: Path) -> str:
 def _imported_after(code: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", f"{code}; import sys; print(' '.join(sys.modules))"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True, text=True, timeout=scaled(60), check=True,
     )
     return {name.split(".")[0] for name in result.stdout.split()}
 
@@ -66,7 +68,7 @@ def test_importing_the_ingest_flows_and_the_task_registry_loads_no_torch() -> No
 def test_help_exits_0_without_importing_any_heavy_library() -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "shoal", "--help"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=scaled(60), check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "ingest" in result.stdout and "catalog" in result.stdout

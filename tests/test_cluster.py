@@ -16,6 +16,7 @@ from shoal import cluster
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst
 from shoal.datasets.cobe_sst_sample import write_sample
+from tests.timeouts import scaled
 
 DATA = Path(__file__).parent / "data" / "cobe_sst"
 FORMS = "expected local, local:N"
@@ -280,7 +281,7 @@ def test_a_bad_cluster_value_is_refused_naming_the_accepted_forms(value: str) ->
 def _shoal(*args: str | Path) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "SHOAL_HOME"} | {"NO_COLOR": "1"}
     return subprocess.run([sys.executable, "-m", "shoal", *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=scaled(120), check=False)
 
 
 @pytest.mark.parametrize("command", [["ingest", "sst", "DIR"], ["run", "enso", "DIR"], ["features", "enso"],

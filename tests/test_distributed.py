@@ -20,6 +20,7 @@ import torch
 
 from shoal.catalog import Catalog
 from tests.test_cli import _one_error_line
+from tests.timeouts import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def _env() -> dict[str, str]:
 
 def _shoal(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "shoal", "--home", str(home), *args]
-    return subprocess.run(command, env=env or _env(), capture_output=True, text=True, timeout=180, check=False)
+    return subprocess.run(command, env=env or _env(), capture_output=True, text=True, timeout=scaled(180), check=False)
 
 
 def _runs(home: Path) -> Path:
@@ -136,7 +137,7 @@ def test_torchrun_runs_the_same_step_and_only_rank_0_reports(built: SimpleNamesp
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [str(torchrun), "--nproc-per-node", "2", "-m", "shoal", "--home", str(built.home), "train", "enso",
                *OPTIONS, "--run-id", "torchrun"]
-    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=180, check=False)
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=scaled(180), check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("registered model enso_convlstm") == 1 and result.stdout.count("epoch 2/2") == 1
     a, b = (torch.load(_runs(built.home) / run / "last.pt", weights_only=True) for run in ("two", "torchrun"))

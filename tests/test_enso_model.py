@@ -15,6 +15,7 @@ from shoal.models.enso import baselines, threshold_phase, verdict
 from shoal.models.runs import evaluate_model, load_model, predict_model, train_model
 from shoal.progress import NULL
 from shoal.tasks import get_task
+from tests.timeouts import scaled
 
 TASK = get_task("enso")
 QUICK = {"epochs": 1, "max_batches": 3, "batch_size": 2, "device": "cpu", "coarsen": 8, "leads": "1,3",
@@ -170,6 +171,6 @@ def test_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path: Pat
         " {'lead': 3, 'method': 'model', 'correlation': 0.2}], title='t')\n"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(120), check=True)
     assert result.stdout.split() == ["svg", "False"]
     assert (tmp_path / "skill.png").read_bytes()[:4] == b"\x89PNG"

@@ -38,6 +38,7 @@ from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs
 from shoal.datasets.higgs_sample import write_sample
 from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
 from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download, part_name
+from tests.timeouts import scaled
 
 JMA_LIST = Path(__file__).parent / "data" / "cobe_sst" / "cobe_sst_urls.txt"  # JMA's real list (see its README)
 
@@ -171,7 +172,7 @@ def jma(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeJma]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(timeout=5)
+        thread.join(timeout=scaled(5))
 
 
 def _months(jma: FakeJma, start: str = START, end: str = END) -> list[tuple[str, str, str]]:
@@ -420,7 +421,7 @@ def test_cli_all_ok_and_import_stays_light(jma: FakeJma, tmp_path: Path) -> None
     assert result.stderr == ""
     assert "6 downloaded, 0 already complete, 0 failed" in result.stdout
     check = "import shoal.cli, sys; assert not {'httpx', 'tenacity'} & set(sys.modules)"
-    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=scaled(60))
 
 
 # --- shoal fetch speech: one big archive, resumed -----------------------------------------

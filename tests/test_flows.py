@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from shoal.catalog import Catalog
 from shoal.datasets.oni import SAMPLE
+from tests.timeouts import scaled
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 NINO = Path(__file__).parent / "data" / "nino"
@@ -257,11 +258,11 @@ def test_a_pipeline_killed_midway_leaves_its_last_commits_and_the_rerun_finishes
     def features_committed() -> bool:
         return catalog.exists("enso_features") and bool(catalog.history("enso_features"))
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + scaled(120)
     while not features_committed() and time.monotonic() < deadline and killed.poll() is None:
         time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)  # in the middle of training, 50 epochs to go
-    killed.wait(timeout=30)
+    killed.wait(timeout=scaled(30))
     assert features_committed() and not catalog.exists("model_registry")
     assert [entry.version for entry in catalog.history("sst")] == [0]
     rerun = CliRunner().invoke(app, args(2))

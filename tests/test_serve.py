@@ -19,6 +19,7 @@ import pytest
 
 from shoal.catalog import Catalog
 from tests.test_flows import QUICK
+from tests.timeouts import scaled
 
 
 def _free_port() -> int:
@@ -28,7 +29,7 @@ def _free_port() -> int:
 
 
 def _wait(what: str, check, timeout: float, process: subprocess.Popen | None = None) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             pytest.fail(f"{what}: the process {process.args[1:4]} exited with {process.returncode}")
@@ -38,7 +39,7 @@ def _wait(what: str, check, timeout: float, process: subprocess.Popen | None = N
         except (httpx.HTTPError, OSError):
             pass
         time.sleep(1)
-    pytest.fail(f"{what}: not within {timeout:.0f} s")
+    pytest.fail(f"{what}: not within {scaled(timeout):.0f} s")
 
 
 @pytest.fixture
@@ -57,11 +58,11 @@ def server(tmp_path: Path):  # noqa: ANN201
         yield env
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=scaled(30))
 
 
 def _api(env: dict[str, str], method: str, path: str, **body: object) -> object:
-    response = httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body if method == "POST" else None, timeout=30)
+    response = httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body if method == "POST" else None, timeout=scaled(30))
     response.raise_for_status()
     return response.json()
 
@@ -110,11 +111,11 @@ cron = "0 3 1 1 *"
     finally:
         serving.send_signal(signal.SIGINT)  # Ctrl-C
         try:
-            stopped = serving.wait(timeout=30)
+            stopped = serving.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             serving.kill()
             stopped = None
-    assert stopped is not None, f"Ctrl-C did not stop `shoal serve` within 30 s: {log.read_text()[-2000:]}"
+    assert stopped is not None, f"Ctrl-C did not stop `shoal serve` within {scaled(30):.0f} s: {log.read_text()[-2000:]}"
 
 
 def test_train_deployments_on_a_work_pool_are_run_by_its_worker(server: dict[str, str], tmp_path: Path) -> None:
@@ -133,12 +134,12 @@ def test_train_deployments_on_a_work_pool_are_run_by_its_worker(server: dict[str
     config.write_text(f'[pipelines.enso]\npaths = ["sst"]\nsettings = {{ {settings} }}\n\n'
                       '[serve.train]\ntasks = ["enso"]\ncron = "0 3 1 1 *"\nwork_pool = "gpu"\n')
     shoal = [sys.executable, "-m", "shoal", "--home", home.home, "serve", "--config", str(config)]
-    refused = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=scaled(120))
     assert refused.returncode == 2 and "work_pool 'gpu' does not exist" in refused.stderr
     prefect = [sys.executable, "-m", "prefect"]
     subprocess.run([*prefect, "work-pool", "create", "gpu", "--type", "process"], env=server, check=True,
-                   capture_output=True, timeout=120)
-    applied = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=120)
+                   capture_output=True, timeout=scaled(120))
+    applied = subprocess.run(shoal, env=server, capture_output=True, text=True, timeout=scaled(120))
     assert applied.returncode == 0 and "applied enso to work pool gpu" in applied.stdout, applied.stderr
     (deployment,) = _deployments(server)
     assert deployment["work_pool_name"] == "gpu" and deployment["entrypoint"] == "shoal.flows.deployments.train_predict"
@@ -150,7 +151,7 @@ def test_train_deployments_on_a_work_pool_are_run_by_its_worker(server: dict[str
         _wait("the worker's train-predict run", lambda: _state(server, run["id"]) == "COMPLETED", 240, worker)
     finally:
         worker.terminate()
-        worker.wait(timeout=30)
+        worker.wait(timeout=scaled(30))
     assert home.exists("enso_predictions") and home.history("enso_predictions")
 
 

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from shoal.datasets.speech_commands import DATASET, NOISE, WORDS, decode, hash_split, ingest, read_split_lists
+from tests.timeouts import scaled
 
 FIXTURES = Path(__file__).parent / "data" / "speech_commands" / "v0.01"
 SAMPLE = Path(__file__).parents[1] / "datasets" / "sample_data" / "speech_commands"
@@ -146,13 +147,13 @@ def test_the_cli_exits_1_with_a_summary_when_some_clips_fail_and_2_when_none_lan
     (folder / "yes" / "cccc0001_nohash_0.wav").write_bytes(b"")
     env = {**os.environ, "NO_COLOR": "1"}
     run = [sys.executable, "-m", "shoal", "--home", str(tmp_path / "home"), "ingest", "speech"]
-    some = subprocess.run([*run, str(folder)], capture_output=True, text=True, env=env, timeout=120, check=False)
+    some = subprocess.run([*run, str(folder)], capture_output=True, text=True, env=env, timeout=scaled(120), check=False)
     assert some.returncode == 1, some.stderr
     assert some.stderr.count("error: ") == 1 and "cccc0001_nohash_0.wav: the file is empty" in some.stderr
     assert "speech: version 0; 9 committed, 0 unchanged, 1 failed" in some.stdout
     bad = tmp_path / "bad"
     _wav(bad / "stray.wav", np.zeros(160))
-    none = subprocess.run([*run, str(bad)], capture_output=True, text=True, env=env, timeout=120, check=False)
+    none = subprocess.run([*run, str(bad)], capture_output=True, text=True, env=env, timeout=scaled(120), check=False)
     assert none.returncode == 2 and "outside a word folder" in none.stderr
 
 

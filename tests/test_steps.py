@@ -18,6 +18,7 @@ import pytest
 
 from shoal.catalog import Catalog
 from tests.test_cli import _one_error_line, shoal
+from tests.timeouts import scaled
 
 FEATURES = ("--coarsen", "8", "--valid-start", "1996-01", "--test-start", "1998-01")
 TRAIN = ("--epochs", "3", "--max-batches", "8", "--batch-size", "2", "--device", "cpu", "--leads", "1,2")
@@ -82,7 +83,7 @@ def test_a_killed_training_rerun_with_the_same_command_ends_with_the_uninterrupt
     command = [sys.executable, "-m", "shoal", "--home", str(built.home), "train", "enso", *TRAIN]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while not [p for p in _last_pt(built.home) if p.parent.name != "straight"]:
             assert process.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
             time.sleep(0.02)
@@ -93,7 +94,7 @@ def test_a_killed_training_rerun_with_the_same_command_ends_with_the_uninterrupt
     assert process.returncode == -signal.SIGKILL
     (run,) = [p.parent for p in _last_pt(built.home) if p.parent.name != "straight"]
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] < 2  # it died before the end
-    resumed = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=300, check=False)
+    resumed = subprocess.run(command + ["--json"], capture_output=True, text=True, timeout=scaled(300), check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     report = json.loads(resumed.stdout[resumed.stdout.index("{"):])
