@@ -284,7 +284,7 @@ class Catalog:
 
     def _refuse_other_kind(self, name: str, kind: Kind) -> None:
         other: Kind = "array" if kind == "table" else "table"
-        if self._exists(other, name):
+        if self._committed(other, name):
             raise CatalogError(f"{name!r} is already an {other}; choose another name for the {kind}")
 
     # -- reading ---------------------------------------------------------------------------
@@ -324,13 +324,10 @@ class Catalog:
         """The datasets of `kind`: folders with a first commit (Delta: a log entry; Icechunk: a snapshot)."""
         return [name for name in self._folders(kind) if self._committed(kind, name)]
 
-    def _exists(self, kind: Kind, name: str) -> bool:
-        return self._committed(kind, name)
-
     def exists(self, name: str) -> bool:
         """Whether a table or an array called `name` exists (has a commit)."""
         validate_name(name)
-        return self._exists("table", name) or self._exists("array", name)
+        return self._committed("table", name) or self._committed("array", name)
 
     def latest_version(self, name: str) -> int:
         """The newest version number of `name`."""
@@ -343,7 +340,7 @@ class Catalog:
         """Whether `name` is a table or an array; `CatalogError` when it is neither."""
         validate_name(name)
         for kind in ("table", "array"):
-            if self._exists(kind, name):
+            if self._committed(kind, name):
                 return kind
         leftovers = [self.uri(kind, name) for kind in ("table", "array") if name in self._folders(kind)]
         raise no_dataset(name, leftovers[0]) if leftovers else CatalogError(
