@@ -113,7 +113,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     message = f"{len(survivors)} child process(es) outlived the tests (killed now):\n" + "\n".join(named)
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.line("")
         reporter.write_sep("=", "processes left behind", red=True)
         reporter.write_line(message)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
