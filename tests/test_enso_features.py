@@ -162,15 +162,15 @@ def test_features_need_their_inputs(catalog: Catalog) -> None:
         build(catalog, config=EnsoFeatureConfig())
 
 
-def test_the_content_key_changes_with_the_shoal_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    import shoal
-    from shoal.features.enso import content_key
+def test_the_content_key_changes_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.features import enso
     from shoal.lineage import InputVersion
 
     inputs = (InputVersion("sst", "array", "S"), InputVersion("nino34", "table", 0))
-    before = content_key(EnsoFeatureConfig(), *inputs)
-    monkeypatch.setattr(shoal, "__version__", "99.0.0")
-    assert content_key(EnsoFeatureConfig(), *inputs) != before
+    before = enso.content_key(EnsoFeatureConfig(), *inputs)
+    assert enso.content_key(EnsoFeatureConfig(), *inputs) == before
+    monkeypatch.setattr(enso, "code_fingerprint", lambda: "an edited feature module")
+    assert enso.content_key(EnsoFeatureConfig(), *inputs) != before
 
 
 def _build_in_a_process(home: str, coarsen: int, start: str) -> tuple[int, str]:
