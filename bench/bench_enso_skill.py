@@ -26,10 +26,10 @@ from pathlib import Path
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
-from shoal.models.enso import best_baselines
+from shoal.tasks.enso import best_baselines
 from shoal.models.runs import train_model
 from shoal.progress import NULL
-from shoal.tasks import get_task
+from shoal.contract import get_task
 
 SETTINGS = {"coarsen": 4, "leads": "1,3,6", "epochs": 4, "batch_size": 4, "max_batches": 90, "lr": 1e-3,
             "seed": 0, "device": "cpu"}

@@ -38,7 +38,7 @@ from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, building
+from shoal.contract import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch

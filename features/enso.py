@@ -31,7 +31,7 @@ import numpy as np
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.stats import RunningStats
-from shoal.tasks import FeatureBuild, building
+from shoal.contract import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch

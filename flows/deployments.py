@@ -43,7 +43,7 @@ from shoal.flows.backfill import backfill_sst
 from shoal.flows.ingest import finish, ingest_source
 from shoal.flows.pipelines import NEW_FEATURES, predict_task, train_task
 from shoal.sources import IngestReport
-from shoal.tasks import Predicted, get_task
+from shoal.contract import Predicted, get_task
 
 
 class ServeRefused(ShoalError):

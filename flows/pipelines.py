@@ -22,7 +22,7 @@ from shoal.flows.ingest import IngestFailed, _transient, flow_dask_client, inges
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter
 from shoal.sources import IngestReport
-from shoal.tasks import FeatureBuild, Predicted, Task, get_task
+from shoal.contract import FeatureBuild, Predicted, Task, get_task
 
 
 class RunLogReporter(NullReporter):

@@ -1,6 +1,6 @@
 """One module per architecture, one generic train / evaluate / predict loop, the tasks, the registry.
 
-The task modules (`enso`) are imported here, which registers them (`shoal.tasks`); they
+The task modules (`enso`) are imported here, which registers them (`shoal.contract`); they
 import torch only inside their functions. The torch modules (`convlstm`, `train`, `runs`,
 `reports`) are imported on first use (`shoal.models.convlstm` or `from shoal.models import
 train`), so that `import shoal.models` and the registry stay free of torch's ~1-2 s import.
@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from shoal.models import enso, higgs, registry, speech
+from shoal.models import registry
 
-__all__ = ["audio_cnn", "convlstm", "enso", "higgs", "registry", "reports", "runs", "speech", "tabnet", "train"]
+__all__ = ["audio_cnn", "convlstm", "registry", "reports", "runs", "tabnet", "train"]
 _LAZY_MODULES = frozenset({"audio_cnn", "convlstm", "reports", "runs", "tabnet", "train"})
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from shoal.models.registry import ModelVersion
     from shoal.models.train import TrainConfig, TrainResult
     from shoal.progress import Reporter
-    from shoal.tasks import Predicted, Prepared, Task, TaskSettings
+    from shoal.contract import Predicted, Prepared, Task, TaskSettings
 
 # Training settings that do not change the weights, so they are not part of a run's identity.
 NOT_IDENTITY = ("device", "num_workers", "stage")
@@ -187,7 +187,7 @@ def predict_model(catalog: Catalog, task: Task, *, model_version: int | None = N
 
 def existing_predictions(catalog: Catalog, task: Task, entry: ModelVersion) -> tuple[ModelVersion, Predicted] | None:
     """The newest commit of the task's predictions table made by model version `entry`, with its plots."""
-    from shoal.tasks import Predicted
+    from shoal.contract import Predicted
 
     if not catalog.exists(task.predictions):
         return None

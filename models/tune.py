@@ -21,7 +21,7 @@ from shoal.errors import TrainingError
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
-    from shoal.tasks import Task, TaskSettings
+    from shoal.contract import Task, TaskSettings
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
 
     if not 0.0 < sample_fraction <= 1.0:
         raise TrainingError(f"--sample-fraction must be in (0, 1], got {sample_fraction}")
-    from shoal.tasks import Task
+    from shoal.contract import Task
 
     if type(task).search_space is Task.search_space:
         raise TrainingError(f"task {task.name!r} has no search space to tune")

@@ -16,12 +16,12 @@ except PackageNotFoundError:  # a source tree that was never installed
 def open_features(task: str, version: int | str | None = None, home: str | None = None):  # noqa: ANN201 (lazy types)
     """A task's feature version (default the newest) for training elsewhere, without running a pipeline.
 
-    Returns a `shoal.tasks.FeatureSet`: `arrays(split)` (numpy, views of the stored data where it
+    Returns a `shoal.contract.FeatureSet`: `arrays(split)` (numpy, views of the stored data where it
     can), `torch_dataset(split)`, `loader(split, batch_size=..., shuffle=..., seed=...)`, and the
     train-only `statistics` the features were normalized with. `home`: the catalog home
     (default `$SHOAL_HOME`, then `shoal.settings.DEFAULT_HOME`). Tasks: enso, speech, higgs.
     """
     from shoal.catalog import Catalog
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     return get_task(task).open_features(Catalog(home), version)

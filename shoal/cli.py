@@ -367,7 +367,7 @@ def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = F
     _console().print(root)
 
 
-# -- task step commands: generic over the task registry (shoal.tasks) ----------------------
+# -- task step commands: generic over the task registry (shoal.contract) ----------------------
 
 # Every option a task step may take, once. None (or False) = not given: the task's default.
 # Field names are the task settings' names; `--max-batches` -> max_batches.
@@ -485,7 +485,7 @@ def _cluster(value: str | None, function: Any, what: str) -> Any:
 def features_command(task_name: str, given: dict[str, Any], *, cluster: str | None) -> None:
     """Build (or reuse) the task's feature version from the newest inputs (ENSO: the SST read on --cluster's workers)."""
     from shoal.cluster import connect, on
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     settings = task.parse(given)
@@ -502,7 +502,7 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
 
     With --nproc N on N processes; `torchrun --nproc-per-node N -m shoal train ...` works too.
     """
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     if params not in (None, "best"):
@@ -540,7 +540,7 @@ def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_f
     from rich.table import Table
 
     from shoal.models.tune import tune
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     found = tune(_catalog(), task, task.parse(given), trials=trials or 8, sample_fraction=sample_fraction or 1e-3,
@@ -568,7 +568,7 @@ def _train_rank(task_name: str, given: dict[str, Any], home: str, quiet: bool, f
     from shoal.models.distributed import env_world
     from shoal.models.runs import train_model
     from shoal.progress import RichReporter
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     with RichReporter(_console(), enabled=not quiet and env_world()[0] == 0) as reporter:
@@ -592,7 +592,7 @@ def _print_trained(task: Any, trained: Any) -> None:
 def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: int | None, as_json: bool) -> None:
     """Skill of a registered model on the task's test split, beside the baselines."""
     from shoal.models.runs import evaluate_model
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     settings = task.parse(given)
@@ -609,7 +609,7 @@ def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: in
 def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None, force: bool) -> None:
     """Write the task's predictions of a registered model, once per model version (--force replaces them)."""
     from shoal.models.runs import predict_model
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     settings = task.parse(given)
@@ -637,7 +637,7 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | Non
     from shoal.cluster import connect, parse
     from shoal.config import DEFAULT, load_config
     from shoal.errors import ShoalError
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     spec = parse(cluster) if cluster else None
     if task_name == "all" and paths:
@@ -682,7 +682,7 @@ def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, retr
     from shoal.flows.ingest import on_cluster
     from shoal.flows.pipelines import pipeline
     from shoal.staging import staged
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     task = get_task(task_name)
     task.parse(given)  # one-line errors before Prefect starts

@@ -104,7 +104,7 @@ def load_config(path: Path = DEFAULT) -> ShoalConfig:
         first = error.errors()[0]
         place = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"{path}: {place}: {first['msg'].lower()}; {example}") from None
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     for name in [*config.pipelines, *config.serve.train.tasks]:
         get_task(name)  # an unknown task fails here, with the registry's one-line hint

@@ -150,7 +150,7 @@ class Lineage:
         )
 
 
-CODE_PACKAGES = ("shoal", "shoal.datasets", "shoal.features", "shoal.models")
+CODE_PACKAGES = ("shoal", "shoal.datasets", "shoal.features", "shoal.models", "shoal.tasks")
 """The packages whose code decides what is computed (flows/ only orchestrates them)."""
 
 

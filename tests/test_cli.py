@@ -62,7 +62,7 @@ def test_importing_shoal_and_its_cli_loads_no_heavy_library(code: str) -> None:
 
 
 def test_importing_the_ingest_flows_and_the_task_registry_loads_no_torch() -> None:
-    assert "torch" not in _imported_after("import shoal.flows.ingest; from shoal.tasks import tasks; tasks()")
+    assert "torch" not in _imported_after("import shoal.flows.ingest; from shoal.contract import tasks; tasks()")
 
 
 def test_help_exits_0_without_importing_any_heavy_library() -> None:

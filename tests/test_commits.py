@@ -127,7 +127,7 @@ def test_an_empty_dataset_folder_is_no_dataset(catalog: Catalog) -> None:
 def test_reads_never_create_a_folder_in_the_home(catalog: Catalog, with_data: bool) -> None:
     from shoal.datasets import oni
     from shoal.models.runs import evaluate_model
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     if with_data:
         oni.ingest(catalog, [NINO])
@@ -148,7 +148,7 @@ def test_reads_never_create_a_folder_in_the_home(catalog: Catalog, with_data: bo
 def test_train_before_features_names_the_missing_features_and_creates_nothing(catalog: Catalog) -> None:
     from shoal.datasets import oni
     from shoal.models.runs import train_model
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     oni.ingest(catalog, [NINO])
     before = _tree(Path(catalog.home))

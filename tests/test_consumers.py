@@ -15,7 +15,7 @@ from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.errors import CatalogError
 from shoal.progress import NULL
 from shoal.stats import RunningStats
-from shoal.tasks import get_task
+from shoal.contract import get_task
 
 DATA = Path(__file__).parent / "data"
 SETTINGS = {"enso": {"valid_start": "1990-01", "test_start": "1991-01", "coarsen": 10}, "speech": {}, "higgs": {}}

@@ -49,7 +49,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     from shoal.datasets import cobe_sst, oni
     from shoal.datasets.cobe_sst_sample import write_sample
     from shoal.progress import NULL
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     root = tmp_path_factory.mktemp("distributed")
     catalog = Catalog(root / "home")
@@ -80,7 +80,7 @@ def _rank(rank: int, home: str, folder: str) -> None:
 
     from shoal.models.runs import train_config
     from shoal.models.train import seeded, train
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)

@@ -11,10 +11,10 @@ from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.features.enso import PERIODS, EnsoFeatures, IndexSeries
-from shoal.models.enso import baselines, threshold_phase, verdict
+from shoal.tasks.enso import baselines, threshold_phase, verdict
 from shoal.models.runs import evaluate_model, load_model, predict_model, train_model
 from shoal.progress import NULL
-from shoal.tasks import get_task
+from shoal.contract import get_task
 from tests.timeouts import scaled
 
 TASK = get_task("enso")

@@ -132,7 +132,7 @@ def _the_catalog_commands_cover_the_registered_model(home: Path) -> None:
 
 def test_flow_settings_are_validated_at_the_flow_boundary(home: Path) -> None:
     from shoal.flows.pipelines import build_features
-    from shoal.tasks import SettingsError
+    from shoal.contract import SettingsError
 
     with pytest.raises(SettingsError, match=r"--valid-start: expected YYYY-MM, got '1990-13'"):
         build_features(task_name="enso", home=str(home), settings={"valid_start": "1990-13"})

@@ -11,7 +11,7 @@ import pytest
 
 from shoal.catalog import Catalog
 from shoal.datasets.higgs import FEATURES, ingest
-from shoal.tasks import get_task
+from shoal.contract import get_task
 from tests.test_cli import _one_error_line, shoal
 
 REAL = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"  # 500 real rows in the UCI format
@@ -59,7 +59,7 @@ def test_predictions_cover_every_row_and_explanations_sum_to_one(trained: Simple
 
 
 def test_the_verdict_says_when_tabnet_loses_and_when_it_wins() -> None:
-    from shoal.models.higgs import verdict
+    from shoal.tasks.higgs import verdict
 
     skill = [{"method": "model", "accuracy": 0.70, "roc_auc": 0.75},
              {"method": "hist_gradient_boosting", "accuracy": 0.72, "roc_auc": 0.80},

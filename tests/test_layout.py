@@ -21,18 +21,44 @@ def _imports(path: Path) -> set[str]:
 def test_only_flows_import_prefect() -> None:
     offenders = [
         str(path.relative_to(ROOT))
-        for folder in ("shoal", "datasets", "features", "models", "bench")
+        for folder in ("shoal", "datasets", "features", "models", "tasks", "bench")
         for path in (ROOT / folder).rglob("*.py")
         if "prefect" in _imports(path)
     ]
     assert offenders == []
 
 
-def test_the_five_code_folders_are_one_distribution() -> None:
+def test_the_six_code_folders_are_one_distribution() -> None:
     import shoal.datasets
     import shoal.features
     import shoal.flows
     import shoal.models
+    import shoal.tasks
 
-    for module, folder in [(shoal.datasets, "datasets"), (shoal.features, "features"), (shoal.models, "models"), (shoal.flows, "flows")]:
+    for module, folder in [(shoal.datasets, "datasets"), (shoal.features, "features"), (shoal.models, "models"),
+                           (shoal.flows, "flows"), (shoal.tasks, "tasks")]:
         assert Path(module.__file__).parent == ROOT / folder
+
+
+def _layout() -> dict[str, set[str]]:
+    """The modules the README's layout section names, by folder."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Layout"):]
+    block = block[block.index("```") + 3:]
+    block = block[:block.index("```")]
+    named: dict[str, set[str]] = {}
+    folder = ""
+    for line in block.splitlines():
+        if match := re.match(r"(\w+)/\s", line):
+            folder = match.group(1)
+        named.setdefault(folder, set()).update(re.findall(r"(\w+\.py)\b", line))
+    return named
+
+
+def test_the_readme_layout_names_every_module_and_only_modules_that_exist() -> None:
+    named = _layout()
+    for folder in ("shoal", "datasets", "features", "models", "tasks", "flows"):
+        present = {path.name for path in (ROOT / folder).glob("*.py") if path.name != "__init__.py"}
+        assert named.get(folder, set()) == present, f"{folder}/: README names {sorted(named.get(folder, set()))}"

@@ -15,7 +15,7 @@ import pytest
 from shoal.catalog import Catalog
 from shoal.datasets.higgs import ingest
 from shoal.lineage import source_fingerprint
-from shoal.tasks import get_task
+from shoal.contract import get_task
 from tests.test_cli import shoal
 
 REAL = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"

@@ -122,7 +122,7 @@ def test_train_deployments_on_a_work_pool_are_run_by_its_worker(server: dict[str
     from shoal.datasets import cobe_sst, oni
     from shoal.datasets.cobe_sst_sample import write_sample
     from shoal.progress import NULL
-    from shoal.tasks import get_task
+    from shoal.contract import get_task
 
     home = Catalog(tmp_path / "home")
     write_sample(tmp_path / "sst", start="1985-01", end="1990-06")

@@ -11,7 +11,7 @@ import pytest
 
 from shoal.catalog import Catalog
 from shoal.datasets.speech_commands import WORDS, ingest
-from shoal.tasks import SettingsError, get_task
+from shoal.contract import SettingsError, get_task
 from tests.test_cli import _one_error_line, shoal
 
 FIXTURES = Path(__file__).parent / "data" / "speech_commands" / "v0.01"
@@ -58,7 +58,7 @@ def test_training_registers_test_skill_beside_the_baselines(trained: SimpleNames
 
 
 def test_the_majority_baseline_is_the_most_frequent_training_word(trained: SimpleNamespace) -> None:
-    from shoal.models.speech import _features, baselines
+    from shoal.tasks.speech import _features, baselines
 
     features = _features(trained.catalog, None)
     guesses = baselines(features, device="cpu")
@@ -81,7 +81,7 @@ def test_predictions_hold_every_clip_with_its_top_3_words_and_a_confusion_png(tr
 
 
 def test_the_verdict_says_when_the_model_loses_and_when_it_wins() -> None:
-    from shoal.models.speech import verdict
+    from shoal.tasks.speech import verdict
 
     losing = [{"method": "model", "accuracy": 0.1}, {"method": "majority", "accuracy": 0.05},
               {"method": "mean_spectrum_logistic", "accuracy": 0.2}]

@@ -9,9 +9,9 @@ import pytest
 from shoal.catalog import Catalog
 from shoal.datasets.higgs import ingest
 from shoal.errors import TrainingError
-from shoal.models.higgs import SEARCH_SPACE
+from shoal.tasks.higgs import SEARCH_SPACE
 from shoal.models.tune import best_params, tune
-from shoal.tasks import get_task
+from shoal.contract import get_task
 from tests.test_cli import _one_error_line, shoal
 
 REAL = Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"

@@ -121,7 +121,7 @@ def _array(name: str, variable: str) -> Callable[[Catalog], object]:
 def _weights(task: str) -> Callable[[Catalog], object]:
     def read(catalog: Catalog) -> object:
         from shoal.models.runs import load_model
-        from shoal.tasks import get_task
+        from shoal.contract import get_task
 
         model, _ = load_model(catalog, get_task(task), None)
         return {key: value.numpy() for key, value in model.state_dict().items()}

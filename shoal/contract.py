@@ -1,6 +1,6 @@
-"""The task registry: `@register_task("enso")` makes `shoal features|train|evaluate|predict|run enso` work.
+"""The task contract and registry: `@register_task("enso")` makes `shoal features|train|evaluate|predict|run enso` work.
 
-A task is one module in `models/` that says how to build its features, which model and
+A task is one module in `tasks/` that says how to build its features, which model and
 configuration it trains with which loss on which splits, how it is evaluated on its test
 split beside its baselines, and which predictions table it writes. The CLI, the generic run
 functions (`shoal.models.runs`) and the flows know no task by name.
@@ -278,8 +278,8 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 def tasks() -> dict[str, Task]:
-    """Every registered task by name (importing `shoal.models` fills the registry)."""
-    importlib.import_module("shoal.models")
+    """Every registered task by name (importing `shoal.tasks` fills the registry)."""
+    importlib.import_module("shoal.tasks")
     return dict(_TASKS)
 
 

@@ -28,7 +28,7 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
                          replacing)
 
 if TYPE_CHECKING:

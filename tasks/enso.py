@@ -29,7 +29,7 @@ from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
                          replacing)
 
 if TYPE_CHECKING:

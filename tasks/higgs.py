@@ -25,7 +25,7 @@ from shoal.errors import CatalogError
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.tasks import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
                          replacing)
 
 if TYPE_CHECKING:
