@@ -26,7 +26,7 @@ from pathlib import Path
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
-from shoal.tasks.enso import best_baselines
+from shoal.evaluation import comparisons
 from shoal.models.runs import train_model
 from shoal.progress import NULL
 from shoal.contract import get_task
@@ -52,7 +52,7 @@ def report() -> tuple[str, bool]:
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(f"**{c}**" if model else c for c in row) + " |"
               for row, model in zip(table.rows, table.model_rows, strict=True)]
-    goal = all(model > best for lead, (model, _, best) in best_baselines(metrics["skill"]).items() if lead >= 3)
+    goal = all(c.wins for c in comparisons(task.scoring, metrics["skill"]) if c.group >= 3)
     notes = (f"\n{table.verdict}.\n\nSettings: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in SETTINGS.items())}`; "
              f"{len(metrics['history'])} epochs, best epoch {metrics['best_epoch'] + 1} by validation loss; "
              f"training + test evaluation {minutes:.1f} min on {metrics['device']} "

@@ -441,16 +441,16 @@ def _spread(client: Client, session: ArraySession, current: xr.Dataset | None, p
             done(str(names[month]))
     written.sort(key=lambda d: d.month)
     if written:
-        base = cluster.fork(session)
+        base = session.fork()
         axis = _prepare_axis(base, current, [d.month for d in written])
-        cluster.merge(session, client.gather([client.submit(_write_part, cluster.copy_fork(base), axis, part, pure=False)
-                                              for part in parts]))
+        session.merge(client.gather([client.submit(_write_part, cluster.copy_fork(base), axis, part, pure=False)
+                                     for part in parts]))
         _write_digests(session, axis, written)
     return written, [failed[m] for m in sorted(failed)]
 
 
 @register_source("sst", dataset=DATASET, description="COBE-SST monthly GRIB files (sstYYYYMM.grb or folders of them)",
-                 expand=files)
+                 expand=files, spreads=True)
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
            client: Client | None = None, follow_links: bool = False) -> IngestReport:
     """Ingest COBE-SST files into the array `sst` in one commit; bad files are reported.

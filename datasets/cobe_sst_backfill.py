@@ -135,7 +135,7 @@ class Backfill:
         current = self.session.current()
         self.stored = _stored_digests(current)
         # On a cluster the axis goes into a fork: icechunk forks only a session without changes.
-        self._base = cluster.fork(self.session) if spread and backfill.pending else None
+        self._base = self.session.fork() if spread and backfill.pending else None
         target = self._base if self._base is not None else self.session
         self.axis = _prepare_axis(target, current, list(backfill.pending)) if backfill.pending else None
         self.written: list[SstMonth] = []  # without their values, once written
@@ -186,7 +186,7 @@ class Backfill:
             version = self.catalog.latest_version(DATASET) if self.catalog.exists(DATASET) else None
             return IngestReport(DATASET, version, unchanged=self.plan.unchanged, failures=failed)
         if self._forks:
-            cluster.merge(self.session, self._forks)
+            self.session.merge(self._forks)
         _write_digests(self.session, self.axis, written)
         replaced = {str(d.month): {"old_sha256": self.stored[d.month], "new_sha256": d.source.sha256}
                     for d in written if d.month in self.stored}

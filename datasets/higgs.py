@@ -630,7 +630,8 @@ def _provenance(path: Path, source: SourceFile, rows: int) -> Provenance:
         "source": "higgs", "rows": rows, "split_rows": dict(zip(SPLITS, split_sizes(rows), strict=True))})
 
 
-@register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed")
+@register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed",
+                 spreads=True)
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
            client: Client | None = None, follow_links: bool = False,  # noqa: ARG001 (one file, named by the user)
            limits: HiggsLimits = HiggsLimits()) -> IngestReport:

@@ -568,7 +568,7 @@ def _check_paths(paths: Sequence[Path], failures: list[str], done: FileDone) -> 
     return good
 
 
-@register_source("speech", dataset=DATASET, expand=expand,
+@register_source("speech", dataset=DATASET, expand=expand, spreads=True,
                  description="Speech Commands (v0.01 layout): a folder or the .tar.gz, streamed")
 def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None = None,
            client: Client | None = None, follow_links: bool = False,

@@ -51,7 +51,8 @@ def _transient(task: Task, task_run: TaskRun, state: State) -> bool:
       retry_condition_fn=_transient, tags=["ingest"])
 def ingest_source(source: str, paths: list[Path], home: str | None) -> IngestReport:
     """Run one registered source's ingest against the catalog at `home` (on the flow's Dask cluster, if it has one)."""
-    report = cluster.on(flow_dask_client(), get_source(source).ingest)(Catalog(home), paths)
+    chosen = get_source(source)
+    report = cluster.on(flow_dask_client(), chosen.ingest, spreads=chosen.spreads)(Catalog(home), paths)
     logger = get_run_logger()
     logger.info(
         "%s -> %s version %s: %d committed, %d unchanged, %d failed",

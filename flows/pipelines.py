@@ -46,7 +46,7 @@ def features_task(task_name: str, home: str | None, settings: dict[str, Any]) ->
     """Build or reuse the task's feature version of the newest inputs; a new one is announced as an event."""
     chosen = get_task(task_name)
     catalog = Catalog(home)
-    build = cluster.on(flow_dask_client(), chosen.build_features)(catalog, chosen.parse(settings), RunLogReporter())
+    build = cluster.on(flow_dask_client(), chosen.build_features, spreads=chosen.spreads)(catalog, chosen.parse(settings), RunLogReporter())
     if not build.reused:
         emit_event(event=NEW_FEATURES, resource={"prefect.resource.id": f"shoal.features.{task_name}",
                                                  "shoal.home": catalog.home},

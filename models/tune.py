@@ -74,9 +74,7 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
 
     if not 0.0 < sample_fraction <= 1.0:
         raise TrainingError(f"--sample-fraction must be in (0, 1], got {sample_fraction}")
-    from shoal.contract import Task
-
-    if type(task).search_space is Task.search_space:
+    if not task.tunable:
         raise TrainingError(f"task {task.name!r} has no search space to tune")
 
     def objective(trial: optuna.Trial) -> float:

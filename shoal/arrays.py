@@ -20,7 +20,10 @@ from shoal.locks import dataset_lock
 from shoal.settings import is_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import icechunk
+    import icechunk.session
     import xarray as xr
     import zarr.storage
 
@@ -136,6 +139,14 @@ class ArraySession:
     def current(self) -> xr.Dataset | None:
         """What this session sees now (its base plus its own writes), or None when empty."""
         return _open_dataset(self._session.store)
+
+    def fork(self) -> icechunk.session.ForkSession:
+        """A fork of this untouched session for Dask workers to write into (Icechunk refuses to fork after a write)."""
+        return self._session.fork()
+
+    def merge(self, forks: Sequence[icechunk.session.ForkSession]) -> None:
+        """Merge forks the workers wrote back into this session, to be committed once."""
+        self._session.merge(*forks)
 
     def commit(self, provenance: Provenance) -> str:
         """Commit, rebasing over commits made meanwhile (on object storage: there is no lock there).

@@ -120,12 +120,12 @@ def ingest(
     from shoal.staging import staged
 
     chosen = get_source(source)
-    spec = _cluster(cluster, chosen.ingest, f"ingest {source}")
+    spec = _cluster(cluster, chosen.spreads, f"ingest {source}")
     catalog = _catalog()
     with staged(paths) as local, connect(spec) as client:
         with _reporter() as reporter:
             reporter.start(f"ingest {source}", total=len(chosen.expand(local, follow_links=follow_links)))
-            report = on(client, chosen.ingest)(catalog, local, progress=lambda _path: reporter.advance(),
+            report = on(client, chosen.ingest, spreads=chosen.spreads)(catalog, local, progress=lambda _path: reporter.advance(),
                                                follow_links=follow_links)
         _report(report)
 
@@ -469,12 +469,12 @@ def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
     console.print(skill.verdict, markup=False, highlight=False)
 
 
-def _cluster(value: str | None, function: Any, what: str) -> Any:
-    """The parsed `--cluster` value; None, with a one-line note, where `function` runs in this process anyway."""
-    from shoal.cluster import parse, spreads
+def _cluster(value: str | None, spreads: bool, what: str) -> Any:
+    """The parsed `--cluster` value; None, with a one-line note, where the step does not spread (runs here anyway)."""
+    from shoal.cluster import parse
 
     spec = parse(value) if value else None
-    if spec is not None and not spreads(function):
+    if spec is not None and not spreads:
         typer.echo(f"note: {what} runs in this process (it does not spread over a cluster); no cluster started",
                    err=True)
         return None
@@ -489,9 +489,9 @@ def features_command(task_name: str, given: dict[str, Any], *, cluster: str | No
 
     task = get_task(task_name)
     settings = task.parse(given)
-    spec = _cluster(cluster, task.build_features, f"features {task_name}")
+    spec = _cluster(cluster, task.spreads, f"features {task_name}")
     with connect(spec) as client, _reporter() as reporter:
-        on(client, task.build_features)(_catalog(), settings, reporter)
+        on(client, task.build_features, spreads=task.spreads)(_catalog(), settings, reporter)
 
 
 @_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "nproc",

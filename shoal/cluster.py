@@ -16,11 +16,10 @@ the functions, so that `import shoal` stays fast.
 
 from __future__ import annotations
 
-import inspect
 import os
 import pickle
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -31,8 +30,6 @@ from shoal.errors import ShoalError
 if TYPE_CHECKING:
     from distributed import Client
     from icechunk import ForkSession
-
-    from shoal.arrays import ArraySession
 
 T = TypeVar("T")
 FORMS = "local, local:N (N worker processes, N >= 1) or tcp://HOST:PORT (a running scheduler, e.g. tcp://10.0.0.5:8786)"
@@ -112,29 +109,16 @@ def workers(client: Client) -> int:
     return max(1, sum(client.nthreads().values()))
 
 
-def spreads(function: Callable[..., object]) -> bool:
-    """Whether a source's ingest or a task's feature build can spread over a cluster: it takes a `client` keyword.
-
-    So far: `ingest sst`, `ingest higgs` (a plain CSV), `ingest speech` (folders) and the ENSO features.
-    """
-    return "client" in inspect.signature(function).parameters
-
-
-def on(client: Client | None, function: Callable[..., T]) -> Callable[..., T]:
-    """`function` with `client=client` when there is a client and it takes one; else `function`, in this process."""
-    if client is not None and spreads(function):
+def on(client: Client | None, function: Callable[..., T], *, spreads: bool) -> Callable[..., T]:
+    """`function` with `client=client` when there is a client and it `spreads` (a declared capability:
+    `Source.spreads`, `Task.spreads`); else `function`, in this process."""
+    if client is not None and spreads:
         return partial(function, client=client)
     return function
 
 
-# Icechunk forks: workers write array chunks into forks of the driver's ONE session, which
-# merges them and commits once. ArraySession (shoal.arrays) has no fork/merge of its own yet:
-# these reach its icechunk session.
-
-
-def fork(session: ArraySession) -> ForkSession:
-    """A fork of the untouched `session` for workers to write into (icechunk refuses to fork after a write)."""
-    return session._session.fork()  # noqa: SLF001
+# Icechunk forks: workers write array chunks into forks of the driver's ONE session
+# (`ArraySession.fork`), which merges them (`ArraySession.merge`) and commits once.
 
 
 def copy_fork(base: ForkSession) -> ForkSession:
@@ -144,8 +128,3 @@ def copy_fork(base: ForkSession) -> ForkSession:
     (threads) would hold both tasks' writes.
     """
     return pickle.loads(pickle.dumps(base))  # noqa: S301 (our own object, never outside bytes)
-
-
-def merge(session: ArraySession, forks: Sequence[ForkSession]) -> None:
-    """Merge forks written by workers back into `session`, to be committed once."""
-    session._session.merge(*forks)  # noqa: SLF001

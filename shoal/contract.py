@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shoal.errors import CatalogError, ShoalError
+from shoal.evaluation import Scoring, SkillTable, skill_table
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -150,20 +151,6 @@ class Predicted:
 
 
 @dataclass(frozen=True)
-class SkillTable:
-    """The test skill as a table for people: title, columns, rows of strings, and a verdict line.
-
-    `model_rows` flags the rows of the model itself (shown in bold), the others are baselines.
-    """
-
-    title: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    verdict: str
-    model_rows: tuple[bool, ...] = ()
-
-
-@dataclass(frozen=True)
 class FeatureSet:
     """A feature version opened for training elsewhere (`shoal.open_features`).
 
@@ -215,6 +202,9 @@ class Task(ABC):
     architecture: ClassVar[str]
     predictions: ClassVar[str]
     settings: ClassVar[type[TaskSettings]] = TaskSettings
+    scoring: ClassVar[Scoring]  # how the skill rows of `evaluate` are shown and judged
+    spreads: ClassVar[bool] = False  # build_features takes a keyword `client` and reads on a Dask cluster
+    tunable: ClassVar[bool] = False  # search_space is defined: `shoal tune TASK` works
 
     @abstractmethod
     def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
@@ -241,9 +231,9 @@ class Task(ABC):
     def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """Write the predictions table version of a registered model."""
 
-    @abstractmethod
     def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
-        """The metrics `evaluate` returned, as a table for people."""
+        """The metrics `evaluate` returned, as a table for people, with the verdict (`shoal.evaluation`)."""
+        return skill_table(self.scoring, metrics)
 
     @abstractmethod
     def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:

@@ -190,6 +190,7 @@ class Source:
         ingest: the ingest function.
         expand: the files an ingest of some paths will process, in order (folders opened);
             its length is the total of a progress bar over `ingest`'s `progress` calls.
+        spreads: the ingest takes a keyword `client` and decodes on a Dask cluster's workers.
     """
 
     name: str
@@ -197,13 +198,14 @@ class Source:
     description: str
     ingest: IngestFn
     expand: ExpandFn = as_given
+    spreads: bool = False
 
 
 _SOURCES: dict[str, Source] = {}
 
 
 def register_source(
-    name: str, *, dataset: str, description: str, expand: ExpandFn = as_given
+    name: str, *, dataset: str, description: str, expand: ExpandFn = as_given, spreads: bool = False
 ) -> Callable[[IngestFn], IngestFn]:
     """Register the decorated function as the ingest of source `name`.
 
@@ -212,12 +214,14 @@ def register_source(
         dataset: the dataset it writes.
         description: one line for listings.
         expand: the files an ingest of some paths will process; default: the paths as given.
+        spreads: the ingest takes a keyword `client` (a Dask client) and decodes on its workers.
     """
 
     def decorate(ingest: IngestFn) -> IngestFn:
         if name in _SOURCES:
             raise ValueError(f"source {name!r} is registered twice")
-        _SOURCES[name] = Source(name=name, dataset=dataset, description=description, ingest=ingest, expand=expand)
+        _SOURCES[name] = Source(name=name, dataset=dataset, description=description, ingest=ingest, expand=expand,
+                                spreads=spreads)
         return ingest
 
     return decorate

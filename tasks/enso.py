@@ -29,8 +29,9 @@ from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
                          replacing)
+from shoal.evaluation import Metric, Scoring, accuracy, correlation, rmse
 
 if TYPE_CHECKING:
     import torch
@@ -84,15 +85,16 @@ class EnsoSettings(TaskSettings):
         return tuple(value)
 
 
+SCORING = Scoring(
+    title="Niño 3.4 anomaly, test period from {test_start}",
+    metrics=(Metric("correlation", "correlation"), Metric("rmse_c", "RMSE °C", higher_is_better=False),
+             Metric("phase_accuracy", "phase accuracy")),
+    primary="correlation", count="months", group="lead")
+
+
 def _scores(predicted: np.ndarray, observed: np.ndarray, phase_predicted: np.ndarray, phase_observed: np.ndarray) -> dict[str, float]:
-    error = predicted - observed
-    corr = float(np.corrcoef(predicted, observed)[0, 1]) if len(observed) > 1 and predicted.std() > 0 else float("nan")
-    return {
-        "rmse_c": float(np.sqrt(np.mean(error**2))),
-        "correlation": corr,
-        "phase_accuracy": float(np.mean(phase_predicted == phase_observed)),
-        "months": len(observed),
-    }
+    return {"rmse_c": rmse(predicted, observed), "correlation": correlation(predicted, observed),
+            "phase_accuracy": accuracy(phase_predicted, phase_observed), "months": len(observed)}
 
 
 def threshold_phase(anomaly: np.ndarray) -> np.ndarray:
@@ -176,6 +178,8 @@ class Enso(Task):
     architecture = "convlstm"
     predictions = "enso_predictions"
     settings = EnsoSettings
+    scoring = SCORING
+    spreads = True
 
     def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
         """GRIB files or folders -> `sst`; a `.txt` table -> `oni` (default: the embedded real one)."""
@@ -305,42 +309,6 @@ class Enso(Task):
         statistics = {name: RunningStats.from_dict(value) for name, value in features.parameters["statistics"].items()}
         return FeatureSet(task=self.name, dataset=FEATURES, version=features.version, statistics=statistics,
                           splits=PERIODS, arrays_of=arrays, dataset_of=lambda split: features.windows(split, (1,)))
-
-    def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
-        """One row per lead and method; the verdict compares the model with the best baseline at each lead."""
-        rows = tuple((str(row["lead"]), row["method"], f"{row['correlation']:.3f}", f"{row['rmse_c']:.3f}",
-                      f"{row['phase_accuracy']:.3f}", str(row["months"])) for row in metrics["skill"])
-        return SkillTable(
-            title=f"Niño 3.4 anomaly, test period from {metrics['test_start']}",
-            columns=("lead", "method", "correlation", "RMSE °C", "phase accuracy", "months"),
-            rows=rows, verdict=verdict(metrics["skill"]),
-            model_rows=tuple(row["method"] == "model" for row in metrics["skill"]),
-        )
-
-
-def best_baselines(skill: Sequence[Mapping[str, Any]]) -> dict[int, tuple[float, str, float]]:
-    """Per lead: the model's test correlation, and the name and correlation of the best baseline."""
-    best = {}
-    for lead in sorted({row["lead"] for row in skill}):
-        at = {row["method"]: row["correlation"] for row in skill if row["lead"] == lead}
-        name, value = max(((m, c) for m, c in at.items() if m != "model" and np.isfinite(c)), key=lambda mc: mc[1],
-                          default=("none", -np.inf))
-        best[lead] = (at["model"], name, value)
-    return best
-
-
-def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
-    """Where the model's test correlation beats every baseline's, and where it loses to the best one."""
-    wins, losses = [], []
-    for lead, (model, name, best) in best_baselines(skill).items():
-        if np.isfinite(model) and model > best:
-            wins.append(str(lead))
-        else:
-            losses.append(f"lead {lead} ({name} {best:.3f} vs model {model:.3f})")
-    parts = [f"The model beats every baseline's correlation at lead {', '.join(wins)}"] if wins else []
-    if losses:
-        parts.append(f"{'it' if wins else 'The model'} loses to the best baseline at {'; '.join(losses)}")
-    return "; ".join(parts)
 
 
 def _date(month: np.datetime64) -> Any:

@@ -25,8 +25,9 @@ from shoal.errors import CatalogError
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
                          replacing)
+from shoal.evaluation import Metric, Scoring, accuracy, roc_auc
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -83,11 +84,13 @@ def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: s
     return torch.sigmoid(predict(TabNetLogits(model), features.rows(split), batch_size=BATCH, device=device)).numpy()
 
 
-def _scores(probability: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
+SCORING = Scoring(title="HIGGS signal vs background on the test rows",
+                  metrics=(Metric("accuracy", "accuracy", digits=4), Metric("roc_auc", "ROC AUC", digits=4)),
+                  primary="roc_auc", count="rows")
 
-    auc = float(roc_auc_score(label, probability)) if len(np.unique(label)) == 2 else float("nan")
-    return {"accuracy": float(np.mean((probability >= 0.5) == label)), "roc_auc": auc, "rows": len(label)}
+
+def _scores(probability: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    return {"accuracy": accuracy(probability >= 0.5, label), "roc_auc": roc_auc(probability, label), "rows": len(label)}
 
 
 def baselines(features: HiggsFeatures) -> dict[str, np.ndarray]:
@@ -108,6 +111,8 @@ class Higgs(Task):
     architecture = "tabnet"
     predictions = "higgs_predictions"
     settings = HiggsSettings
+    scoring = SCORING
+    tunable = True
 
     def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
         """One HIGGS file -> `higgs`."""
@@ -202,22 +207,3 @@ class Higgs(Task):
         return FeatureSet(task=self.name, dataset=FEATURE_TABLE, version=features.version,
                           statistics={"features": features.stats}, splits=SPLITS, arrays_of=arrays,
                           dataset_of=features.rows)
-
-    def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
-        """One row per method; the verdict compares TabNet with the best baseline's ROC AUC."""
-        rows = tuple((row["method"], f"{row['accuracy']:.4f}", f"{row['roc_auc']:.4f}", str(row["rows"]))
-                     for row in metrics["skill"])
-        return SkillTable(title="HIGGS signal vs background on the test rows", columns=("method", "accuracy", "ROC AUC",
-                                                                                        "rows"),
-                          rows=rows, verdict=verdict(metrics["skill"]),
-                          model_rows=tuple(row["method"] == "model" for row in metrics["skill"]))
-
-
-def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
-    """Whether TabNet's test ROC AUC beats the best baseline's."""
-    model = next(row for row in skill if row["method"] == "model")
-    best = max((row for row in skill if row["method"] != "model"),
-               key=lambda row: row["roc_auc"] if np.isfinite(row["roc_auc"]) else -1.0)
-    words = "beats every baseline" if model["roc_auc"] > best["roc_auc"] else f"loses to the {best['method']} baseline"
-    return (f"The model {words}: test ROC AUC {model['roc_auc']:.4f} vs {best['roc_auc']:.4f}, "
-            f"accuracy {model['accuracy']:.4f} vs {best['accuracy']:.4f}")

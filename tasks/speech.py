@@ -28,8 +28,9 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, SkillTable, Task, TaskSettings, register_task,
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
                          replacing)
+from shoal.evaluation import Metric, Scoring, accuracy
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -109,8 +110,8 @@ def baselines(features: SpeechFeatures, *, device: str) -> dict[str, np.ndarray]
     return {"majority": np.full(test, majority), "mean_spectrum_logistic": linear.predict(mean_spectra(features, "test", device=device))}
 
 
-def _accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean(predicted == truth)) if len(truth) else float("nan")
+SCORING = Scoring(title="Speech Commands word accuracy on test ({split} split)",
+                  metrics=(Metric("accuracy", "accuracy"),), primary="accuracy", count="clips")
 
 
 @register_task("speech")
@@ -121,6 +122,7 @@ class Speech(Task):
     architecture = "audio_cnn"
     predictions = "speech_predictions"
     settings = SpeechSettings
+    scoring = SCORING
 
     def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
         """Dataset folders or archives -> `speech`."""
@@ -165,8 +167,8 @@ class Speech(Task):
         confusion = np.zeros((classes, classes), dtype=np.int64)
         np.add.at(confusion, (truth, predicted), 1)
         present = np.nonzero(confusion.sum(axis=1))[0]
-        skill = [{"method": "model", "accuracy": _accuracy(predicted, truth), "clips": len(truth)}]
-        skill += [{"method": name, "accuracy": _accuracy(guess, truth), "clips": len(truth)}
+        skill = [{"method": "model", "accuracy": accuracy(predicted, truth), "clips": len(truth)}]
+        skill += [{"method": name, "accuracy": accuracy(guess, truth), "clips": len(truth)}
                   for name, guess in baselines(features, device=device).items()]
         return {"period": "test", "split": features.config.split, "skill": skill,
                 "per_class_accuracy": {WORDS[i]: float(confusion[i, i] / confusion[i].sum()) for i in present},
@@ -223,19 +225,3 @@ class Speech(Task):
         return FeatureSet(task=self.name, dataset=FEATURES, version=features.version,
                           statistics={"log_mel": features.stats}, splits=SPLITS, arrays_of=arrays,
                           dataset_of=features.clips)
-
-    def skill_table(self, metrics: Mapping[str, Any]) -> SkillTable:
-        """One row per method; the verdict compares the model with the best baseline."""
-        rows = tuple((row["method"], f"{row['accuracy']:.3f}", str(row["clips"])) for row in metrics["skill"])
-        return SkillTable(title=f"Speech Commands word accuracy on test ({metrics['split']} split)",
-                          columns=("method", "accuracy", "clips"), rows=rows, verdict=verdict(metrics["skill"]),
-                          model_rows=tuple(row["method"] == "model" for row in metrics["skill"]))
-
-
-def verdict(skill: Sequence[Mapping[str, Any]]) -> str:
-    """Whether the model's test accuracy beats the best baseline's."""
-    model = next(row["accuracy"] for row in skill if row["method"] == "model")
-    best = max((row for row in skill if row["method"] != "model"), key=lambda row: row["accuracy"])
-    if model > best["accuracy"]:
-        return f"The model beats every baseline: test accuracy {model:.3f} vs {best['method']} {best['accuracy']:.3f}"
-    return f"The model loses to the {best['method']} baseline: test accuracy {model:.3f} vs {best['accuracy']:.3f}"

@@ -11,7 +11,8 @@ from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.features.enso import PERIODS, EnsoFeatures, IndexSeries
-from shoal.tasks.enso import baselines, threshold_phase, verdict
+from shoal.evaluation import verdict
+from shoal.tasks.enso import SCORING, baselines, threshold_phase
 from shoal.models.runs import evaluate_model, load_model, predict_model, train_model
 from shoal.progress import NULL
 from shoal.contract import get_task
@@ -154,7 +155,7 @@ def test_the_verdict_says_where_the_model_wins_and_where_it_loses() -> None:
     skill = [{"lead": 1, "method": "model", "correlation": 0.5}, {"lead": 1, "method": "linear", "correlation": 0.9},
              {"lead": 3, "method": "model", "correlation": 0.7}, {"lead": 3, "method": "linear", "correlation": 0.6},
              {"lead": 3, "method": "persistence", "correlation": float("nan")}]
-    assert verdict(skill) == ("The model beats every baseline's correlation at lead 3; it loses to the best baseline "
+    assert verdict(SCORING, skill) == ("The model beats every baseline's correlation at lead 3; it loses to the best baseline "
                               "at lead 1 (linear 0.900 vs model 0.500)")
     assert PERIODS == ("train", "valid", "test")
 

@@ -59,14 +59,15 @@ def test_predictions_cover_every_row_and_explanations_sum_to_one(trained: Simple
 
 
 def test_the_verdict_says_when_tabnet_loses_and_when_it_wins() -> None:
-    from shoal.tasks.higgs import verdict
+    from shoal.evaluation import verdict
+    from shoal.tasks.higgs import SCORING
 
     skill = [{"method": "model", "accuracy": 0.70, "roc_auc": 0.75},
              {"method": "hist_gradient_boosting", "accuracy": 0.72, "roc_auc": 0.80},
              {"method": "majority", "accuracy": 0.53, "roc_auc": 0.5}]
-    assert verdict(skill).startswith("The model loses to the hist_gradient_boosting baseline: test ROC AUC 0.7500 vs 0.8000")
+    assert verdict(SCORING, skill) == "The model loses to the hist_gradient_boosting baseline: test ROC AUC 0.7500 vs 0.8000"
     skill[0] = {"method": "model", "accuracy": 0.79, "roc_auc": 0.86}
-    assert verdict(skill).startswith("The model beats every baseline: test ROC AUC 0.8600")
+    assert verdict(SCORING, skill) == "The model beats every baseline: test ROC AUC 0.8600 vs hist_gradient_boosting 0.8000"
 
 
 def test_evaluate_through_the_cli_prints_the_table(trained: SimpleNamespace) -> None:

@@ -81,13 +81,14 @@ def test_predictions_hold_every_clip_with_its_top_3_words_and_a_confusion_png(tr
 
 
 def test_the_verdict_says_when_the_model_loses_and_when_it_wins() -> None:
-    from shoal.tasks.speech import verdict
+    from shoal.evaluation import verdict
+    from shoal.tasks.speech import SCORING
 
     losing = [{"method": "model", "accuracy": 0.1}, {"method": "majority", "accuracy": 0.05},
               {"method": "mean_spectrum_logistic", "accuracy": 0.2}]
-    assert verdict(losing) == "The model loses to the mean_spectrum_logistic baseline: test accuracy 0.100 vs 0.200"
+    assert verdict(SCORING, losing) == "The model loses to the mean_spectrum_logistic baseline: test accuracy 0.100 vs 0.200"
     winning = [{**losing[0], "accuracy": 0.9}, *losing[1:]]
-    assert verdict(winning).startswith("The model beats every baseline: test accuracy 0.900")
+    assert verdict(SCORING, winning).startswith("The model beats every baseline: test accuracy 0.900")
 
 
 def test_evaluate_and_predict_through_the_cli_after_training(trained: SimpleNamespace) -> None:
