@@ -346,6 +346,13 @@ class Catalog:
         raise no_dataset(name, leftovers[0]) if leftovers else CatalogError(
             f"no dataset named {name!r} in {self.home}; see `shoal catalog list`")
 
+    def version_id(self, name: str, version: int | str | None = None) -> int | str:
+        """What names one version for good: a table's version number, an array's snapshot id (default the newest)."""
+        if self.kind(name) == "array":
+            return arrays.resolve(self.uri("array", name), name, version).snapshot
+        chosen = _table_version(name, version)
+        return self.latest_version(name) if chosen is None else chosen
+
     def list(self) -> list[DatasetInfo]:
         """Every dataset with its latest version, tables first, by name."""
         found = []

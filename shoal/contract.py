@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -114,6 +114,31 @@ def replacing(entry: ModelVersion) -> dict[str, Any]:
     version (none, the first time), so `predict --force` gives a new version with ONE copy.
     """
     return {"mode": "overwrite", "predicate": f"model = '{entry.name}' AND model_version = {entry.version}"}
+
+
+F = TypeVar("F")
+
+
+def feature_loader(task: str, dataset: str, load: Callable[..., F]) -> Callable[[Catalog, int | str | None], F]:
+    """A task's `features(catalog, version)`: feature set `dataset` at a version (default the newest) in
+    memory, loaded once per process for training, evaluation and prediction (a version never changes).
+
+    `load(catalog, version=...)` reads one version, e.g. `shoal.features.enso.EnsoFeatures`.
+    """
+    import functools
+
+    @functools.lru_cache(maxsize=1)
+    def cached(home: str, version: int | str) -> F:
+        from shoal.catalog import Catalog
+
+        return load(Catalog(home), version=version)
+
+    def features(catalog: Catalog, version: int | str | None) -> F:
+        if not catalog.exists(dataset):
+            raise CatalogError(f"no {dataset!r} in {catalog.home}; run `shoal features {task}` first")
+        return cached(catalog.home, catalog.version_id(dataset, version))
+
+    return features
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ training months only and scored on the same test rows:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -29,8 +28,8 @@ from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
-                         replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.evaluation import Metric, Scoring, accuracy, correlation, rmse
 
 if TYPE_CHECKING:
@@ -141,18 +140,7 @@ def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, *, device
     return anomaly, torch.softmax(out.phase_logits, dim=-1).numpy().astype(np.float64)
 
 
-@functools.lru_cache(maxsize=1)
-def _cached(home: str, snapshot: str) -> EnsoFeatures:
-    from shoal.catalog import Catalog
-
-    return EnsoFeatures(Catalog(home), version=snapshot)
-
-
-def _features(catalog: Catalog, version: int | str | None) -> EnsoFeatures:
-    """A feature version in memory, loaded once for training, evaluation and prediction (snapshots never change)."""
-    from shoal.arrays import resolve
-
-    return _cached(catalog.home, resolve(catalog.uri("array", FEATURES), FEATURES, version).snapshot)
+_features = feature_loader("enso", FEATURES, EnsoFeatures)
 
 
 class _Loss:

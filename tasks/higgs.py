@@ -10,7 +10,6 @@ Predictions go to `higgs_predictions` (every row of every split); TabNet's expla
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -25,8 +24,8 @@ from shoal.errors import CatalogError
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
-                         replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.evaluation import Metric, Scoring, accuracy, roc_auc
 
 if TYPE_CHECKING:
@@ -61,17 +60,7 @@ class HiggsSettings(TaskSettings):
 SEARCH_SPACE = {"n_d": (20, 40), "n_a": (20, 40), "n_steps": (4, 6), "lr": (10**-2.5, 10**-1)}
 
 
-@functools.lru_cache(maxsize=1)
-def _cached(home: str, version: int) -> HiggsFeatures:
-    from shoal.catalog import Catalog
-
-    return HiggsFeatures(Catalog(home), version=version)
-
-
-def _features(catalog: Catalog, version: int | str | None) -> HiggsFeatures:
-    if not catalog.exists(FEATURE_TABLE):
-        raise CatalogError(f"no {FEATURE_TABLE!r} in {catalog.home}; run `shoal features higgs` first")
-    return _cached(catalog.home, int(version) if version is not None else catalog.latest_version(FEATURE_TABLE))
+_features = feature_loader("higgs", FEATURE_TABLE, HiggsFeatures)
 
 
 def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: str) -> np.ndarray:

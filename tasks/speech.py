@@ -13,7 +13,6 @@ training clips only and scored on the same test clips:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,8 +27,8 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.lineage import InputVersion, Provenance
-from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, register_task,
-                         replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.evaluation import Metric, Scoring, accuracy
 
 if TYPE_CHECKING:
@@ -57,20 +56,7 @@ class SpeechSettings(TaskSettings):
     materialize: bool = Field(False, description="Store the normalized spectrograms in the feature version.")
 
 
-@functools.lru_cache(maxsize=1)
-def _cached(home: str, snapshot: str) -> SpeechFeatures:
-    from shoal.catalog import Catalog
-
-    return SpeechFeatures(Catalog(home), version=snapshot)
-
-
-def _features(catalog: Catalog, version: int | str | None) -> SpeechFeatures:
-    """A feature version in memory, loaded once for training, evaluation and prediction."""
-    from shoal.arrays import resolve
-
-    if not catalog.exists(FEATURES):
-        raise CatalogError(f"no {FEATURES!r} in {catalog.home}; run `shoal features speech` first")
-    return _cached(catalog.home, resolve(catalog.uri("array", FEATURES), FEATURES, version).snapshot)
+_features = feature_loader("speech", FEATURES, SpeechFeatures)
 
 
 def _classes(features: SpeechFeatures) -> int:
