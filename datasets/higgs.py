@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DATASET = "higgs"
+# `shoal fetch higgs`: UCI's zip (id 280, CC BY 4.0) of the one member HIGGS.csv.gz, about 2.6 GB.
+HIGGS_URL = "https://archive.ics.uci.edu/static/public/280/higgs.zip"
 # The 28 features in file order, under the analysis' names: 21 low-level, then 7 high-level.
 FEATURES = (
     "lepton_pT", "lepton_eta", "lepton_phi", "missing_energy_magnitude", "missing_energy_phi",

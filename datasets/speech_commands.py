@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 DATASET = "speech"
 NOISE = "speech_noise"
+# `shoal fetch speech`: the v0.01 archive (Warden 2017, CC BY 4.0), about 1.4 GB, 64,727 clips.
+SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz"
 SAMPLE_RATE = 16_000
 # v0.01's 30 words in alphabetical order, then v0.02's five new ones: label_index is the
 # position here, the same in every catalog and every release.

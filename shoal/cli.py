@@ -804,6 +804,17 @@ def fetch_sst_command(
            retries=retries, timeout=timeout, backoff=backoff, workers=workers)
 
 
+def _fetch_file(name: str, dest: Path, url: str | None, *, default_url: str, retries: int, timeout: float,
+                backoff: float) -> None:
+    """`shoal fetch NAME` of a single-file source: `url` (else `default_url`) into `dest`, resumed."""
+    from shoal.download import fetch_file, file_items
+
+    url = url or default_url
+    _fetch(name, dest, lambda: len(file_items(url, default=default_url)),
+           lambda config, progress: fetch_file(url, dest, config=config, progress=progress),
+           retries=retries, timeout=timeout, backoff=backoff)
+
+
 @fetch_app.command("speech")
 def fetch_speech_command(
     dest: Annotated[Path, typer.Option(help="Folder for speech_commands_v0.01.tar.gz and SHA256SUMS; created when missing.")],
@@ -813,13 +824,9 @@ def fetch_speech_command(
     backoff: BackoffOpt = 1.0,
 ) -> None:
     """Download the Speech Commands v0.01 archive (~1.4 GB); resumes a partial download, skips a complete one."""
-    from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
-    from shoal.download import file_items
+    from shoal.datasets.speech_commands import SPEECH_COMMANDS_URL
 
-    url = url or SPEECH_COMMANDS_URL
-    _fetch("speech", dest, lambda: len(file_items(url, default=SPEECH_COMMANDS_URL)),
-           lambda config, progress: fetch_speech(dest=dest, url=url, config=config, progress=progress),
-           retries=retries, timeout=timeout, backoff=backoff)
+    _fetch_file("speech", dest, url, default_url=SPEECH_COMMANDS_URL, retries=retries, timeout=timeout, backoff=backoff)
 
 
 @fetch_app.command("higgs")
@@ -831,13 +838,9 @@ def fetch_higgs_command(
     backoff: BackoffOpt = 1.0,
 ) -> None:
     """Download the UCI HIGGS table (~2.6 GB); resumes a partial download, skips a complete one."""
-    from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs
-    from shoal.download import file_items
+    from shoal.datasets.higgs import HIGGS_URL
 
-    url = url or HIGGS_URL
-    _fetch("higgs", dest, lambda: len(file_items(url, default=HIGGS_URL)),
-           lambda config, progress: fetch_higgs(dest=dest, url=url, config=config, progress=progress),
-           retries=retries, timeout=timeout, backoff=backoff)
+    _fetch_file("higgs", dest, url, default_url=HIGGS_URL, retries=retries, timeout=timeout, backoff=backoff)
 
 
 def run() -> None:

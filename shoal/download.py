@@ -23,7 +23,8 @@ Generic: it knows URLs and destination paths, nothing of what the files hold.
   report; the other files still download.
 
 A `shoal fetch` command calls `shoal.manifest.download_into`, which downloads into one folder
-and keeps that folder's `sha256sum`-format manifest up to date.
+and keeps that folder's `sha256sum`-format manifest up to date; `fetch_file` does so for a
+source that is one big file (resumed, optionally checked against a known sha256).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 _BLOCK = 1 << 16
 _RETRIED_STATUS = frozenset({408, 429})  # plus every 5xx
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+)")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 Outcome = Literal["downloaded", "skipped", "failed"]
 ProgressFn = Callable[[str, Outcome], None]
@@ -64,29 +66,33 @@ class FetchArgumentError(ShoalError):
     """A fetch was asked for something that cannot exist (bad month, bad range, bad URL, bad folder)."""
 
 
-def check_url(url: str, *, what: str, default: str) -> str:
+def check_url(url: str, *, what: str, default: str | None = None) -> str:
     """`url` when it is http:// or https://.
 
     Raises:
-        FetchArgumentError: another scheme, or no URL; the message names `what` and `default`.
+        FetchArgumentError: another scheme, or no URL; the message names `what` (and
+            `default`, when there is one).
     """
     if not url.startswith(("http://", "https://")):
-        raise FetchArgumentError(f"{what} {url!r} is not http:// or https://; default is {default}")
+        raise FetchArgumentError(f"{what} {url!r} is not http:// or https://; "
+                                 + (f"default is {default}" if default else "give an http:// or https:// URL"))
     return url
 
 
-def file_items(url: str, *, default: str) -> list[tuple[str, str]]:
+def file_items(url: str, *, default: str | None = None) -> list[tuple[str, str]]:
     """The one `(url, file name)` of a single-file download: the file under its URL's last part.
 
     Raises:
-        FetchArgumentError: `url` is not http(s), or names a folder; the message gives `default`.
+        FetchArgumentError: `url` is not http(s), or names a folder; the message gives
+            `default` when there is one.
     """
     from urllib.parse import urlsplit
 
     check_url(url, what="URL", default=default)
     name = urlsplit(url).path.rsplit("/", 1)[-1]
     if not name:
-        raise FetchArgumentError(f"URL {url!r} names a folder, not a file; give the file's URL, default is {default}")
+        raise FetchArgumentError(f"URL {url!r} names a folder, not a file; give the file's URL"
+                                 + (f", default is {default}" if default else ""))
     return [(url, name)]
 
 
@@ -242,6 +248,58 @@ def download(
         done[outcome].append(result)
     return DownloadReport(downloaded=tuple(done["downloaded"]), skipped=tuple(done["skipped"]),
                           failures=tuple(done["failed"]))
+
+
+def fetch_file(
+    url: str,
+    dest: str | Path,
+    *,
+    sha256: str | None = None,
+    config: DownloadConfig = DownloadConfig(),
+    progress: ProgressFn | None = None,
+) -> DownloadReport:
+    """Download the one file at `url` into the folder `dest` and update `dest/SHA256SUMS`.
+
+    For a source that is one big file (`shoal fetch higgs`, `shoal fetch speech`). The file
+    lands under its URL's last part. The download resumes from `NAME.part` after a failed or
+    killed attempt or run; a complete file already in `dest` is not fetched again; a local copy
+    whose sha256 no longer matches the manifest is a failure (see `shoal.manifest.download_into`).
+
+    Args:
+        url: the file's http(s) URL (a mirror, or a test server).
+        dest: the folder; created when missing.
+        sha256: the file's known sha256, when there is one. A file downloaded or found with
+            another sha256 is a failure in the report; it stays in `dest` (and in the manifest,
+            which lists what is on disk), so that a wrong `sha256` costs no second download.
+        config: retries, timeout and backoff of the download.
+        progress: called once, with the URL and its outcome.
+
+    Returns:
+        The report: the file downloaded, skipped (already there) or failed (one line).
+
+    Raises:
+        FetchArgumentError: a bad URL or `sha256`, or `dest` cannot be created.
+        DownloadError: `dest/SHA256SUMS` cannot be read or written.
+    """
+    from shoal.manifest import download_into  # shoal.manifest builds on this module
+
+    items = file_items(url)
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        raise FetchArgumentError(f"sha256 {sha256!r} is not 64 hex digits; give the file's sha256 as sha256sum prints it")
+    report = download_into(items, dest, config=config, progress=progress, resume=True)
+    if sha256 is None:
+        return report
+    expected = sha256.lower()
+    wrong = [f for f in (*report.downloaded, *report.skipped) if f.sha256 != expected]
+    if not wrong:
+        return report
+    failures = tuple(
+        DownloadFailure(url=f.url, path=f.path, attempts=0, problem=f"{f.path} has sha256 {f.sha256}, expected {expected}",
+                        fix="check the URL and the expected sha256; if both are right, delete the file and fetch again")
+        for f in wrong
+    )
+    return replace(report, downloaded=tuple(f for f in report.downloaded if f not in wrong),
+                   skipped=tuple(f for f in report.skipped if f not in wrong), failures=report.failures + failures)
 
 
 def part_name(path: str | Path) -> Path:

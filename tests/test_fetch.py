@@ -34,10 +34,18 @@ from shoal.datasets.cobe_sst_fetch import (
     fetch_sst,
     month_urls,
 )
-from shoal.datasets.higgs_fetch import HIGGS_URL, fetch_higgs
+from shoal.datasets.higgs import HIGGS_URL
 from shoal.datasets.higgs_sample import write_sample
-from shoal.datasets.speech_commands_fetch import SPEECH_COMMANDS_URL, fetch_speech
-from shoal.download import DownloadConfig, DownloadError, DownloadFailure, DownloadReport, download, part_name
+from shoal.datasets.speech_commands import SPEECH_COMMANDS_URL
+from shoal.download import (
+    DownloadConfig,
+    DownloadError,
+    DownloadFailure,
+    DownloadReport,
+    download,
+    fetch_file,
+    part_name,
+)
 from tests.timeouts import scaled
 
 JMA_LIST = Path(__file__).parent / "data" / "cobe_sst" / "cobe_sst_urls.txt"  # JMA's real list (see its README)
@@ -428,7 +436,7 @@ def test_cli_all_ok_and_import_stays_light(jma: FakeJma, tmp_path: Path) -> None
 
 
 def _speech(jma: FakeJma, tmp_path: Path, **kwargs) -> DownloadReport:  # noqa: ANN003
-    return fetch_speech(dest=tmp_path, url=jma.root_url + ARCHIVE_PATH, config=FAST, **kwargs)
+    return fetch_file(jma.root_url + ARCHIVE_PATH, tmp_path, config=FAST, **kwargs)
 
 
 def test_speech_archive_downloaded_with_manifest_then_skipped(jma: FakeJma, tmp_path: Path) -> None:
@@ -525,6 +533,26 @@ def test_speech_part_locked_by_another_fetch_is_left_alone(jma: FakeJma, tmp_pat
     assert jma.gets(ARCHIVE_PATH) == 0 and part.stat().st_size == 1000
 
 
+def test_speech_known_sha256_is_checked(jma: FakeJma, tmp_path: Path) -> None:
+    body = jma.files[ARCHIVE_PATH]
+    right, other = hashlib.sha256(body).hexdigest(), hashlib.sha256(b"another archive").hexdigest()
+    wrong = _speech(jma, tmp_path, sha256=other)
+    assert wrong.exit_code == 2 and wrong.downloaded == ()
+    (failure,) = wrong.failures
+    line = str(failure)
+    assert "\n" not in line and str(tmp_path / ARCHIVE) in line
+    assert f"has sha256 {right}, expected {other}" in line and "check the URL and the expected sha256" in line
+    assert (tmp_path / ARCHIVE).read_bytes() == body  # kept: a wrong expected sha256 costs no second download
+
+    jma.requests.clear()
+    again = _speech(jma, tmp_path, sha256=right.upper())
+    assert jma.requests == [] and again.exit_code == 0 and [f.sha256 for f in again.skipped] == [right]
+    assert _speech(jma, tmp_path, sha256=other).exit_code == 2  # a copy already there is checked too
+    with pytest.raises(FetchArgumentError, match="is not 64 hex digits"):
+        _speech(jma, tmp_path / "new", sha256="abc123")
+    assert jma.requests == [] and not (tmp_path / "new").exists()
+
+
 def test_speech_bad_url_exits_2_with_one_line(tmp_path: Path) -> None:
     for url, expected in (("ftp://mirror/speech.tar.gz", "is not http:// or https://"),
                           ("http://mirror/data/", "names a folder, not a file")):
@@ -553,7 +581,7 @@ def test_higgs_zip_downloaded_with_manifest_then_skipped(jma: FakeJma, tmp_path:
     assert sorted(p.name for p in dest.iterdir()) == ["SHA256SUMS", "higgs.zip"]
 
     jma.requests.clear()
-    again = fetch_higgs(dest=dest, url=jma.root_url + HIGGS_PATH, config=FAST)
+    again = fetch_file(jma.root_url + HIGGS_PATH, dest, config=FAST)
     assert jma.requests == [] and again.exit_code == 0 and again.downloaded == ()
     assert [f.sha256 for f in again.skipped] == [hashlib.sha256(body).hexdigest()]
 
