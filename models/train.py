@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -406,6 +407,33 @@ def _resume(
     return state
 
 
+@dataclass
+class _Run:
+    """What the epochs of one `train` call share: built by `_setup`; history, best and throughput updated each epoch."""
+
+    model: nn.Module
+    forward: nn.Module  # `model`, under DDP with several ranks and compiled when asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp: bool
+    rank: int
+    world_size: int
+    reporter: Reporter
+    last: Path
+    best: Path
+    staged_train: Any
+    staged_val: Any
+    drop_last: bool
+    steps: int  # training batches per epoch, for the progress bar
+    start: int  # the first epoch this call trains (after a resumed checkpoint's)
+    history: list[tuple[float, float]]
+    best_epoch: int
+    best_loss: float
+    train_seconds: float = 0.0
+    samples: int = 0
+
+
 def train(
     model: nn.Module,
     *,
@@ -446,6 +474,36 @@ def train(
             of processes), a batch size the processes cannot split, or a non-finite loss.
     """
     began = time.perf_counter()
+    run = _setup(model, train_data=train_data, val_data=val_data, config=config, checkpoint_dir=checkpoint_dir,
+                 resume=resume, reporter=reporter)
+    with _restored(model, run.device, deterministic=config.deterministic):
+        for epoch in range(run.start, config.epochs):
+            train_loss, count, seconds = _epoch(run, epoch, loss_fn=loss_fn, data=train_data, config=config)
+            val_loss = _validate(run, loss_fn=loss_fn, data=val_data, config=config)
+            _checkpoint(run, epoch, train_loss, val_loss, config=config)
+            run.reporter.finish(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, validation loss "
+                                f"{val_loss:.4f}{' (best)' if run.best_epoch == epoch else ''}, "
+                                f"{count / seconds if seconds > 0 else 0.0:.1f} samples/s")
+            if on_epoch is not None:
+                on_epoch(epoch, train_loss, val_loss)
+    return TrainResult(
+        best_epoch=run.best_epoch,
+        best_val_loss=run.best_loss,
+        history=tuple(run.history),
+        best_checkpoint=run.best,
+        device=str(run.device),
+        seconds=time.perf_counter() - began,
+        windows_per_second=run.samples / run.train_seconds if run.train_seconds > 0 else 0.0,
+        samples=run.samples,
+        world_size=run.world_size,
+    )
+
+
+def _setup(
+    model: nn.Module, *, train_data: Dataset, val_data: Dataset, config: TrainConfig, checkpoint_dir: str | Path,
+    resume: bool, reporter: Reporter | None,
+) -> _Run:
+    """Check the data, pick the device, build the optimizer, resume from `last.pt`, wrap and stage."""
     rank, world_size = distributed.world()
     reporter = (reporter or NULL) if rank == 0 else NULL  # rank 0 reports for all ranks
     if len(train_data) == 0 or len(val_data) == 0:  # type: ignore[arg-type]
@@ -459,7 +517,7 @@ def train(
     amp = config.amp and device.type == "cuda"
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    last, best = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+    last = checkpoint_dir / "last.pt"
     model.to(device)
     optimizer = (torch.optim.Adadelta(model.parameters(), lr=config.lr, rho=0.95, eps=1e-7)
                  if config.optimizer == "adadelta" else torch.optim.Adam(model.parameters(), lr=config.lr))
@@ -478,84 +536,89 @@ def train(
     steps = size // config.batch_size if drop_last else 1
     if config.max_batches_per_epoch is not None:
         steps = min(steps, config.max_batches_per_epoch)
+    return _Run(model=model, forward=forward, optimizer=optimizer, scaler=scaler, device=device, amp=amp, rank=rank,
+                world_size=world_size, reporter=reporter, last=last, best=checkpoint_dir / "best.pt",
+                staged_train=staged_train, staged_val=staged_val, drop_last=drop_last, steps=steps, start=start,
+                history=history, best_epoch=best_epoch, best_loss=best_loss)
+
+
+@contextmanager
+def _restored(model: nn.Module, device: torch.device, *, deterministic: bool) -> Iterator[None]:
+    """Deterministic algorithms when asked, and a forked global RNG; on leaving, both as they were and `model`'s mode."""
     mode = model.training
     determinism = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    train_seconds, samples = 0.0, 0
     try:
-        if config.deterministic:
+        if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
-            for epoch in range(start, config.epochs):
-                torch.manual_seed(_epoch_seed(config.seed, epoch, 1, rank))  # dropout & co. of this epoch
-                batches = _batches(
-                    train_data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
-                    generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
-                    drop_last=drop_last, staged=staged_train, shard=(rank, world_size),
-                )
-                reporter.start(f"epoch {epoch + 1}/{config.epochs}", total=steps)
-                tick = time.perf_counter()
-                model.train()
-                total, count = _accumulator(device), 0
-                for batch in islice(batches, config.max_batches_per_epoch):
-                    optimizer.zero_grad(set_to_none=True)
-                    with _autocast(device, amp, config.amp_dtype):
-                        loss = loss_fn(forward(batch["x"]), batch)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    batch_size = len(batch["x"])
-                    total += loss.detach().to(total.dtype) * batch_size  # stays on the device: no sync per step
-                    count += batch_size
-                    reporter.advance()
-                train_total, count = distributed.all_sum(total, count)
-                train_loss = train_total / max(count, 1)
-                _sync(device)
-                seconds = time.perf_counter() - tick
-                train_seconds += seconds
-                samples += count
-                distributed.sync_buffers(model)
-                val_total, val_count = distributed.all_sum(*_loss_sum(
-                    model, val_data, loss_fn=loss_fn, batch_size=config.batch_size, device=device, amp=amp,
-                    amp_dtype=config.amp_dtype, num_workers=config.num_workers, staged=staged_val,
-                    shard=(rank, world_size),
-                ))
-                val_loss = val_total / val_count
-                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                    raise TrainingError(
-                        f"epoch {epoch}: the loss diverged (train {train_loss}, validation {val_loss}); "
-                        f"lower the learning rate (lr={config.lr}) or check the inputs for NaN"
-                    )
-                history.append((train_loss, val_loss))
-                improved = val_loss < best_loss
-                if improved:
-                    best_epoch, best_loss = epoch, val_loss
-                if rank == 0:  # the ranks hold the same model: one writer
-                    if improved:
-                        _save({"model": model.state_dict(), "epoch": epoch, "val_loss": val_loss}, best)
-                    _save(
-                        {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scaler": scaler.state_dict(), "epoch": epoch, "history": history, "best_epoch": best_epoch,
-                         "best_val_loss": best_loss, "config": asdict(config), "world_size": world_size},
-                        last,
-                    )
-                distributed.barrier()  # no rank goes on before the epoch's checkpoints are complete
-                reporter.finish(f"epoch {epoch + 1}/{config.epochs}: train loss {train_loss:.4f}, validation loss "
-                                f"{val_loss:.4f}{' (best)' if best_epoch == epoch else ''}, "
-                                f"{count / seconds if seconds > 0 else 0.0:.1f} samples/s")
-                if on_epoch is not None:
-                    on_epoch(epoch, train_loss, val_loss)
+            yield
     finally:
         torch.use_deterministic_algorithms(determinism[0], warn_only=determinism[1])
         model.train(mode)
-    return TrainResult(
-        best_epoch=best_epoch,
-        best_val_loss=best_loss,
-        history=tuple(history),
-        best_checkpoint=best,
-        device=str(device),
-        seconds=time.perf_counter() - began,
-        windows_per_second=samples / train_seconds if train_seconds > 0 else 0.0,
-        samples=samples,
-        world_size=world_size,
+
+
+def _epoch(run: _Run, epoch: int, *, loss_fn: LossFn, data: Dataset, config: TrainConfig) -> tuple[float, int, float]:
+    """One epoch of training steps, seeded by (seed, epoch): its mean loss, samples (all ranks) and seconds."""
+    device = run.device
+    torch.manual_seed(_epoch_seed(config.seed, epoch, 1, run.rank))  # dropout & co. of this epoch
+    batches = _batches(
+        data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
+        generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
+        drop_last=run.drop_last, staged=run.staged_train, shard=(run.rank, run.world_size),
     )
+    run.reporter.start(f"epoch {epoch + 1}/{config.epochs}", total=run.steps)
+    tick = time.perf_counter()
+    run.model.train()
+    total, count = _accumulator(device), 0
+    for batch in islice(batches, config.max_batches_per_epoch):
+        run.optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, run.amp, config.amp_dtype):
+            loss = loss_fn(run.forward(batch["x"]), batch)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        batch_size = len(batch["x"])
+        total += loss.detach().to(total.dtype) * batch_size  # stays on the device: no sync per step
+        count += batch_size
+        run.reporter.advance()
+    train_total, count = distributed.all_sum(total, count)
+    _sync(device)
+    seconds = time.perf_counter() - tick
+    run.train_seconds += seconds
+    run.samples += count
+    return train_total / max(count, 1), count, seconds
+
+
+def _validate(run: _Run, *, loss_fn: LossFn, data: Dataset, config: TrainConfig) -> float:
+    """The mean validation loss over all ranks, with rank 0's buffers (BatchNorm statistics) on every rank."""
+    distributed.sync_buffers(run.model)
+    val_total, val_count = distributed.all_sum(*_loss_sum(
+        run.model, data, loss_fn=loss_fn, batch_size=config.batch_size, device=run.device, amp=run.amp,
+        amp_dtype=config.amp_dtype, num_workers=config.num_workers, staged=run.staged_val,
+        shard=(run.rank, run.world_size),
+    ))
+    return val_total / val_count
+
+
+def _checkpoint(run: _Run, epoch: int, train_loss: float, val_loss: float, *, config: TrainConfig) -> None:
+    """Record the epoch: refuse a diverged loss, update the history and the best, write `best.pt` and `last.pt`."""
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise TrainingError(
+            f"epoch {epoch}: the loss diverged (train {train_loss}, validation {val_loss}); "
+            f"lower the learning rate (lr={config.lr}) or check the inputs for NaN"
+        )
+    run.history.append((train_loss, val_loss))
+    improved = val_loss < run.best_loss
+    if improved:
+        run.best_epoch, run.best_loss = epoch, val_loss
+    if run.rank == 0:  # the ranks hold the same model: one writer
+        if improved:
+            _save({"model": run.model.state_dict(), "epoch": epoch, "val_loss": val_loss}, run.best)
+        _save(
+            {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+             "scaler": run.scaler.state_dict(), "epoch": epoch, "history": run.history, "best_epoch": run.best_epoch,
+             "best_val_loss": run.best_loss, "config": asdict(config), "world_size": run.world_size},
+            run.last,
+        )
+    distributed.barrier()  # no rank goes on before the epoch's checkpoints are complete
