@@ -17,6 +17,7 @@ import pytest
 
 from shoal.catalog import Catalog
 from tests.test_cli import shoal
+from tests.timeouts import scaled
 
 # The reproduction: disjoint month sets whose union grows one time axis.
 MONTH_SETS = (("1990-01", "1992-12"), ("1993-01", "1994-12"), ("1995-01", "1997-12"), ("1998-01", "1999-12"))
@@ -30,7 +31,7 @@ def _start(*args: str | Path, home: Path) -> subprocess.Popen[str]:
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[int, str]:
-    out, err = process.communicate(timeout=300)
+    out, err = process.communicate(timeout=scaled(300))
     return process.returncode, out + err
 
 
