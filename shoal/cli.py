@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer.core
+import typer.main
 
 from shoal.errors import ShoalError
 
@@ -369,33 +371,6 @@ def catalog_lineage(name: str, version: VersionOpt = None, as_json: JsonFlag = F
 
 # -- task step commands: generic over the task registry (shoal.contract) ----------------------
 
-# Every option a task step may take, once. None (or False) = not given: the task's default.
-# Field names are the task settings' names; `--max-batches` -> max_batches.
-_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "valid_start": (str | None, typer.Option(help="First validation month, YYYY-MM; training is before it.")),
-    "test_start": (str | None, typer.Option(help="First test month, YYYY-MM: the only months skill is reported on.")),
-    "coarsen": (int | None, typer.Option(help="Average blocks of N x N 1° cells (1 = the analysis' grid).")),
-    "leads": (str | None, typer.Option(help="Forecast leads in months, comma-separated, e.g. 1,3,6,9,12.")),
-    "epochs": (int | None, typer.Option(help="Training epochs.")),
-    "batch_size": (int | None, typer.Option(help="Samples per step.")),
-    "max_batches": (int | None, typer.Option(help="Stop each epoch after N batches.")),
-    "lr": (float | None, typer.Option(help="The optimizer's learning rate.")),
-    "optimizer": (str | None, typer.Option(help="adam, or adadelta (rho 0.95, eps 1e-7).")),
-    "split": (str | None, typer.Option(help="official (the dataset's split) or random (by clip, seeded by --seed: "
-                                            "only to reproduce an analysis that split so).")),
-    "materialize": (bool, typer.Option("--materialize", help="Store the normalized inputs in the feature version "
-                                                              "instead of computing them in the loader.")),
-    "seed": (int | None, typer.Option(help="Seed of weights and shuffles.")),
-    "device": (str | None, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")),
-    "compile": (bool, typer.Option("--compile", help="Run the model through torch.compile (GPU).")),
-    "amp_dtype": (str | None, typer.Option(help="Mixed precision on cuda: float16 (with a GradScaler) or bfloat16.")),
-    "n_d": (int | None, typer.Option(help="TabNet's decision width.")),
-    "n_a": (int | None, typer.Option(help="TabNet's attention width.")),
-    "n_steps": (int | None, typer.Option(help="TabNet's decision steps.")),
-}
-_FEATURE_OPTIONS = ("valid_start", "test_start", "coarsen", "split", "materialize", "seed")
-_TRAIN_OPTIONS = ("leads", "epochs", "batch_size", "max_batches", "lr", "optimizer", "seed", "device", "compile",
-                  "amp_dtype", "n_d", "n_a", "n_steps")
 # Options of the step itself, not of the task.
 _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "feature_version": (str | None, typer.Option(help="Feature version (number or snapshot id); default the newest.")),
@@ -417,35 +392,94 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
-    """Register `fn(task, given, **step_options)` as command `name TASK [PATHS] [OPTIONS]`.
+_STEPS: dict[str, tuple[Any, tuple[str, ...], bool]] = {}  # step -> (fn, its own options, takes PATHS)
 
-    The options come from `_OPTIONS` and `_STEP_OPTIONS` by name, so that every step spells
-    an option the same way; task options the user gave reach `fn` as the dict `given`.
+
+class _StepGroup(typer.core.TyperGroup):
+    """`shoal STEP TASK ...`: one command per registered task (and `all` for `run`), made when asked for.
+
+    `shoal --help` loads no task; `shoal STEP --help` lists them; `shoal STEP TASK --help`
+    shows that task's options only (`shoal.task_options`).
     """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from shoal.contract import tasks
+
+        return sorted(tasks()) + (["all"] if self.name == "run" else [])
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        from shoal.contract import get_task, tasks
+        from shoal.task_options import fields
+
+        if name == "all" and self.name == "run":  # every task's options; each pipeline takes those it knows
+            settings: dict[str, Any] = {}
+            for task in tasks().values():
+                settings |= {key: info for key, info in fields(task, "run").items() if key not in settings}
+        else:
+            settings = fields(get_task(name), self.name)  # an unknown task is one line naming the known ones
+        return _task_command(self.name, name, settings)
+
+
+class _TaskCommand(typer.core.TyperCommand):
+    """One step of one task: an option it does not take is one line naming those it does."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from shoal.contract import SettingsError
+
+        known = {option for param in self.get_params(ctx) for option in getattr(param, "opts", ())}
+        for arg in args:
+            if arg == "--":
+                break
+            if arg.startswith("--") and arg.split("=")[0] not in known:
+                taken = ", ".join(sorted(option for option in known if option.startswith("--") and option != "--help"))
+                raise SettingsError(f"{arg.split('=')[0]}: not an option of `shoal {ctx.parent.info_name} "
+                                    f"{self.name}`; it takes {taken}")
+        return super().parse_args(ctx, args)
+
+
+def _task_command(step: str, task_name: str, settings: dict[str, Any]) -> Any:
+    """The command `shoal STEP TASK`: the task's options from its settings, then the step's own."""
     import inspect
 
+    from shoal.task_options import annotation
+
+    fn, options, paths = _STEPS[step]
+    parameters = []
+    if paths:
+        parameters.append(inspect.Parameter(
+            "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
+                list[str] | None, typer.Argument(help="Source files or folders (local paths or URLs); default "
+                                                      "the config's.")]))
+    for key, info in settings.items():
+        parameters.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation(key, info),
+                                            default=False if info.annotation is bool else None))
+    for option in options:
+        kind, info = _STEP_OPTIONS[option]
+        parameters.append(inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
+                                            default=False if kind is bool else None))
+
+    def command(**values: Any) -> None:
+        given = {key: values.pop(key) for key in settings}
+        fn(task_name, {key: value for key, value in given.items() if value is not None and value is not False},
+           **values)
+
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    one = typer.Typer(add_completion=False)
+    one.command(task_name, cls=_TaskCommand, help=fn.__doc__)(command)
+    return typer.main.get_command(one)
+
+
+def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
+    """Register `fn(task, given, **step_options)` as `shoal NAME TASK [PATHS] [OPTIONS]`, a command per task.
+
+    The task's options come from its settings class; the step's own from `_STEP_OPTIONS` by
+    name, so that every step spells an option the same way. Task options the user gave reach
+    `fn` as the dict `given`.
+    """
+
     def decorate(fn: Any) -> Any:
-        parameters = [inspect.Parameter("task", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                        annotation=Annotated[str, typer.Argument(help="A registered task, e.g. enso.")])]
-        if paths:
-            parameters.append(inspect.Parameter(
-                "paths", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=Annotated[
-                    list[str] | None, typer.Argument(help="Source files or folders (local paths or URLs); default "
-                                                          "the config's.")]))
-        for option in options:
-            kind, info = _OPTIONS.get(option) or _STEP_OPTIONS[option]
-            parameters.append(inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[kind, info],
-                                                default=False if kind is bool else None))
-
-        def command(**values: Any) -> None:
-            given = {key: values.pop(key) for key in list(values) if key in _OPTIONS}
-            fn(values.pop("task"), {key: value for key, value in given.items() if value is not None and value is not False},
-               **values)
-
-        command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        command.__doc__ = fn.__doc__
-        app.command(name)(command)
+        _STEPS[name] = (fn, options, paths)
+        app.add_typer(typer.Typer(cls=_StepGroup, help=fn.__doc__, no_args_is_help=True), name=name)
         return fn
 
     return decorate
@@ -481,7 +515,7 @@ def _cluster(value: str | None, spreads: bool, what: str) -> Any:
     return spec
 
 
-@_step("features", options=(*_FEATURE_OPTIONS, "cluster"))
+@_step("features", options=("cluster",))
 def features_command(task_name: str, given: dict[str, Any], *, cluster: str | None) -> None:
     """Build (or reuse) the task's feature version from the newest inputs (ENSO: the SST read on --cluster's workers)."""
     from shoal.cluster import connect, on
@@ -494,7 +528,7 @@ def features_command(task_name: str, given: dict[str, Any], *, cluster: str | No
         on(client, task.build_features, spreads=task.spreads)(_catalog(), settings, reporter)
 
 
-@_step("train", options=(*_TRAIN_OPTIONS, "feature_version", "run_id", "restart", "retrain", "params", "nproc",
+@_step("train", options=("feature_version", "run_id", "restart", "retrain", "params", "nproc",
                          "as_json"))
 def train_command(task_name: str, given: dict[str, Any], *, feature_version: str | None, run_id: str | None,
                   restart: bool, retrain: bool, params: str | None, nproc: int | None, as_json: bool) -> None:
@@ -533,7 +567,7 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
     _print_trained(task, trained)
 
 
-@_step("tune", options=(*_TRAIN_OPTIONS, "trials", "sample_fraction", "timeout"))
+@_step("tune", options=("trials", "sample_fraction", "timeout"))
 def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_fraction: float,
                  timeout: float | None) -> None:
     """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable."""
@@ -588,7 +622,7 @@ def _print_trained(task: Any, trained: Any) -> None:
     _print_skill(task, dict(entry.metrics))
 
 
-@_step("evaluate", options=("model_version", "device", "as_json"))
+@_step("evaluate", options=("model_version", "as_json"))
 def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: int | None, as_json: bool) -> None:
     """Skill of a registered model on the task's test split, beside the baselines."""
     from shoal.models.runs import evaluate_model
@@ -605,7 +639,7 @@ def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: in
     _print_skill(task, metrics)
 
 
-@_step("predict", options=("model_version", "device", "force"))
+@_step("predict", options=("model_version", "force"))
 def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None, force: bool) -> None:
     """Write the task's predictions of a registered model, once per model version (--force replaces them)."""
     from shoal.models.runs import predict_model
@@ -624,8 +658,7 @@ def _print_predicted(entry: Any, predicted: Any) -> None:
                      markup=False, highlight=False)
 
 
-@_step("run", options=(*dict.fromkeys((*_FEATURE_OPTIONS, *_TRAIN_OPTIONS)), "retrain", "config", "cluster"),
-       paths=True)
+@_step("run", options=("retrain", "config", "cluster"), paths=True)
 def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | None, retrain: bool,
                 config: Path | None, cluster: str | None) -> None:
     """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict; TASK 'all': every configured one.

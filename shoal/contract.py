@@ -42,6 +42,7 @@ class TaskSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    feature_fields: ClassVar[tuple[str, ...]] = ()  # the fields `shoal features TASK` takes (the rest: train)
 
     epochs: int = Field(10, ge=1, description="Training epochs.")
     batch_size: int = Field(4, ge=1, description="Samples per step.")

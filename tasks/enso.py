@@ -53,6 +53,7 @@ PHASE_THRESHOLD = 0.5  # °C of anomaly: the NOAA El Niño / La Niña threshold
 class EnsoSettings(TaskSettings):
     """Options of the ENSO task (`--valid-start`, `--test-start`, `--coarsen`, `--leads` and the shared ones)."""
 
+    feature_fields = ("valid_start", "test_start", "coarsen")
     valid_start: str = Field("1990-01", description="First validation month, YYYY-MM; training is before it.")
     test_start: str = Field("2005-01", description="First test month, YYYY-MM; the only months skill is reported on.")
     coarsen: int = Field(1, ge=1, le=30, description="Average blocks of N x N 1° cells (1 = the analysis' grid).")

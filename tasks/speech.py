@@ -48,6 +48,7 @@ BATCH = 256  # clips per inference batch
 class SpeechSettings(TaskSettings):
     """Options of the Speech task; the defaults are the analysis' (Adadelta, batch 128, 20 epochs)."""
 
+    feature_fields = ("split", "materialize", "seed")
     epochs: int = Field(20, ge=1, description="Training epochs.")
     batch_size: int = Field(128, ge=1, description="Clips per step.")
     lr: float = Field(1.0, gt=0, description="Adadelta's learning rate (Keras' default).")

@@ -237,3 +237,18 @@ def test_home_option_beats_shoal_home_env(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (option_home / "tables" / "nino34" / "_delta_log").is_dir()
     assert not env_home.exists()
+
+
+# -- step options, generated from each task's settings ----------------------------------------
+
+
+def test_a_tasks_help_lists_its_own_options_with_defaults_and_another_tasks_option_is_one_line() -> None:
+    enso = shoal("train", "enso", "--help")
+    assert enso.returncode == 0 and "--leads" in enso.stdout and "--n-d" not in enso.stdout
+    assert "Training epochs. (default 10;" in enso.stdout  # --epochs: its default (and bound), from the settings field
+    features = shoal("features", "enso", "--help").stdout
+    assert "--coarsen" in features and "--epochs" not in features
+    line = _one_error_line(shoal("train", "enso", "--n-d", "8"))
+    assert line.startswith("error: --n-d: not an option of `shoal train enso`; it takes --amp-dtype, --batch-size")
+    assert _one_error_line(shoal("train", "tabnet")) == "error: unknown task 'tabnet'; known tasks: enso, higgs, speech"
+    assert "--n-d" in shoal("train", "higgs", "--help").stdout
