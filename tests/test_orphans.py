@@ -55,6 +55,25 @@ def _server(shoal: subprocess.Popen, deadline: float) -> psutil.Process:
     pytest.fail("no ephemeral Prefect server answered")
 
 
+def _command_line(process: psutil.Process) -> str:
+    """A process's command line; "" for one that has ended (a short-lived helper of uvicorn's, a zombie)."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _tree(server: psutil.Process, workers: int, deadline: float) -> list[psutil.Process]:
+    """The server and its descendants, once its `workers` worker processes have all started."""
+    while True:
+        tree = [server, *server.children(recursive=True)]
+        started = sum("--multiprocessing-fork" in _command_line(process) for process in tree[1:])
+        if started >= workers:
+            return tree
+        assert time.monotonic() < deadline, f"{started} of {workers} uvicorn workers started: {tree}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [None, "2"], ids=["one-process", "uvicorn-workers"])
 def test_a_sigkilled_shoal_leaves_no_prefect_server_behind(workers: str | None, tmp_path: Path) -> None:
@@ -68,9 +87,7 @@ def test_a_sigkilled_shoal_leaves_no_prefect_server_behind(workers: str | None, 
     tree: list[psutil.Process] = []
     try:
         server = _server(shoal, time.monotonic() + scaled(120))
-        tree = [server, *server.children(recursive=True)]
-        if workers:
-            assert sum("--multiprocessing-fork" in " ".join(p.cmdline()) for p in tree[1:]) == int(workers), tree
+        tree = _tree(server, int(workers or 0), time.monotonic() + scaled(30))
         shoal.kill()  # SIGKILL (stopped or not): no atexit, no finally
         shoal.wait(timeout=scaled(30))
         alive = _alive(tree, 10)  # what is promised (the watch polls every 0.5 s), not a hang bound: not scaled
