@@ -62,9 +62,20 @@ def server(tmp_path: Path):  # noqa: ANN201
 
 
 def _api(env: dict[str, str], method: str, path: str, **body: object) -> object:
-    response = httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body if method == "POST" else None, timeout=scaled(30))
-    response.raise_for_status()
-    return response.json()
+    """One REST call; a 503 (the server's database busy under load, as Prefect's own client knows) is retried."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+    def busy(error: BaseException) -> bool:
+        return isinstance(error, httpx.HTTPStatusError) and error.response.status_code == 503
+
+    def call() -> object:
+        response = httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body if method == "POST" else None,
+                                 timeout=scaled(30))
+        response.raise_for_status()
+        return response.json()
+
+    return Retrying(retry=retry_if_exception(busy), stop=stop_after_attempt(6), wait=wait_exponential(0.5, max=8),
+                    reraise=True)(call)
 
 
 def test_serve_runs_the_deployments_and_new_features_trigger_training(server: dict[str, str], tmp_path: Path) -> None:
