@@ -49,16 +49,18 @@ def _layout() -> dict[str, set[str]]:
     block = block[block.index("```") + 3:]
     block = block[:block.index("```")]
     named: dict[str, set[str]] = {}
-    folder = ""
+    folder = top = ""
     for line in block.splitlines():
         if match := re.match(r"(\w+)/\s", line):
-            folder = match.group(1)
+            folder = top = match.group(1)
+        elif match := re.match(r"\s+(\w+)/\s", line):  # an indented folder is inside the one above: shoal/cli
+            folder = f"{top}/{match.group(1)}"
         named.setdefault(folder, set()).update(re.findall(r"(\w+\.py)\b", line))
     return named
 
 
 def test_the_readme_layout_names_every_module_and_only_modules_that_exist() -> None:
     named = _layout()
-    for folder in ("shoal", "datasets", "features", "models", "tasks", "flows"):
+    for folder in ("shoal", "shoal/cli", "datasets", "features", "models", "tasks", "flows"):
         present = {path.name for path in (ROOT / folder).glob("*.py") if path.name != "__init__.py"}
         assert named.get(folder, set()) == present, f"{folder}/: README names {sorted(named.get(folder, set()))}"

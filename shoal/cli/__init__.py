@@ -1,0 +1,16 @@
+"""The `shoal` command line: ingest, inspect the catalog, the steps of a task, the pipelines, the demo.
+
+Exit codes: 0 success; 1 some inputs failed and the rest were committed; 2 nothing done.
+Errors print one line (no traceback unless --debug). Heavy imports live inside commands.
+
+`root` holds the app and its global options; each module imported below registers its
+commands on it when imported.
+"""
+
+from shoal.cli.root import app, run
+
+# In the order `shoal --help` lists them: catalog; ingest, backfill, serve, backfill-slots; features, train,
+# tune, evaluate, predict; run; demo; fetch.
+from shoal.cli import catalog, operations, step_commands, pipeline, demo, fetch  # noqa: F401, I001
+
+__all__ = ["app", "run"]

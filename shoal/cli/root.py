@@ -1,0 +1,84 @@
+"""The root command `shoal`: its global options (--home, --debug, --quiet), one-line errors, the entry point.
+
+The command groups register themselves on `app` (`shoal/cli/__init__.py` imports them).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from shoal.catalog import Catalog
+
+app = typer.Typer(
+    help="shoal: a data pipeline and feature store for scientific ML.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    home: str | None = None
+    debug: bool = False
+    quiet: bool = False
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    if not _State.debug:
+        # A storage error inside Zarr's event loop (a full disk, say) leaves coroutines that
+        # are reported at exit, one traceback each: the line above says what happened.
+        import warnings
+
+        warnings.simplefilter("ignore")
+        sys.unraisablehook = lambda _: None
+    sys.exit(code)
+
+
+def _catalog() -> Catalog:
+    from shoal.catalog import Catalog
+
+    return Catalog(_State.home)
+
+
+@app.callback()
+def main(
+    home: Annotated[str | None, typer.Option(help="Catalog home (path or URL); default $SHOAL_HOME, else ~/.local/share/shoal.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are off anyway when stdout is not a terminal).")] = False,
+) -> None:
+    """shoal: a data pipeline and feature store for scientific ML."""
+    _State.home, _State.debug, _State.quiet = home, debug, quiet
+    if debug:  # an ingest turns a bad file into a report line; its traceback is logged here
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.NOTSET)
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("shoal").setLevel(logging.DEBUG)
+
+
+def run() -> None:
+    """Console entry point: one-line errors, exit code 2 when nothing was done."""
+    import logging
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the pending tasks of such an error (see _fail)
+    try:
+        app(prog_name="shoal")  # click handles usage errors (exit 2) and typer.Exit itself
+    except ShoalError as error:
+        if _State.debug:
+            raise
+        _fail(f"{error}")
+    except Exception as error:
+        if _State.debug:
+            raise
+        from shoal.errors import home_failure
+        from shoal.settings import resolve_home
+
+        failure = home_failure(error, resolve_home(_State.home))  # e.g. a checkpoint that did not fit on the disk
+        _fail(f"{failure}" if failure else f"unexpected {type(error).__name__}: {error} (rerun with --debug for the "
+                                           "traceback)")

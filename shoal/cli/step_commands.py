@@ -1,0 +1,131 @@
+"""The steps of a task, without Prefect: `shoal features|train|tune|evaluate|predict TASK`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.cli.operations import _cluster
+from shoal.cli.output import _console, _print_json, _print_predicted, _print_skill, _print_trained, _reporter, _trained_facts
+from shoal.cli.root import _catalog, _fail, _State
+from shoal.cli.steps import _step
+
+@_step("features", options=("cluster",))
+def features_command(task_name: str, given: dict[str, Any], *, cluster: str | None) -> None:
+    """Build (or reuse) the task's feature version from the newest inputs (ENSO: the SST read on --cluster's workers)."""
+    from shoal.cluster import connect, on
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    spec = _cluster(cluster, task.spreads, f"features {task_name}")
+    with connect(spec) as client, _reporter() as reporter:
+        on(client, task.build_features, spreads=task.spreads)(_catalog(), settings, reporter)
+
+
+@_step("train", options=("feature_version", "run_id", "restart", "retrain", "params", "nproc",
+                         "as_json"))
+def train_command(task_name: str, given: dict[str, Any], *, feature_version: str | None, run_id: str | None,
+                  restart: bool, retrain: bool, params: str | None, nproc: int | None, as_json: bool) -> None:
+    """Train the task's model (resuming an interrupted identical run), evaluate it on test, register it.
+
+    With --nproc N on N processes; `torchrun --nproc-per-node N -m shoal train ...` works too.
+    """
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    if params not in (None, "best"):
+        _fail(f"--params: expected 'best' (the best `shoal tune {task_name}` trial), got {params!r}")
+    if params == "best":
+        from shoal.models.tune import best_params
+
+        given = {**best_params(_catalog(), task), **given}
+    settings = task.parse(given)
+    arguments = (task_name, given, _catalog().home, _State.quiet, feature_version, run_id, restart, retrain)
+    if nproc is not None and nproc > 1:
+        from shoal.models.distributed import check_batch, env_world, launch
+
+        if env_world()[1] > 1:
+            _fail(f"--nproc {nproc}: this process is already one of the {env_world()[1]} that torchrun started; "
+                  "pass --nproc to shoal or --nproc-per-node to torchrun, not both")
+        check_batch(settings.batch_size, nproc)  # one line now rather than from every rank
+        trained = launch(nproc, _train_rank, *arguments)
+    else:
+        trained = _train_rank(*arguments)
+    if trained is None:  # another rank of a torchrun launch: rank 0 reports
+        return
+    if as_json:
+        _print_json(_trained_facts(trained))
+        return
+    _print_trained(task, trained)
+
+
+@_step("tune", options=("trials", "sample_fraction", "timeout"))
+def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_fraction: float,
+                 timeout: float | None) -> None:
+    """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable."""
+    from rich.table import Table
+
+    from shoal.models.tune import tune
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    found = tune(_catalog(), task, task.parse(given), trials=trials or 8, sample_fraction=sample_fraction or 1e-3,
+                 timeout=timeout)
+    table = Table("trial", "state", "validation loss", "settings", title=f"shoal tune {task_name}")
+    for trial in found:
+        value = "" if trial.value is None else f"{trial.value:.4f}"
+        table.add_row(str(trial.number), trial.state, value, ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
+    console = _console()
+    console.print(table)
+    done = [t for t in found if t.value is not None and t.state == "COMPLETE"]
+    if done:
+        best = min(done, key=lambda t: t.value)
+        console.print(f"best: trial {best.number}, validation loss {best.value:.4f}; train it with "
+                      f"`shoal train {task_name} --params best`", markup=False, highlight=False)
+
+
+def _train_rank(task_name: str, given: dict[str, Any], home: str, quiet: bool, feature_version: str | None,
+                run_id: str | None, restart: bool, retrain: bool) -> Any:
+    """`train_model` in this process: all of the training, or one rank's part.
+
+    Module-level with positional arguments, as torch's launcher needs to start it in each rank.
+    """
+    from shoal.catalog import Catalog
+    from shoal.models.distributed import env_world
+    from shoal.models.runs import train_model
+    from shoal.progress import RichReporter
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    with RichReporter(_console(), enabled=not quiet and env_world()[0] == 0) as reporter:
+        return train_model(Catalog(home), task, task.parse(given), feature_version=feature_version, run_id=run_id,
+                           restart=restart, retrain=retrain, reporter=reporter)
+
+
+@_step("evaluate", options=("model_version", "as_json"))
+def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: int | None, as_json: bool) -> None:
+    """Skill of a registered model on the task's test split, beside the baselines."""
+    from shoal.models.runs import evaluate_model
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    entry, metrics = evaluate_model(_catalog(), task, model_version=model_version, device=settings.device)
+    if as_json:
+        _print_json({"model": entry.name, "version": entry.version, **metrics})
+        return
+    _console().print(f"model {entry.name} version {entry.version} on {entry.feature_dataset} version "
+                     f"{entry.feature_version}", markup=False, highlight=False)
+    _print_skill(task, metrics)
+
+
+@_step("predict", options=("model_version", "force"))
+def predict_command(task_name: str, given: dict[str, Any], *, model_version: int | None, force: bool) -> None:
+    """Write the task's predictions of a registered model, once per model version (--force replaces them)."""
+    from shoal.models.runs import predict_model
+    from shoal.contract import get_task
+
+    task = get_task(task_name)
+    settings = task.parse(given)
+    entry, predicted = predict_model(_catalog(), task, model_version=model_version, device=settings.device, force=force)
+    _print_predicted(entry, predicted)
