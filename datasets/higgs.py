@@ -23,13 +23,10 @@ so. A plain file is checked for long lines before polars reads it (polars holds 
 line in memory: 2 GB for a 1 GB line); gzip goes block-wise rather than through polars'
 own inflater for the same reason (a 5 MB bomb of zeros took polars to 2.6 GB).
 
-Split (the paper's): test = the last 500,000 rows, valid = the 500,000 before, train = the
-rest. A file under 2,000,000 rows: test = the last quarter, valid = the quarter before, train
-= the first half (each at least one row). The split of the tail is known only at the end of
-the stream. The streaming query labels rows by the row count estimated from the length of
-the first lines and the size of the text (exact for plain files to ~0.1%), and at the end
-rewrites the few files whose rows fall between the estimated and the true boundaries; the
-block-wise path holds the last 1,000,000 rows (~120 MB) back and writes them last.
+Ingest records facts, not modelling choices: every row keeps its number in the file
+(`row_id`, from 0), and the commit its row count. The split is the feature version's
+(`shoal.features.higgs`); `official_split` is the paper's, a fact of the published file:
+test = the last 500,000 rows, valid = the 500,000 before.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ import math
 import queue
 import threading
 import zipfile
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +46,7 @@ import pyarrow as pa
 
 from shoal.errors import CatalogError, SchemaError, SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
+from shoal.splits import SPLITS
 from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
 
 if TYPE_CHECKING:
@@ -72,11 +69,8 @@ FEATURES = (
 )
 B_TAGS = tuple(name for name in FEATURES if name.endswith("_b_tag"))
 COLUMNS = ("label", *FEATURES)
-SPLITS = ("train", "valid", "test")
-SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), *[(name, pa.float32()) for name in FEATURES],
-                    ("split", pa.string())])
+SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), *[(name, pa.float32()) for name in FEATURES]])
 HELD_OUT = 500_000  # rows of test, and of valid, in a full-size file (the paper's setup)
-TAIL = 2 * HELD_OUT  # rows held back until the end of the stream
 BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000 rows)
 FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
 SPAN_BYTES = 64 << 20  # the most text one Dask task parses and writes (~90,000 rows; `--cluster`)
@@ -177,10 +171,15 @@ class _Inflated:
         self.stream.close()
 
 
-def split_sizes(rows: int) -> tuple[int, int, int]:
-    """(train, valid, test) row counts of a file of `rows` rows; train comes first, test last."""
-    if rows >= 2 * TAIL:
-        return rows - TAIL, HELD_OUT, HELD_OUT
+def official_split(rows: int) -> tuple[int, int, int]:
+    """(train, valid, test) row counts of the paper's split of a file of `rows` rows, in file order.
+
+    The paper holds out the last 500,000 rows for test and the 500,000 before for
+    validation. A file under 2,000,000 rows (a sample) keeps the proportions that leave most
+    rows to train: test = the last quarter, valid = the quarter before (each at least one row).
+    """
+    if rows >= 4 * HELD_OUT:
+        return rows - 2 * HELD_OUT, HELD_OUT, HELD_OUT
     held = max(1, rows // 4)
     return rows - 2 * held, held, held
 
@@ -340,85 +339,27 @@ def _rows(path: Path, reader: _Reader) -> Iterator[pa.Table]:
         raise _line_too_long(path, reader.limits, row + 1) from None
 
 
-def _with_split(table: pa.Table, bounds: tuple[int, int]) -> pa.RecordBatch:
-    """The table with its split column: train below bounds[0], valid below bounds[1], else test."""
-    row_id = table.column("row_id").to_numpy()
-    codes = (row_id >= bounds[0]).astype(np.int8) + (row_id >= bounds[1]).astype(np.int8)
-    split = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLITS)).cast(pa.string())
-    return pa.Table.from_arrays([*table.columns, split], schema=SCHEMA).combine_chunks().to_batches()[0]
-
-
 def _too_few(path: Path, rows: int) -> SourceError:
     return SourceError(path, "the file is empty" if not rows else f"only {rows} row(s)",
                        fix="pass the HIGGS file: at least 3 rows, one for each of train, valid and test")
 
 
 class _Stream:
-    """Record batches with their split: every row but the tail is train; the tail waits for the end."""
+    """The record batches of a gzip or zip file, block by block; `rows` once read to the end."""
 
     def __init__(self, path: Path, limits: HiggsLimits) -> None:
         self.path, self.rows, self.reader = path, 0, _Reader(path, limits)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
-        held: deque[pa.Table] = deque()
-        kept = 0
         for table in _rows(self.path, self.reader):
-            held.append(table)
-            kept += table.num_rows
-            while held and kept - held[0].num_rows >= TAIL:
-                oldest = held.popleft()
-                kept -= oldest.num_rows
-                yield _with_split(oldest, (np.iinfo(np.int64).max, np.iinfo(np.int64).max))
             self.rows += table.num_rows
+            yield from table.cast(SCHEMA).combine_chunks().to_batches()
         if self.rows < 3:
             raise _too_few(self.path, self.rows)
-        train, valid, _ = split_sizes(self.rows)
-        for table in held:
-            yield _with_split(table, (train, train + valid))
 
 
-def _estimated_rows(path: Path, *, gzipped: bool) -> int:
-    """The file's row count from the length of its first lines and the size of its text.
-
-    A gzip's text size is its ISIZE trailer (the size mod 2**32), lifted to the multiple of
-    2**32 that the compression ratio of the first MiB points to. Only an estimate: the
-    split it gives is corrected once the rows are counted.
-    """
-    import zlib
-
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        head = file.read(1 << 20)
-        if not gzipped:
-            return round(size * head.count(b"\n") / max(1, len(head)))
-        file.seek(-4, 2)
-        isize = int.from_bytes(file.read(4), "little")
-    inflate = zlib.decompressobj(wbits=31)
-    try:
-        text = inflate.decompress(head, 8 << 20)
-    except zlib.error:
-        return 0  # polars will name what is wrong
-    ratio = len(text) / max(1, len(head) - len(inflate.unconsumed_tail))
-    text_size = isize + round((size * ratio - isize) / 2**32) * 2**32
-    return round(text_size * text.count(b"\n") / max(1, len(text)))
-
-
-def _bounds(rows: int) -> tuple[int, int]:
-    train, valid, _ = split_sizes(max(rows, 3))
-    return train, train + valid
-
-
-def _split(bounds: tuple[int, int]) -> pl.Expr:
-    """The split of a row from its row_id: train below bounds[0], valid below bounds[1], else test."""
-    import polars as pl
-
-    row_id = pl.col("row_id")
-    return (pl.when(row_id < bounds[0]).then(pl.lit(SPLITS[0])).when(row_id < bounds[1]).then(pl.lit(SPLITS[1]))
-            .otherwise(pl.lit(SPLITS[2])).alias("split"))
-
-
-def _sink(path: Path, folder: Path, bounds: tuple[int, int]) -> None:
-    """Parse, check and label every row of a plain or gzip file into Parquet files in `folder`.
+def _sink(path: Path, folder: Path) -> None:
+    """Parse, check and number every row of a plain file into Parquet files in `folder`.
 
     A row that is not a label of 0 or 1 and 28 finite numbers gets a null label (a count in
     the files' statistics); a line that does not parse at all stops the query.
@@ -431,7 +372,6 @@ def _sink(path: Path, folder: Path, bounds: tuple[int, int]) -> None:
     (pl.scan_csv(path, has_header=False, new_columns=list(COLUMNS), schema=schema).with_row_index("row_id")
      .select(pl.col("row_id").cast(pl.Int64), pl.when(good).then(pl.col("label").cast(pl.Int8)).alias("label"),
              *FEATURES)
-     .with_columns(_split(bounds))
      .sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True))
 
 
@@ -481,7 +421,7 @@ class _Query:
         self.path, self.limits, self.rows, self.source = path, limits, 0, None
 
     def write(self, folder: Path) -> list[Path]:
-        """The checked files in row order, each row with its true split; the file hashed meanwhile."""
+        """The checked files in row order; the file hashed meanwhile."""
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1) as pool:
@@ -494,9 +434,8 @@ class _Query:
         import polars as pl
         import pyarrow.parquet as pq
 
-        estimated = _bounds(_estimated_rows(self.path, gzipped=_starts_with(self.path, GZIP)))
         try:
-            _sink(self.path, folder, estimated)
+            _sink(self.path, folder)
         except pl.exceptions.PolarsError as error:
             raise _first_bad(self.path, str(error).splitlines()[0], self.limits) from None
         files = []
@@ -511,11 +450,6 @@ class _Query:
         self.rows = sum(count for _, count, _ in files)
         if self.rows < 3:
             raise _too_few(self.path, self.rows)
-        bounds = _bounds(self.rows)
-        wrong = [sorted(pair) for pair in zip(estimated, bounds, strict=True) if pair[0] != pair[1]]
-        for first, count, file in files:  # the few files between the estimated and the true boundaries
-            if any(first < high and low < first + count for low, high in wrong):
-                pl.read_parquet(file).with_columns(_split(bounds)).write_parquet(file, compression="snappy")
         return [file for _, _, file in files]
 
 
@@ -549,8 +483,7 @@ def _count_lines(path: Path, span: tuple[int, int]) -> int:
     return text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
 
 
-def _write_span(path: Path, span: tuple[int, int], first_row: int, bounds: tuple[int, int], folder: Path,
-                number: int) -> list[str]:
+def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path, number: int) -> list[str]:
     """On a worker: parse and check a span of lines, write its rows (row ids from `first_row`) as Parquet files.
 
     Raises:
@@ -560,7 +493,7 @@ def _write_span(path: Path, span: tuple[int, int], first_row: int, bounds: tuple
 
     frame = _parse(path, _read_span(path, span), first_row + 1)
     frame = (frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=first_row)
-             .with_columns(pl.col("row_id").cast(pl.Int64), _split(bounds)))
+             .with_columns(pl.col("row_id").cast(pl.Int64)))
     written = []
     for part, start in enumerate(range(0, frame.height, FILE_ROWS)):
         target = folder / f"span-{number:05d}-{part:03d}.parquet"
@@ -573,7 +506,7 @@ class _Spread:
     """A plain CSV parsed, checked and written by a Dask cluster's workers, for `Catalog.write_files`.
 
     Two rounds over spans of whole lines: the workers count the lines of their spans (so
-    every row's id and split are known), then parse, check and write them; the driver hashes
+    every row's id is known), then parse, check and write them; the driver hashes
     the file meanwhile. A bad line fails the whole file, named as in one process: the
     earliest span's first bad line.
     """
@@ -598,8 +531,8 @@ class _Spread:
             if self.rows < 3:
                 raise _too_few(self.path, self.rows)
             firsts = np.cumsum([0, *counts[:-1]]).tolist()
-            parts = [self.client.submit(_write_span, self.path, span, first, _bounds(self.rows), folder, number,
-                                        pure=False) for number, (span, first) in enumerate(zip(spans, firsts))]
+            parts = [self.client.submit(_write_span, self.path, span, first, folder, number, pure=False)
+                     for number, (span, first) in enumerate(zip(spans, firsts))]
             wait(parts)
             for part in parts:
                 if part.status == "error":
@@ -629,7 +562,7 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 
 def _provenance(path: Path, source: SourceFile, rows: int) -> Provenance:
     return Provenance(sources=(source,), message=f"ingest {path.name}: {rows} rows", parameters={
-        "source": "higgs", "rows": rows, "split_rows": dict(zip(SPLITS, split_sizes(rows), strict=True))})
+        "source": "higgs", "rows": rows, "official_split": dict(zip(SPLITS, official_split(rows), strict=True))})
 
 
 @register_source("higgs", dataset=DATASET, description="UCI HIGGS CSV (.csv, .csv.gz or the UCI .zip), streamed",

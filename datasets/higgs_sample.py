@@ -10,7 +10,7 @@ standard deviation over the real rows, reflected back into the column's real [mi
 transverse momenta and masses stay positive, angles stay in range); the four b-tags are
 discrete and are kept exactly. 0.1 x std is far below the spread of each class, so the
 relationship between label and features survives (the tests compare it with the real rows),
-while rows do not repeat. Each split of the file (by `shoal.datasets.higgs.split_sizes`)
+while rows do not repeat. Each part of the file of the paper's split (`shoal.datasets.higgs.official_split`)
 draws from its own disjoint pool of real rows (`_pools`): a model that memorizes its training
 rows gains nothing on test. Values are rounded to float32, as every value of the
 real file is one.
@@ -39,7 +39,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from shoal.datasets.higgs import split_sizes
+from shoal.datasets.higgs import official_split
 
 from shoal.datasets.higgs import B_TAGS, FEATURES
 from shoal.files import atomic_write
@@ -115,7 +115,7 @@ def sample_rows(*, rows: int, seed: int = 0, real: np.ndarray | None = None) -> 
     scale = JITTER * np.array([_std(base[:, j]) for j in _CONTINUOUS])
     low, high = base[:, _CONTINUOUS].min(axis=0), base[:, _CONTINUOUS].max(axis=0)
     pools = _pools(len(real))
-    train, valid, _ = split_sizes(rows) if rows >= 3 else (rows, 0, 0)
+    train, valid, _ = official_split(rows) if rows >= 3 else (rows, 0, 0)
     for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
         count = min(CHUNK_ROWS, rows - start)
         picks, noise = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))

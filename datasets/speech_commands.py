@@ -101,10 +101,14 @@ class SpeechLimits:
     max_file_bytes: int = 64 << 20
 
 
+def speaker(clip_id: str) -> str:
+    """The speaker of a clip: its file name up to `_nohash_` (`yes/0a7c2a8d_nohash_0.wav` -> `0a7c2a8d`)."""
+    return re.sub(r"_nohash_.*$", "", clip_id.rsplit("/", 1)[-1])
+
+
 def hash_split(clip_id: str, *, validation: float = 10.0, testing: float = 10.0) -> str:
     """The dataset authors' split rule for one clip: "train", "valid" or "test"."""
-    base = re.sub(r"_nohash_.*$", "", clip_id.rsplit("/", 1)[-1])
-    bucket = int(hashlib.sha1(base.encode()).hexdigest(), 16) % (MAX_NUM_WAVS_PER_CLASS + 1)
+    bucket = int(hashlib.sha1(speaker(clip_id).encode()).hexdigest(), 16) % (MAX_NUM_WAVS_PER_CLASS + 1)
     percentage = bucket * (100.0 / MAX_NUM_WAVS_PER_CLASS)
     return "valid" if percentage < validation else "test" if percentage < validation + testing else "train"
 

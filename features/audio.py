@@ -10,11 +10,12 @@ torchaudio's "window" normalization).
 
 Each bin is normalized with the mean and std of the TRAINING clips' log spectrograms over
 clips and frames (`RunningStats`, float64, merged batch by batch), so validation and test
-clips never change what the model is trained on. Splits: "official" is the table's split
-column (the dataset's validation_list.txt / testing_list.txt); "random" reproduces the
-analysis, which split at random: clips sorted by clip_id, permuted by
-`numpy.random.default_rng(split_seed)`, the first 70% (floor) train, the next 15% (floor)
-valid, the rest test.
+clips never change what the model is trained on. Splits (`shoal.splits`): "official" is the
+table's split column (the dataset's validation_list.txt / testing_list.txt, recorded at
+ingest); "random" hashes each clip's SPEAKER (the file name before `_nohash_`) with the seed,
+so that all clips of a speaker fall in one split, as in the authors' own rule: a model is
+never tested on a voice it was trained on. The fractions are of speakers, so of clips only
+on average.
 
 A feature version is the Icechunk array `speech_features`, content-addressed like
 `enso_features`: per clip (dimension "clip", clip_id order) the clip_id, label_index and
@@ -37,8 +38,9 @@ import numpy as np
 from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
-from shoal.stats import RunningStats
 from shoal.contract import FeatureBuild, building
+from shoal.splits import SplitRecord, random_codes, text_keys
+from shoal.stats import RunningStats
 
 if TYPE_CHECKING:
     import torch
@@ -85,14 +87,16 @@ class AudioFeatureConfig:
     Attributes:
         spectrogram: the spectrogram.
         materialize: store the normalized spectrograms (else they are computed on the fly).
-        split: "official" (the table's split column) or "random" (70/15/15 by `split_seed`).
-        split_seed: seeds the random split.
+        split: "official" (the table's split column) or "random" (by speaker, seeded).
+        seed, valid_fraction, test_fraction: the random split's.
     """
 
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
     materialize: bool = False
     split: Literal["official", "random"] = "official"
-    split_seed: int = 0
+    seed: int = 0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
 
     def __post_init__(self) -> None:
         if self.split not in ("official", "random"):
@@ -135,14 +139,19 @@ def normalize(spectra: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> t
     return (spectra - mean[:, None]).div_(std[:, None])
 
 
-def random_split(n: int, seed: int) -> np.ndarray:
-    """Split codes of n clips in clip_id order: 70% train, 15% valid, the rest test, permuted by `seed`."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_train, n_valid = 70 * n // 100, 15 * n // 100
-    codes = np.full(n, 2, dtype=np.int8)
-    codes[order[:n_train]] = 0
-    codes[order[n_train : n_train + n_valid]] = 1
-    return codes
+def split_codes(config: AudioFeatureConfig, rows: SpeechRows) -> np.ndarray:
+    """Split codes (0 train, 1 valid, 2 test) of the clips: the official ones, or random by speaker."""
+    if config.split == "official":
+        return rows.split
+    return random_codes(text_keys([speech_commands.speaker(clip) for clip in rows.clip_id]), seed=config.seed,
+                        valid_fraction=config.valid_fraction, test_fraction=config.test_fraction)
+
+
+def split_record(config: AudioFeatureConfig, codes: np.ndarray) -> SplitRecord:
+    """How a feature version was split (`shoal.splits`)."""
+    given = {} if config.split == "official" else {"seed": config.seed, "valid_fraction": config.valid_fraction,
+                                                   "test_fraction": config.test_fraction, "by": "speaker"}
+    return SplitRecord.of(config.split, given, codes)
 
 
 def content_key(config: AudioFeatureConfig, speech: InputVersion) -> str:
@@ -216,7 +225,7 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
             return found
         spec = config.spectrogram
         rows = read_speech(catalog, int(speech.version), spec.n_samples)
-        split = random_split(len(rows.clip_id), config.split_seed) if config.split == "random" else rows.split
+        split = split_codes(config, rows)
         train = np.nonzero(split == 0)[0]
         if len(train) == 0:
             raise CatalogError(f"speech version {speech.version} has no training clip to fit the statistics on; "
@@ -261,14 +270,14 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
         snapshot = catalog.write_array(DATASET, features, encoding=encoding, provenance=Provenance(
             inputs=(speech,),
             parameters={"content_key": key, "config": asdict(config), "statistics": stats.to_dict(),
-                        "speech_version": int(speech.version), "device": str(chosen)},
+                        "speech_version": int(speech.version), "device": str(chosen),
+                        "split": split_record(config, split).to_dict()},
             message=f"speech features {n_freq} x {n_frames}, {config.split} split, materialized={config.materialize}",
         ))
         reporter.advance(status="committed")
         version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-        counts = np.bincount(split, minlength=3)
-        reporter.finish(f"{DATASET} version {version}: {len(split)} clips ({counts[0]} train, {counts[1]} valid, "
-                        f"{counts[2]} test), {n_freq} x {n_frames}")
+        reporter.finish(f"{DATASET} version {version}: {len(split)} clips, {split_record(config, split)}, "
+                        f"{n_freq} x {n_frames}")
         return FeatureBuild(version=version, snapshot=snapshot, reused=False)
 
 

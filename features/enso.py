@@ -30,6 +30,7 @@ import numpy as np
 
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
+from shoal.splits import SplitRecord, codes_by_bounds
 from shoal.stats import RunningStats
 from shoal.contract import FeatureBuild, building
 
@@ -74,8 +75,12 @@ class EnsoFeatureConfig:
 
     def split(self, months: np.ndarray) -> np.ndarray:
         """The period code (0 train, 1 valid, 2 test) of each month."""
-        return ((months >= np.datetime64(self.valid_start, "M")).astype(np.int8)
-                + (months >= np.datetime64(self.test_start, "M")).astype(np.int8))
+        return codes_by_bounds(months, (np.datetime64(self.valid_start, "M"), np.datetime64(self.test_start, "M")))
+
+
+def split_record(config: EnsoFeatureConfig, codes: np.ndarray) -> SplitRecord:
+    """How a feature version was split (`shoal.splits`): `codes` of the months that hold SST."""
+    return SplitRecord.of("by_time", {"valid_start": config.valid_start, "test_start": config.test_start}, codes)
 
 
 def content_key(config: EnsoFeatureConfig, sst: InputVersion, nino34: InputVersion) -> str:
@@ -176,7 +181,8 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
         h, w = features.sizes["lat"], features.sizes["lon"]
         snapshot = catalog.write_array(DATASET, features, encoding={"sst": {"chunks": (12, h, w)}}, provenance=Provenance(
             inputs=(sst_input, nino_input),
-            parameters={"content_key": key, "config": asdict(config), "statistics": stats},
+            parameters={"content_key": key, "config": asdict(config), "statistics": stats,
+                        "split": split_record(config, features.split.values[features.present.values]).to_dict()},
             message=f"ENSO features {h} x {w}, valid from {config.valid_start}, test from {config.test_start}",
         ))
         reporter.advance(status="committed")

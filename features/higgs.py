@@ -1,6 +1,9 @@
-"""HIGGS features: the 28 columns standardized with statistics of the training rows only.
+"""HIGGS features: a split of the rows, and the 28 columns standardized with statistics of its training rows.
 
-The mean and std of every feature are fitted on the `train` split of a `higgs` version
+The split is the feature version's (`shoal.splits`): `official`, the paper's (test = the
+last 500,000 rows of the file, valid = the 500,000 before; quarters of a small file), or
+`random` (each row's id hashed with the seed; `valid_fraction` / `test_fraction`). The
+mean and std of every feature are fitted on its `train` rows of a `higgs` version
 (`RunningStats`, float64, merged over record batches) and applied to every split. A feature
 version is a version of the Delta table `higgs_features` — row_id, label, split, and `x`, the
 28 standardized float32 values of a row as ONE list column, so that a split's matrix is the
@@ -16,18 +19,19 @@ import hashlib
 import json
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
 
 from shoal.datasets.higgs import DATASET as INPUT
-from shoal.datasets.higgs import FEATURES, SPLITS
+from shoal.contract import FeatureBuild, building
+from shoal.datasets.higgs import FEATURES, official_split
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
+from shoal.splits import SPLITS, SplitRecord, codes_by_bounds, random_codes
 from shoal.stats import RunningStats
-from shoal.contract import FeatureBuild, building
 
 if TYPE_CHECKING:
     import torch
@@ -43,21 +47,48 @@ SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), ("split", pa.s
 SCAN_ROWS = 262_144  # rows per record batch read from `higgs`
 
 
-def content_key(higgs: InputVersion) -> str:
+@dataclass(frozen=True)
+class HiggsSplit:
+    """The split rule of a feature version.
+
+    Attributes:
+        rule: "official" (the paper's held-out tail of the file) or "random" (by row id, seeded).
+        seed, valid_fraction, test_fraction: the random rule's; the official rule takes none.
+    """
+
+    rule: Literal["official", "random"] = "official"
+    seed: int = 0
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    def given(self) -> dict[str, int | float]:
+        """The rule's own parameters (the official rule takes none)."""
+        return {} if self.rule == "official" else {key: value for key, value in asdict(self).items() if key != "rule"}
+
+    def codes(self, row_id: np.ndarray, rows: int) -> np.ndarray:
+        """Split codes (0 train, 1 valid, 2 test) of rows by their ids, in a table of `rows` rows."""
+        if self.rule == "official":
+            train, valid, _ = official_split(rows)
+            return codes_by_bounds(row_id, (train, train + valid))
+        return random_codes(row_id, seed=self.seed, valid_fraction=self.valid_fraction,
+                            test_fraction=self.test_fraction)
+
+
+def content_key(higgs: InputVersion, split: HiggsSplit) -> str:
     """sha256 of everything a feature version depends on, the code (format, source fingerprint) included."""
-    payload = {"format": FORMAT, "code": code_fingerprint(), "higgs": [higgs.name, higgs.kind, higgs.version]}
+    payload = {"format": FORMAT, "code": code_fingerprint(), "higgs": [higgs.name, higgs.kind, higgs.version],
+               "split": [split.rule, split.given()]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _scan(catalog: Catalog, version: int, split: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Record batches of a `higgs` version (optionally one split), in row order, bounded memory."""
-    import polars as pl
-
-    frame = catalog.scan_table(INPUT, version=version)
-    if split is not None:
-        frame = frame.filter(pl.col("split") == split)
-    for chunk in frame.collect_batches(chunk_size=SCAN_ROWS):
+def _scan(catalog: Catalog, version: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of a `higgs` version, in row order, bounded memory."""
+    for chunk in catalog.scan_table(INPUT, version=version).collect_batches(chunk_size=SCAN_ROWS):
         yield from chunk.to_arrow().to_batches()
+
+
+def _split_codes(batch: pa.RecordBatch, split: HiggsSplit, rows: int) -> np.ndarray:
+    return split.codes(batch.column("row_id").to_numpy(), rows)
 
 
 def _matrix(batch: pa.RecordBatch) -> np.ndarray:
@@ -65,53 +96,67 @@ def _matrix(batch: pa.RecordBatch) -> np.ndarray:
     return np.column_stack([batch.column(name).to_numpy() for name in FEATURES]).astype(np.float32, copy=False)
 
 
-def fit(catalog: Catalog, version: int) -> RunningStats:
-    """Per-feature statistics of the training rows of a `higgs` version."""
-    stats = RunningStats.identity((len(FEATURES),))
-    for batch in _scan(catalog, version, "train"):
-        stats = stats.merge(RunningStats.from_values(_matrix(batch), axis=0))
+def fit(catalog: Catalog, version: int, split: HiggsSplit, rows: int) -> tuple[RunningStats, np.ndarray]:
+    """Per-feature statistics of the training rows of a `higgs` version, and the rows per split code."""
+    stats, sizes = RunningStats.identity((len(FEATURES),)), np.zeros(3, dtype=np.int64)
+    for batch in _scan(catalog, version):
+        codes = _split_codes(batch, split, rows)
+        sizes += np.bincount(codes, minlength=3)
+        stats = stats.merge(RunningStats.from_values(_matrix(batch)[codes == 0], axis=0))
     if int(stats.count.min()) == 0:
         raise CatalogError(f"higgs version {version} has no training row to fit the statistics on; ingest a HIGGS file")
-    return stats
+    return stats, sizes
 
 
-def standardize(batch: pa.RecordBatch, mean: np.ndarray, std: np.ndarray) -> pa.RecordBatch:
-    """A `higgs` batch as a `higgs_features` batch: (x - mean) / std in float32."""
+def standardize(batch: pa.RecordBatch, codes: np.ndarray, mean: np.ndarray, std: np.ndarray) -> pa.RecordBatch:
+    """A `higgs` batch as a `higgs_features` batch with its rows' split codes: (x - mean) / std in float32."""
     x = ((_matrix(batch) - mean) / std).astype(np.float32)
     offsets = pa.array(np.arange(0, x.size + 1, len(FEATURES), dtype=np.int32))
     values = pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
-    return pa.RecordBatch.from_arrays([batch.column("row_id"), batch.column("label"), batch.column("split"), values],
-                                      schema=SCHEMA)
+    split = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLITS)).cast(pa.string())
+    return pa.RecordBatch.from_arrays([batch.column("row_id"), batch.column("label"), split, values], schema=SCHEMA)
 
 
-def build(catalog: Catalog, *, reporter: Reporter | None = None) -> FeatureBuild:
-    """Build (or reuse) the feature version of the latest `higgs`."""
+def build(catalog: Catalog, *, split: HiggsSplit = HiggsSplit(), reporter: Reporter | None = None) -> FeatureBuild:
+    """Build (or reuse) the feature version of the latest `higgs`, split by `split`."""
     from shoal.progress import NULL
 
     reporter = reporter or NULL
     if not catalog.exists(INPUT):
         raise CatalogError(f"HIGGS features need the table {INPUT!r} in {catalog.home}; run `shoal ingest higgs FILE` first")
     higgs = InputVersion(INPUT, "table", catalog.latest_version(INPUT))
-    key = content_key(higgs)
+    key = content_key(higgs, split)
     reporter.start("features higgs", total=3)
     # Under the feature set's lock: an identical build running now is found once it commits.
     with building(catalog, DATASET, key) as found:
         if found is not None:
             reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
             return found
-        stats = fit(catalog, int(higgs.version))
-        reporter.advance(status="fitted on train")
+        rows = _rows(catalog, int(higgs.version))
+        stats, sizes = fit(catalog, int(higgs.version), split, rows)
+        record = SplitRecord(split.rule, split.given(), dict(zip(SPLITS, map(int, sizes), strict=True)))
+        reporter.advance(status=f"fitted on train ({record})")
         std = np.where(stats.std > 0, stats.std, 1.0).astype(np.float32)  # a constant column is only shifted
         mean = stats.mean.astype(np.float32)
-        batches = (standardize(batch, mean, std) for batch in _scan(catalog, int(higgs.version)))
+        batches = (standardize(batch, _split_codes(batch, split, rows), mean, std)
+                   for batch in _scan(catalog, int(higgs.version)))
         version = catalog.write_streamed(DATASET, batches, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
-            inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES)},
-            message=f"HIGGS features standardized on the train split of higgs version {higgs.version}"))
+            inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES),
+                                         "split": record.to_dict()},
+            message=f"HIGGS features standardized on the train rows of higgs version {higgs.version}; {record}"))
         if version is None:
             raise CatalogError(f"higgs version {higgs.version} has no rows; ingest a HIGGS file")
         reporter.advance(status="written")
         reporter.finish(f"{DATASET} version {version}: {len(FEATURES)} standardized features")
         return FeatureBuild(version=version, snapshot=str(version), reused=False)
+
+
+def _rows(catalog: Catalog, version: int) -> int:
+    """The rows of a `higgs` version, as its commit recorded them (counted when it did not)."""
+    lineage = catalog.lineage(INPUT, version=version)
+    if lineage is not None and lineage.rows is not None:
+        return int(lineage.rows)
+    return int(catalog.scan_table(INPUT, version=version).select("row_id").collect().height)
 
 
 @dataclass(frozen=True)
@@ -140,8 +185,16 @@ class HiggsFeatures:
         if lineage is None or "statistics" not in lineage.parameters:
             raise CatalogError(f"{DATASET} version {self.version} has no statistics; rebuild it with `shoal features higgs`")
         self.stats = RunningStats.from_dict(lineage.parameters["statistics"])
+        self.split = (SplitRecord.from_dict(lineage.parameters["split"]) if "split" in lineage.parameters
+                      else SplitRecord("official", {}, self._counts()))  # a version made before splits were recorded
         self.input = lineage.inputs[0]
         self._arrays: dict[str, Arrays] = {}  # a version never changes: each split is read once
+
+    def _counts(self) -> dict[str, int]:
+        import polars as pl
+
+        found = self.catalog.scan_table(DATASET, version=self.version).group_by("split").agg(pl.len()).collect()
+        return {name: dict(found.iter_rows()).get(name, 0) for name in SPLITS}
 
     def _split(self, split: Split):  # noqa: ANN202 (polars is lazy)
         import polars as pl

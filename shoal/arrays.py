@@ -101,7 +101,6 @@ class ArraySession:
     """
 
     def __init__(self, uri: str, name: str, lock_path: Path | None, *, home: str = "") -> None:
-        import icechunk
 
         self.uri, self.name, self.home = uri, name, home or uri
         self._lock = dataset_lock(lock_path)

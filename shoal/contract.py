@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from shoal.lineage import InputVersion
     from shoal.models.registry import ModelVersion
     from shoal.progress import Reporter
+    from shoal.splits import SplitRecord
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
@@ -66,8 +67,11 @@ def settings_error(error: ValidationError) -> str:
     """One line per a pydantic error: `--valid-start: expected YYYY-MM, got '1990-13'`."""
     parts = []
     for item in error.errors():
-        field = str(item["loc"][0]).replace("_", "-") if item["loc"] else "settings"
         message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a rule over several options names them itself
+            parts.append(message)
+            continue
+        field = str(item["loc"][0]).replace("_", "-")
         if item["type"] == "extra_forbidden":
             parts.append(f"--{field}: not an option of this task")
         else:
@@ -183,6 +187,7 @@ class FeatureSet:
     Attributes:
         task, dataset, version: whose features, the feature dataset, and its version.
         statistics: what the features were normalized with (fitted on train only), by name.
+        split: how the version was split (`shoal.splits.SplitRecord`: rule, parameters, items per split).
         splits: the split names.
         arrays_of: split -> its arrays, by name (views of the stored data where it can).
         dataset_of: split -> a torch Dataset of its items: {"x": ..., and the targets ("label"; for
@@ -193,6 +198,7 @@ class FeatureSet:
     dataset: str
     version: int
     statistics: Mapping[str, Any]
+    split: SplitRecord
     splits: tuple[str, ...]
     arrays_of: Callable[[str], Mapping[str, Any]]
     dataset_of: Callable[[str], Any]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from shoal.errors import CatalogError
 from shoal.features.enso import DATASET as FEATURES
-from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build
+from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build, split_record
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
 from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
@@ -53,7 +53,10 @@ PHASE_THRESHOLD = 0.5  # °C of anomaly: the NOAA El Niño / La Niña threshold
 class EnsoSettings(TaskSettings):
     """Options of the ENSO task (`--valid-start`, `--test-start`, `--coarsen`, `--leads` and the shared ones)."""
 
-    feature_fields = ("valid_start", "test_start", "coarsen")
+    feature_fields = ("split", "valid_start", "test_start", "coarsen")
+    split: Literal["by_time"] = Field(
+        "by_time", description="by_time, the one rule of a series: neighbouring months are alike, so a random "
+                               "split of months would put near-copies of test months in train.")
     valid_start: str = Field("1990-01", description="First validation month, YYYY-MM; training is before it.")
     test_start: str = Field("2005-01", description="First test month, YYYY-MM; the only months skill is reported on.")
     coarsen: int = Field(1, ge=1, le=30, description="Average blocks of N x N 1° cells (1 = the analysis' grid).")
@@ -297,7 +300,8 @@ class Enso(Task):
 
         statistics = {name: RunningStats.from_dict(value) for name, value in features.parameters["statistics"].items()}
         return FeatureSet(task=self.name, dataset=FEATURES, version=features.version, statistics=statistics,
-                          splits=PERIODS, arrays_of=arrays, dataset_of=lambda split: features.windows(split, (1,)))
+                          split=split_record(features.config, features.split[features.present]), splits=PERIODS,
+                          arrays_of=arrays, dataset_of=lambda split: features.windows(split, (1,)))
 
 
 def _date(month: np.datetime64) -> Any:

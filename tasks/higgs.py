@@ -13,20 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from shoal.datasets.higgs import FEATURES, SPLITS
-from shoal.errors import CatalogError
-from shoal.features.higgs import DATASET as FEATURE_TABLE
-from shoal.features.higgs import HiggsFeatures, build
-from shoal.lineage import InputVersion, Provenance
 from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
                             register_task, replacing)
+from shoal.datasets.higgs import FEATURES
+from shoal.errors import CatalogError
 from shoal.evaluation import Metric, Scoring, accuracy, roc_auc
+from shoal.features.higgs import DATASET as FEATURE_TABLE
+from shoal.features.higgs import HiggsFeatures, HiggsSplit, build
+from shoal.lineage import InputVersion, Provenance
+from shoal.splits import SPLITS, RandomSplitSettings
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -45,8 +46,13 @@ EXPLAINED = 1000  # test rows whose masks are stored and drawn
 BATCH = 16_384  # rows per inference batch
 
 
-class HiggsSettings(TaskSettings):
+class HiggsSettings(TaskSettings, RandomSplitSettings):
     """Options of the HIGGS task; the defaults are TabNet-S as the analysis trained it."""
+
+    feature_fields = ("split", "valid_fraction", "test_fraction", "seed")
+    split: Literal["official", "random"] = Field(
+        "official", description="official (the paper's: test = the last 500,000 rows of the file, valid = the "
+                                "500,000 before; quarters of a small file) or random (by row, seeded by --seed).")
 
     epochs: int = Field(10, ge=1, description="Training epochs.")
     batch_size: int = Field(16_384, ge=1, description="Rows per step.")
@@ -73,7 +79,7 @@ def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: s
     return torch.sigmoid(predict(TabNetLogits(model), features.rows(split), batch_size=BATCH, device=device)).numpy()
 
 
-SCORING = Scoring(title="HIGGS signal vs background on the test rows",
+SCORING = Scoring(title="HIGGS signal vs background on the test rows ({split} split)",
                   metrics=(Metric("accuracy", "accuracy", digits=4), Metric("roc_auc", "ROC AUC", digits=4)),
                   primary="roc_auc", count="rows")
 
@@ -109,7 +115,9 @@ class Higgs(Task):
 
     def build_features(self, catalog: Catalog, settings: HiggsSettings, reporter: Reporter) -> FeatureBuild:
         """Build (or reuse) `higgs_features` for the latest `higgs`."""
-        return build(catalog, reporter=reporter)
+        split = HiggsSplit(rule=settings.split, seed=settings.seed, valid_fraction=settings.valid_fraction,
+                           test_fraction=settings.test_fraction)
+        return build(catalog, split=split, reporter=reporter)
 
     def prepare(self, catalog: Catalog, settings: HiggsSettings, feature_version: int | str | None) -> Prepared:
         """TabNet-S over the 28 features, and the train / valid rows on the device-stageable Dataset."""
@@ -140,7 +148,7 @@ class Higgs(Task):
         if len(label) == 0:
             raise CatalogError(f"no test row in {FEATURE_TABLE} version {features.version}; ingest a HIGGS file")
         forecasts = {"model": _probabilities(model, features, "test", device=device)} | baselines(features)
-        return {"period": "test", "skill": [{"method": name, **_scores(p, label)} for name, p in forecasts.items()]}
+        return {"period": "test", "split": features.split.rule, "skill": [{"method": name, **_scores(p, label)} for name, p in forecasts.items()]}
 
     def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """P(signal) of every row, TabNet's global and per-row importances, and a heatmap of the masks."""
@@ -194,5 +202,5 @@ class Higgs(Task):
             return {"x": found.x, "label": found.label, "row_id": found.row_id}
 
         return FeatureSet(task=self.name, dataset=FEATURE_TABLE, version=features.version,
-                          statistics={"features": features.stats}, splits=SPLITS, arrays_of=arrays,
-                          dataset_of=features.rows)
+                          statistics={"features": features.stats}, split=features.split, splits=SPLITS,
+                          arrays_of=arrays, dataset_of=features.rows)

@@ -17,7 +17,6 @@ from shoal.features.audio import (
     SpectrogramConfig,
     SpeechFeatures,
     build,
-    random_split,
     spectrogram,
 )
 from shoal.lineage import Provenance
@@ -202,57 +201,27 @@ def test_labels_and_official_splits_come_from_the_table_in_clip_id_order(speech:
     assert int(valid[2]["label"]) == WORDS.index("yes")
 
 
-def test_the_random_split_is_70_15_15_and_deterministic_by_seed(tmp_path: Path) -> None:
-    codes = random_split(300, 0)
-    assert np.bincount(codes).tolist() == [210, 45, 45] and codes.dtype == np.int8
-    assert np.array_equal(random_split(300, 0), codes) and not np.array_equal(random_split(300, 1), codes)
-    assert np.bincount(random_split(9, 0)).tolist() == [6, 1, 2]
+def test_the_random_split_keeps_each_speaker_in_one_split_and_is_deterministic_by_seed(tmp_path: Path) -> None:
+    from shoal.datasets.speech_commands import speaker
+
     catalog = Catalog(tmp_path / "sample")
     write_speech(catalog, speech_table(SAMPLE))
-    build(catalog, config=AudioFeatureConfig(split="random", split_seed=3), device="cpu")
+    config = AudioFeatureConfig(split="random", seed=3, valid_fraction=0.15, test_fraction=0.15)
+    build(catalog, config=config, device="cpu")
     features = SpeechFeatures(catalog)
-    assert np.array_equal(features.split, random_split(300, 3))
-    assert len(features.clips("train")) == 210 and len(features.clips("test")) == 45
-    assert features.clip_id.tolist() == sorted(features.clip_id.tolist())
-    assert features.stats.count[0] == 210 * 101
+    by_speaker: dict[str, set[int]] = {}
+    for clip, code in zip(features.clip_id, features.split, strict=True):
+        by_speaker.setdefault(speaker(clip), set()).add(int(code))
+    assert all(len(codes) == 1 for codes in by_speaker.values())  # no voice on both sides
+    shares = np.bincount([next(iter(codes)) for codes in by_speaker.values()], minlength=3) / len(by_speaker)
+    np.testing.assert_allclose(shares, [0.7, 0.15, 0.15], atol=0.1)  # of ~250 speakers
+    assert SpeechFeatures(catalog).split.tolist() == features.split.tolist()
+    other = build(catalog, config=AudioFeatureConfig(split="random", seed=4), device="cpu")
+    assert not np.array_equal(SpeechFeatures(catalog, version=other.version).split, features.split)
+    record = catalog.lineage("speech_features", version=0).parameters["split"]
+    assert record["rule"] == "random" and record["parameters"]["by"] == "speaker"
+    assert sum(record["counts"].values()) == 300 and record["counts"]["train"] == int((features.split == 0).sum())
     train = features.clips("train")
-    x = train.to(torch.device("cpu")).gather(torch.arange(len(train)))["x"].double()  # (210, 1, 257, 101) normalized
+    assert features.stats.count[0] == len(train) * 101
+    x = train.to(torch.device("cpu")).gather(torch.arange(len(train)))["x"].double()  # normalized on these clips
     np.testing.assert_allclose(x.mean(dim=(0, 1, 3)).numpy(), 0.0, atol=1e-4)
-    np.testing.assert_allclose(x.std(dim=(0, 1, 3), correction=0).numpy(), 1.0, rtol=1e-4)
-
-
-def test_the_same_inputs_give_the_same_feature_bytes(speech: Catalog, tmp_path: Path) -> None:
-    config = AudioFeatureConfig(materialize=True)
-    build(speech, config=config, device="cpu")
-    again = Catalog(tmp_path / "again")
-    write_speech(again, speech_table(FIXTURES))
-    build(again, config=config, device="cpu")
-    a, b = speech.open_array("speech_features").load(), again.open_array("speech_features").load()
-    for name in ("spectrogram", "mean", "std", "label_index", "split"):
-        assert a[name].values.tobytes() == b[name].values.tobytes(), name
-    assert a.clip_id.values.tolist() == b.clip_id.values.tolist()
-
-
-def test_a_missing_speech_table_is_refused_with_the_command_that_fixes_it(tmp_path: Path) -> None:
-    with pytest.raises(CatalogError, match=r"run `shoal ingest speech PATH` first") as error:
-        build(Catalog(tmp_path / "empty"), config=AudioFeatureConfig())
-    assert "\n" not in str(error.value)
-    with pytest.raises(CatalogError, match=r"run `shoal features speech` first"):
-        SpeechFeatures(Catalog(tmp_path / "empty"))
-
-
-def test_the_generic_train_loop_sees_the_same_batches_staged_or_through_a_dataloader(speech: Catalog, tmp_path: Path) -> None:
-    from shoal.models.audio_cnn import AudioCNN, AudioCNNConfig, speech_loss
-    from shoal.models.train import TrainConfig, seeded, train
-
-    build(speech, config=AudioFeatureConfig(), device="cpu")
-    features = SpeechFeatures(speech)
-    config = AudioCNNConfig(channels=(4, 4, 4, 4), hidden=8)
-    histories = []
-    for stage in (True, False):
-        model = seeded(0, lambda: AudioCNN(config))
-        result = train(model, loss_fn=speech_loss, train_data=features.clips("train"), val_data=features.clips("valid"),
-                       config=TrainConfig(epochs=2, batch_size=2, device="cpu", stage=stage),
-                       checkpoint_dir=tmp_path / f"run{stage}")
-        histories.append(result.history)
-    assert histories[0] == histories[1]

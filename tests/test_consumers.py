@@ -42,9 +42,11 @@ def test_every_task_opens_its_splits_as_arrays_datasets_and_seeded_loaders_with_
     features = shoal.open_features(task, home=home)
     assert features.task == task and features.splits == ("train", "valid", "test") and features.version == 0
     assert features.statistics and all(isinstance(s, RunningStats) for s in features.statistics.values())
+    assert features.split.rule == {"enso": "by_time", "speech": "official", "higgs": "official"}[task]
     for split in features.splits:
         arrays = features.arrays(split)
         assert all(len(a) == len(next(iter(arrays.values()))) > 0 for a in arrays.values())
+        assert features.split.counts[split] == len(next(iter(arrays.values())))  # the version reports its split
         dataset = features.torch_dataset(split)
         assert len(dataset) > 0
         batch = next(iter(features.loader(split, batch_size=2)))

@@ -22,6 +22,7 @@ from shoal.catalog import Catalog
 from shoal.contract import FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, building, replacing
 from shoal.evaluation import MODEL, Metric, Scoring, correlation, rmse
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
+from shoal.splits import SplitRecord
 
 FEATURES, PREDICTIONS, LAGS = "oni_lag_features", "oni_lag_predictions", 3
 SPLITS = ("train", "valid", "test")
@@ -131,7 +132,9 @@ class OniLag(Task):
 
     def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
         chosen, table = self._table(catalog, version)
-        return FeatureSet(task=self.name, dataset=FEATURES, version=chosen, statistics={}, splits=SPLITS,
+        codes = np.array([SPLITS.index(name) for name in table["split"].to_pylist()])
+        split = SplitRecord.of("by_time", {"valid_start": "2005-01", "test_start": "2010-01"}, codes)
+        return FeatureSet(task=self.name, dataset=FEATURES, version=chosen, statistics={}, split=split, splits=SPLITS,
                           arrays_of=lambda split: {"x": _Rows(table, split).x.numpy()},
                           dataset_of=lambda split: _Rows(table, split))
 

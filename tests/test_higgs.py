@@ -1,4 +1,4 @@
-"""HIGGS ingest: real rows in the UCI format, plain, gzip and zip, the split of the tail, bad input."""
+"""HIGGS ingest: real rows in the UCI format, plain, gzip and zip, row numbers, bad input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from shoal.datasets import higgs
-from shoal.datasets.higgs import COLUMNS, DATASET, FEATURES, ingest, split_sizes
+from shoal.datasets.higgs import COLUMNS, DATASET, FEATURES, ingest, official_split
 from shoal.lineage import SourceFile
 from tests.test_cli import _one_error_line, shoal
 
@@ -39,68 +39,45 @@ def _table(catalog) -> pl.DataFrame:  # noqa: ANN001
     return pl.read_delta(catalog.uri("table", DATASET)).sort("row_id")
 
 
-def test_the_real_rows_land_as_float32_columns_with_row_ids_and_the_split(catalog, first5: Path) -> None:
+def test_the_real_rows_land_as_float32_columns_with_their_row_numbers_and_no_split(catalog, first5: Path) -> None:
     report = ingest(catalog, [first5])
     assert report.exit_code == 0 and report.version == 0
     rows = _table(catalog)
-    assert rows.columns == ["row_id", "label", *FEATURES, "split"]
+    assert rows.columns == ["row_id", "label", *FEATURES]  # the split is the feature version's, not a fact of the file
     assert rows.schema["label"] == pl.Int8 and rows.schema["lepton_pT"] == pl.Float32 and rows.schema["row_id"] == pl.Int64
     expected = np.loadtxt(first5, delimiter=",")
     np.testing.assert_array_equal(rows.select(FEATURES).to_numpy(), expected[:, 1:].astype(np.float32))
     assert rows["label"].to_list() == expected[:, 0].astype(int).tolist() == [1, 1, 1, 0, 1]
     assert rows["row_id"].to_list() == [0, 1, 2, 3, 4]
-    assert rows["split"].to_list() == ["train", "train", "train", "valid", "test"]
     lineage = catalog.lineage(DATASET)
     assert lineage.sources == (SourceFile.of(first5),) and lineage.rows == 5
+    assert lineage.parameters["official_split"] == {"train": 3, "valid": 1, "test": 1}
 
 
 @pytest.mark.parametrize(("rows", "sizes"), [
     (11_000_000, (10_000_000, 500_000, 500_000)), (2_000_000, (1_000_000, 500_000, 500_000)),
     (1_999_999, (1_000_001, 499_999, 499_999)), (200_000, (100_000, 50_000, 50_000)), (3, (1, 1, 1)),
 ])
-def test_split_sizes_hold_out_the_paper_tail_or_quarters_of_a_small_file(rows: int, sizes: tuple[int, int, int]) -> None:
-    assert split_sizes(rows) == sizes and sum(sizes) == rows
+def test_the_official_split_holds_out_the_paper_tail_or_quarters_of_a_small_file(rows: int,
+                                                                                  sizes: tuple[int, int, int]) -> None:
+    assert official_split(rows) == sizes and sum(sizes) == rows
 
 
-def _small_split(monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(higgs, "HELD_OUT", 20)
-    monkeypatch.setattr(higgs, "TAIL", 40)
-
-
-@pytest.mark.parametrize("estimate", [0, 40, 149, 150, 151, 10_000])
-def test_the_split_is_exact_whatever_the_row_estimate_of_the_streaming_query(catalog, first5: Path, monkeypatch,  # noqa: ANN001
-                                                                            estimate: int) -> None:
-    _small_split(monkeypatch)
-    monkeypatch.setattr(higgs, "FILE_ROWS", 7)  # many files, most of them wholly train, valid or test
-    monkeypatch.setattr(higgs, "_estimated_rows", lambda path, gzipped: estimate)
+@pytest.mark.parametrize("wrap", ["plain", "zip"])
+def test_row_numbers_run_in_file_order_across_files_and_blocks(catalog, first5: Path, monkeypatch, wrap: str) -> None:  # noqa: ANN001
+    monkeypatch.setattr(higgs, "FILE_ROWS", 7)  # the streaming query writes many files
+    monkeypatch.setattr(higgs, "BLOCK", 3000)  # ~5 rows a block: the block-wise path reads many blocks
     path = _write(first5.parent / "many.csv", _lines(first5) * 30)
+    if wrap == "zip":
+        wrapped = first5.parent / "many.zip"
+        with zipfile.ZipFile(wrapped, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.write(path, "HIGGS.csv")
+        path = wrapped
     assert ingest(catalog, [path]).exit_code == 0
-    rows = pl.read_delta(catalog.uri("table", DATASET))  # in the table's own file order
-    assert rows["row_id"].to_list() == list(range(150))
-    assert rows["split"].to_list() == ["train"] * 110 + ["valid"] * 20 + ["test"] * 20
-    assert len(list(Path(catalog.uri("table", DATASET)).rglob("*.parquet"))) == 22
-
-
-@pytest.mark.parametrize("compress", [lambda data: data, gzip.compress])
-def test_the_row_estimate_is_within_a_percent_for_plain_and_gzip_files(tmp_path: Path, compress) -> None:  # noqa: ANN001
-    lines = _lines(FIRST5) * 2000
-    path = tmp_path / "estimate"
-    path.write_bytes(compress("".join(f"{line}\n" for line in lines).encode()))
-    estimate = higgs._estimated_rows(path, gzipped=compress is gzip.compress)
-    assert abs(estimate - len(lines)) <= 0.01 * len(lines)
-
-
-def test_a_zip_is_read_block_by_block_with_its_tail_held_back_until_the_end(catalog, first5: Path, monkeypatch) -> None:  # noqa: ANN001
-    _small_split(monkeypatch)
-    monkeypatch.setattr(higgs, "BLOCK", 3000)  # ~5 rows a block: many blocks, most of them written before the end
-    path = _write(first5.parent / "many.csv", _lines(first5) * 30)
-    wrapped = first5.parent / "many.zip"
-    with zipfile.ZipFile(wrapped, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, "HIGGS.csv")
-    assert ingest(catalog, [wrapped]).exit_code == 0
     rows = _table(catalog)
     assert rows["row_id"].to_list() == list(range(150))
-    assert rows["split"].to_list() == ["train"] * 110 + ["valid"] * 20 + ["test"] * 20
+    np.testing.assert_array_equal(rows["label"].to_numpy(), np.tile([1, 1, 1, 0, 1], 30))
+    assert catalog.lineage(DATASET).rows == 150
 
 
 def test_gzip_and_zip_stream_to_the_rows_of_the_plain_file(catalog, first5: Path, tmp_path: Path) -> None:

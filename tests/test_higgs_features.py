@@ -1,4 +1,5 @@
-"""HIGGS features: standardized on train only, content-addressed, zero-copy arrays, bounded batches."""
+"""HIGGS features: the version's split, standardized on its train rows only, content-addressed, zero-copy
+arrays, bounded batches."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from shoal.catalog import Catalog
 from shoal.datasets import higgs
 from shoal.errors import CatalogError
-from shoal.features.higgs import HiggsFeatures, build
+from shoal.features.higgs import HiggsFeatures, HiggsSplit, build
 
 FIRST5 = Path(__file__).parent / "data" / "higgs" / "higgs_first5.csv"
 
@@ -37,21 +38,53 @@ def built(catalog: Catalog, rows_file: Path) -> Catalog:
     return catalog
 
 
-def _raw(catalog: Catalog, split: str) -> np.ndarray:
+def _raw(catalog: Catalog, row_ids: np.ndarray) -> np.ndarray:
     import polars as pl
 
-    frame = catalog.scan_table("higgs").filter(pl.col("split") == split).sort("row_id").collect()
+    frame = catalog.scan_table("higgs").filter(pl.col("row_id").is_in(row_ids.tolist())).sort("row_id").collect()
     return frame.select(higgs.FEATURES).to_numpy().astype(np.float64)
+
+
+def test_the_official_split_is_the_paper_tail_of_the_file(built: Catalog) -> None:
+    features = HiggsFeatures(built)  # 40 rows: a small file's quarters
+    assert [features.arrays(name).row_id.tolist() for name in ("train", "valid", "test")] == [
+        list(range(20)), list(range(20, 30)), list(range(30, 40))]
+    assert features.split.rule == "official" and features.split.counts == {"train": 20, "valid": 10, "test": 10}
+
+
+def test_a_random_split_is_seeded_by_row_and_fits_its_statistics_on_its_own_train_rows(built: Catalog) -> None:
+    first = build(built, split=HiggsSplit("random", seed=1, valid_fraction=0.25, test_fraction=0.25))
+    again = build(built, split=HiggsSplit("random", seed=1, valid_fraction=0.25, test_fraction=0.25))
+    other = build(built, split=HiggsSplit("random", seed=2, valid_fraction=0.25, test_fraction=0.25))
+    assert not first.reused and again.reused and again.version == first.version and other.version != first.version
+    one, two = HiggsFeatures(built, version=first.version), HiggsFeatures(built, version=other.version)
+    train = one.arrays("train").row_id
+    assert one.split.rule == "random" and one.split.parameters["seed"] == 1 and sum(one.split.counts.values()) == 40
+    assert not np.array_equal(train, two.arrays("train").row_id)  # another seed, other rows
+    assert sorted(np.concatenate([one.arrays(name).row_id for name in ("train", "valid", "test")])) == list(range(40))
+    assert not np.array_equal(train, np.arange(len(train)))  # not the head of the file
+    np.testing.assert_allclose(one.stats.mean, _raw(built, train).mean(axis=0), rtol=1e-12)
+
+
+def test_a_row_keeps_its_random_split_when_the_table_grows(built: Catalog, rows_file: Path) -> None:
+    rule = HiggsSplit("random", seed=4)
+    small = HiggsFeatures(built, version=build(built, split=rule).version)
+    longer = rows_file.parent / "longer.csv"
+    longer.write_text(rows_file.read_text() * 3)
+    higgs.ingest(built, [longer])
+    large = HiggsFeatures(built, version=build(built, split=rule).version)
+    for name in ("train", "valid", "test"):
+        assert set(small.arrays(name).row_id) == set(large.arrays(name).row_id) & set(range(40))
 
 
 def test_statistics_come_from_the_training_rows_only_and_standardize_every_split(built: Catalog) -> None:
     features = HiggsFeatures(built)
-    train = _raw(built, "train")
+    train = _raw(built, np.arange(20))
     np.testing.assert_allclose(features.stats.mean, train.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(features.stats.std, train.std(axis=0), rtol=1e-9)
     for split in ("train", "valid", "test"):
         arrays = features.arrays(split)
-        expected = ((_raw(built, split) - train.mean(axis=0)) / train.std(axis=0)).astype(np.float32)
+        expected = ((_raw(built, arrays.row_id) - train.mean(axis=0)) / train.std(axis=0)).astype(np.float32)
         np.testing.assert_allclose(arrays.x, expected, atol=1e-5)
         assert arrays.x.dtype == np.float32 and arrays.x.shape[1] == 28
     train_x = features.arrays("train").x.astype(np.float64)

@@ -88,12 +88,12 @@ def test_sample_is_deterministic_and_pinned(tmp_path: Path) -> None:
 
 
 def test_each_split_of_a_sample_draws_from_its_own_real_rows() -> None:
-    from shoal.datasets.higgs import split_sizes
+    from shoal.datasets.higgs import official_split
     from shoal.datasets.higgs_sample import _pools
 
     pools = _pools(7_500)
     assert pools.tolist() == [[0, 6_000], [6_000, 1_000], [7_000, 500]]  # disjoint: no copies across splits
-    train, valid, test = split_sizes(4_000)
+    train, valid, test = official_split(4_000)
     assert (train, valid, test) == (2_000, 1_000, 1_000)
 
 
