@@ -48,15 +48,19 @@ def plot_hindcast(path: Path, table: pa.Table, *, lead: int, title: str) -> Path
 
 
 def plot_skill(path: Path, skill: Sequence[Mapping[str, Any]], *, title: str) -> Path:
-    """Test correlation against lead, one line per method (the model and each baseline)."""
+    """Test correlation against lead, one line per method (the model and each baseline), with its 95% band."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
     for method in dict.fromkeys(row["method"] for row in skill):
-        points = sorted((row["lead"], row["correlation"]) for row in skill if row["method"] == method)
-        leads, correlation = zip(*points, strict=True)
-        axes.plot(leads, correlation, marker="o", label=method, linewidth=2.5 if method == "model" else 1.2)
+        rows = sorted((row for row in skill if row["method"] == method), key=lambda row: row["lead"])
+        leads = [row["lead"] for row in rows]
+        line, = axes.plot(leads, [row["correlation"] for row in rows], marker="o", label=method,
+                          linewidth=2.5 if method == "model" else 1.2)
+        band = [row.get("interval", {}).get("correlation", [np.nan, np.nan]) for row in rows]
+        axes.fill_between(leads, [low for low, _ in band], [high for _, high in band], color=line.get_color(),
+                          alpha=0.15, linewidth=0)
     axes.axhline(0.5, color="grey", linewidth=0.5, linestyle="--")
     axes.set_xlabel("lead (months)")
     axes.set_ylabel("correlation on the test period")

@@ -50,7 +50,7 @@ class TaskSettings(BaseModel):
     max_batches: int | None = Field(None, ge=1, description="Stop each epoch after N batches.")
     lr: float = Field(1e-3, gt=0, description="The optimizer's learning rate.")
     optimizer: Literal["adam", "adadelta"] = Field("adam", description="adam, or adadelta (rho 0.95, eps 1e-7).")
-    seed: int = Field(0, description="Seed of weights and shuffles.")
+    seed: int = Field(0, description="Seed of weights, shuffles and a random split.")
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     compile: bool = Field(False, description="Run the model through torch.compile.")
     amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="Mixed precision on cuda.")

@@ -30,7 +30,7 @@ from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
 from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
                             register_task, replacing)
-from shoal.evaluation import Metric, Scoring, accuracy, correlation, rmse
+from shoal.evaluation import Metric, Scoring, accuracy_of, correlation_of, rmse_of, score
 
 if TYPE_CHECKING:
     import torch
@@ -90,14 +90,10 @@ class EnsoSettings(TaskSettings):
 
 SCORING = Scoring(
     title="Niño 3.4 anomaly, test period from {test_start}",
-    metrics=(Metric("correlation", "correlation"), Metric("rmse_c", "RMSE °C", higher_is_better=False),
-             Metric("phase_accuracy", "phase accuracy")),
-    primary="correlation", count="months", group="lead")
-
-
-def _scores(predicted: np.ndarray, observed: np.ndarray, phase_predicted: np.ndarray, phase_observed: np.ndarray) -> dict[str, float]:
-    return {"rmse_c": rmse(predicted, observed), "correlation": correlation(predicted, observed),
-            "phase_accuracy": accuracy(phase_predicted, phase_observed), "months": len(observed)}
+    metrics=(Metric("correlation", "correlation", correlation_of("anomaly", "anomaly")),
+             Metric("rmse_c", "RMSE °C", rmse_of("anomaly", "anomaly"), higher_is_better=False),
+             Metric("phase_accuracy", "phase accuracy", accuracy_of("phase", "phase"))),
+    primary="correlation", count="months", group="lead", block=12)
 
 
 def threshold_phase(anomaly: np.ndarray) -> np.ndarray:
@@ -231,8 +227,9 @@ class Enso(Task):
             truth = observed_phase[rows[lead] - 1 + lead]
             forecasts = {"model": (anomaly[at, column], probabilities[at, column].argmax(axis=1))}
             forecasts |= baselines(features.series, rows[lead], lead)
-            skill += [{"lead": lead, "method": name, **_scores(value, observed, phase, truth)}
-                      for name, (value, phase) in forecasts.items()]
+            skill += score(SCORING, {"anomaly": observed, "phase": truth},
+                           {name: {"anomaly": value, "phase": phase} for name, (value, phase) in forecasts.items()},
+                           group=lead)
         return {"period": "test", "test_start": features.config.test_start, "valid_start": features.config.valid_start,
                 "leads": list(leads), "skill": skill}
 

@@ -23,7 +23,7 @@ from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task,
                             register_task, replacing)
 from shoal.datasets.higgs import FEATURES
 from shoal.errors import CatalogError
-from shoal.evaluation import Metric, Scoring, accuracy, roc_auc
+from shoal.evaluation import Metric, Scoring, accuracy_of, roc_auc_of, score
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, HiggsSplit, build
 from shoal.lineage import InputVersion, Provenance
@@ -80,12 +80,9 @@ def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: s
 
 
 SCORING = Scoring(title="HIGGS signal vs background on the test rows ({split} split)",
-                  metrics=(Metric("accuracy", "accuracy", digits=4), Metric("roc_auc", "ROC AUC", digits=4)),
+                  metrics=(Metric("accuracy", "accuracy", accuracy_of("probability", "label", lambda p: p >= 0.5), 4),
+                           Metric("roc_auc", "ROC AUC", roc_auc_of("probability", "label"), 4)),
                   primary="roc_auc", count="rows")
-
-
-def _scores(probability: np.ndarray, label: np.ndarray) -> dict[str, float]:
-    return {"accuracy": accuracy(probability >= 0.5, label), "roc_auc": roc_auc(probability, label), "rows": len(label)}
 
 
 def baselines(features: HiggsFeatures) -> dict[str, np.ndarray]:
@@ -148,7 +145,8 @@ class Higgs(Task):
         if len(label) == 0:
             raise CatalogError(f"no test row in {FEATURE_TABLE} version {features.version}; ingest a HIGGS file")
         forecasts = {"model": _probabilities(model, features, "test", device=device)} | baselines(features)
-        return {"period": "test", "split": features.split.rule, "skill": [{"method": name, **_scores(p, label)} for name, p in forecasts.items()]}
+        skill = score(SCORING, {"label": label}, {name: {"probability": p} for name, p in forecasts.items()})
+        return {"period": "test", "split": features.split.rule, "skill": skill}
 
     def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """P(signal) of every row, TabNet's global and per-row importances, and a heatmap of the masks."""

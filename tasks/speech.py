@@ -30,7 +30,7 @@ from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build, spli
 from shoal.lineage import InputVersion, Provenance
 from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
                             register_task, replacing)
-from shoal.evaluation import Metric, Scoring, accuracy
+from shoal.evaluation import Metric, Scoring, accuracy_of, score
 from shoal.splits import RandomSplitSettings
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ def baselines(features: SpeechFeatures, *, device: str) -> dict[str, np.ndarray]
 
 
 SCORING = Scoring(title="Speech Commands word accuracy on test ({split} split)",
-                  metrics=(Metric("accuracy", "accuracy"),), primary="accuracy", count="clips")
+                  metrics=(Metric("accuracy", "accuracy", accuracy_of("label", "label")),), primary="accuracy",
+                  count="clips")
 
 
 @register_task("speech")
@@ -159,9 +160,8 @@ class Speech(Task):
         confusion = np.zeros((classes, classes), dtype=np.int64)
         np.add.at(confusion, (truth, predicted), 1)
         present = np.nonzero(confusion.sum(axis=1))[0]
-        skill = [{"method": "model", "accuracy": accuracy(predicted, truth), "clips": len(truth)}]
-        skill += [{"method": name, "accuracy": accuracy(guess, truth), "clips": len(truth)}
-                  for name, guess in baselines(features, device=device).items()]
+        forecasts = {"model": predicted} | baselines(features, device=device)
+        skill = score(SCORING, {"label": truth}, {name: {"label": guess} for name, guess in forecasts.items()})
         return {"period": "test", "split": features.config.split, "skill": skill,
                 "per_class_accuracy": {WORDS[i]: float(confusion[i, i] / confusion[i].sum()) for i in present},
                 "labels": list(WORDS[:classes]), "confusion": confusion.tolist()}

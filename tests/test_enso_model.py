@@ -151,12 +151,21 @@ def test_on_the_real_ersstv5_series_the_linear_baseline_beats_persistence_as_pub
         assert np.corrcoef(forecasts["persistence"][0], observed)[0, 1] == pytest.approx(persistence, abs=1e-3)
 
 
-def test_the_verdict_says_where_the_model_wins_and_where_it_loses() -> None:
-    skill = [{"lead": 1, "method": "model", "correlation": 0.5}, {"lead": 1, "method": "linear", "correlation": 0.9},
-             {"lead": 3, "method": "model", "correlation": 0.7}, {"lead": 3, "method": "linear", "correlation": 0.6},
-             {"lead": 3, "method": "persistence", "correlation": float("nan")}]
-    assert verdict(SCORING, skill) == ("The model beats every baseline's correlation at lead 3; it loses to the best baseline "
-                              "at lead 1 (linear 0.900 vs model 0.500)")
+def test_the_verdict_judges_each_lead_on_moving_blocks_of_months() -> None:
+    from shoal.evaluation import score
+
+    rng = np.random.default_rng(0)
+    observed = np.convolve(rng.normal(size=200), np.ones(6) / 6, mode="same")  # autocorrelated like an index
+    good, poor = observed + rng.normal(0, 0.05, 200), observed + rng.normal(0, 0.5, 200)
+    skill = []
+    for lead, (model, linear) in {1: (poor, good), 3: (good, poor)}.items():
+        phases = {"phase": np.zeros(200, int)}
+        skill += score(SCORING, {"anomaly": observed, **phases},
+                       {"model": {"anomaly": model, **phases}, "linear": {"anomaly": linear, **phases},
+                        "climatology": {"anomaly": np.zeros(200), **phases}}, group=lead)
+    said = verdict(SCORING, skill)
+    assert said.startswith("At lead 1 the model is worse than linear (correlation 0.")
+    assert "; at lead 3 the model is better than linear (correlation 0.9" in said
     assert PERIODS == ("train", "valid", "test")
 
 

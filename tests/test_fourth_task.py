@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from shoal import contract
 from shoal.catalog import Catalog
 from shoal.contract import FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, building, replacing
-from shoal.evaluation import MODEL, Metric, Scoring, correlation, rmse
+from shoal.evaluation import MODEL, Metric, Scoring, correlation_of, rmse_of, score
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.splits import SplitRecord
 
@@ -63,8 +63,9 @@ class OniLag(Task):
     predictions = PREDICTIONS
     settings = TaskSettings
     scoring = Scoring(title="Niño 3.4 anomaly next month, {months} test months",
-                      metrics=(Metric("rmse", "RMSE °C", higher_is_better=False), Metric("correlation", "correlation")),
-                      primary="rmse", count="months")
+                      metrics=(Metric("rmse", "RMSE °C", rmse_of("y", "y"), higher_is_better=False),
+                               Metric("correlation", "correlation", correlation_of("y", "y"))),
+                      primary="rmse", count="months", block=12)
 
     def sources(self, paths: Sequence[Path]) -> list[tuple[str, list[Path]]]:
         return [("oni", [Path(p) for p in paths])]
@@ -112,9 +113,8 @@ class OniLag(Task):
         with torch.no_grad():
             forecasts = {MODEL: model.cpu()(test.x).squeeze(-1).numpy(), "persistence": test.x[:, -1].numpy(),
                          "climatology": np.zeros_like(observed)}
-        return {"months": len(observed), "skill": [
-            {"method": name, "rmse": rmse(value, observed), "correlation": correlation(value, observed),
-             "months": len(observed)} for name, value in forecasts.items()]}
+        skill = score(self.scoring, {"y": observed}, {name: {"y": value} for name, value in forecasts.items()})
+        return {"months": len(observed), "skill": skill}
 
     def predict(self, catalog: Catalog, model: Any, entry: Any, *, device: str) -> Predicted:
         import torch

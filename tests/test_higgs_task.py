@@ -58,16 +58,23 @@ def test_predictions_cover_every_row_and_explanations_sum_to_one(trained: Simple
     assert plot.name.endswith("_masks.png") and plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_the_verdict_says_when_tabnet_loses_and_when_it_wins() -> None:
-    from shoal.evaluation import verdict
+def test_the_verdict_compares_tabnet_with_the_best_baseline_by_a_paired_bootstrap_of_the_auc() -> None:
+    from shoal.evaluation import score, verdict
     from shoal.tasks.higgs import SCORING
 
-    skill = [{"method": "model", "accuracy": 0.70, "roc_auc": 0.75},
-             {"method": "hist_gradient_boosting", "accuracy": 0.72, "roc_auc": 0.80},
-             {"method": "majority", "accuracy": 0.53, "roc_auc": 0.5}]
-    assert verdict(SCORING, skill) == "The model loses to the hist_gradient_boosting baseline: test ROC AUC 0.7500 vs 0.8000"
-    skill[0] = {"method": "model", "accuracy": 0.79, "roc_auc": 0.86}
-    assert verdict(SCORING, skill) == "The model beats every baseline: test ROC AUC 0.8600 vs hist_gradient_boosting 0.8000"
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 2000)
+    signal = label + rng.normal(0, 1.0, 2000)  # AUC ~0.76
+    sharp = label + rng.normal(0, 0.5, 2000)  # AUC ~0.92
+    forecasts = {"hist_gradient_boosting": sharp, "majority": np.full(2000, 1.0)}
+    losing = score(SCORING, {"label": label}, {name: {"probability": p} for name, p in
+                                               ({"model": signal} | forecasts).items()})
+    assert verdict(SCORING, losing).startswith("The model is worse than hist_gradient_boosting (ROC AUC 0.7")
+    assert set(losing[0]["interval"]) == {"accuracy", "roc_auc"} and losing[0]["rows"] == 2000
+    winning = score(SCORING, {"label": label}, {name: {"probability": p} for name, p in
+                                                ({"model": sharp + rng.normal(0, 0.1, 2000), "hist_gradient_boosting":
+                                                  signal, "majority": np.full(2000, 1.0)}).items()})
+    assert verdict(SCORING, winning).startswith("The model is better than hist_gradient_boosting (ROC AUC 0.9")
 
 
 def test_evaluate_through_the_cli_prints_the_table(trained: SimpleNamespace) -> None:

@@ -80,15 +80,22 @@ def test_predictions_hold_every_clip_with_its_top_3_words_and_a_confusion_png(tr
     assert plot.name.endswith("_confusion.png") and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_verdict_says_when_the_model_loses_and_when_it_wins() -> None:
-    from shoal.evaluation import verdict
+def test_the_verdict_on_a_few_clips_says_the_model_is_not_distinguishable_from_the_baseline() -> None:
+    from shoal.evaluation import score, verdict
     from shoal.tasks.speech import SCORING
 
-    losing = [{"method": "model", "accuracy": 0.1}, {"method": "majority", "accuracy": 0.05},
-              {"method": "mean_spectrum_logistic", "accuracy": 0.2}]
-    assert verdict(SCORING, losing) == "The model loses to the mean_spectrum_logistic baseline: test accuracy 0.100 vs 0.200"
-    winning = [{**losing[0], "accuracy": 0.9}, *losing[1:]]
-    assert verdict(SCORING, winning).startswith("The model beats every baseline: test accuracy 0.900")
+    truth = np.arange(51) % 10  # 51 test clips, as in the demo
+    model, linear = truth.copy(), truth.copy()
+    model[:10] = (model[:10] + 1) % 10  # 41 right
+    linear[5:17] = (linear[5:17] + 1) % 10  # 39 right
+    rows = score(SCORING, {"label": truth}, {"model": {"label": model}, "majority": {"label": np.zeros(51, int)},
+                                             "mean_spectrum_logistic": {"label": linear}})
+    assert verdict(SCORING, rows).startswith("The model is not distinguishable from mean_spectrum_logistic at this "
+                                             "test size (accuracy 0.80 vs 0.76")
+    many = np.arange(2000) % 10
+    clear = score(SCORING, {"label": many}, {"model": {"label": many}, "majority": {"label": np.zeros(2000, int)},
+                                             "mean_spectrum_logistic": {"label": (many + (np.arange(2000) % 3 == 0)) % 10}})
+    assert verdict(SCORING, clear).startswith("The model is better than mean_spectrum_logistic (accuracy 1.0")
 
 
 def test_evaluate_and_predict_through_the_cli_after_training(trained: SimpleNamespace) -> None:
