@@ -3,16 +3,20 @@
 The rows are grounded in real data: `sample_data/higgs_real_rows.csv.gz` holds 7,500 real
 rows of the UCI HIGGS table (Baldi, Sadowski & Whiteson 2014, CC BY 4.0, UCI id 280): the
 first 7,000 rows of HIGGS.csv and 500 more, from LightGBM's `examples/binary_classification`
-copy (MIT), which rounds every value to 3 decimals. `write_sample` draws from them a
+copy (MIT); every value of all 7,500 is rounded to 3 decimals. `write_sample` draws from them a
 SMOOTHED BOOTSTRAP of any length: each output row is a real row picked at random (its label
 kept) whose 24 continuous features get Gaussian jitter of `JITTER` (0.1) x that column's
 standard deviation over the real rows, reflected back into the column's real [min, max] (so
 transverse momenta and masses stay positive, angles stay in range); the four b-tags are
 discrete and are kept exactly. 0.1 x std is far below the spread of each class, so the
 relationship between label and features survives (the tests compare it with the real rows),
-while rows do not repeat. Each part of the file of the paper's split (`shoal.datasets.higgs.official_split`)
-draws from its own disjoint pool of real rows (`_pools`): a model that memorizes its training
-rows gains nothing on test. Values are rounded to float32, as every value of the
+while rows do not repeat. Each part of the file of the paper's split
+(`shoal.datasets.higgs.official_split`) draws from its own disjoint pool of real rows
+(`pools`): 60% / 20% / 20% of the 7,500, drawn at random (seeded, the same for every sample)
+within each label, so that each pool is like the whole and a model that memorizes its
+training rows gains nothing on test. The EFFECTIVE number of real test items is the test
+pool's 1,500 rows (`REAL_TEST_ROWS`), however many jittered copies the test part holds: a
+skill interval computed over the copies is narrower than the evidence supports. Values are rounded to float32, as every value of the
 real file is one.
 
 The file is the UCI text: no header, 29 comma-separated columns, the class first, every value
@@ -48,6 +52,8 @@ REAL_ROWS = Path(__file__).parent / "sample_data" / "higgs_real_rows.csv.gz"
 COLUMNS = 1 + len(FEATURES)  # the class, then the 28 features
 CHUNK_ROWS = 50_000  # ~37 MB of text a chunk: bounded memory (and faster than 100,000)
 JITTER = 0.1  # jitter std / column std
+POOL_SEED, POOL_SHARES = 280, (0.6, 0.2, 0.2)  # the real rows' draw into train / valid / test pools
+REAL_TEST_ROWS = 1_500  # the test pool of the embedded 7,500: a sample's effective number of test items
 GZIP_LEVEL = 2  # ISA-L's default: ~160 MB/s here (zlib level 1: ~55), ~0.4 of the text's size
 FILE_NAMES = {None: "HIGGS.csv", "gzip": "HIGGS.csv.gz", "zip": "higgs.zip"}
 ZIP_MEMBER = "HIGGS.csv.gz"  # UCI's higgs.zip wraps the .gz
@@ -114,15 +120,16 @@ def sample_rows(*, rows: int, seed: int = 0, real: np.ndarray | None = None) -> 
     base = real.astype(np.float64)
     scale = JITTER * np.array([_std(base[:, j]) for j in _CONTINUOUS])
     low, high = base[:, _CONTINUOUS].min(axis=0), base[:, _CONTINUOUS].max(axis=0)
-    pools = _pools(len(real))
+    drawn = pools(real[:, 0])
+    flat, sizes = np.concatenate(drawn), np.array([len(pool) for pool in drawn])
+    starts = np.cumsum(sizes) - sizes  # where each pool starts in `flat`
     train, valid, _ = official_split(rows) if rows >= 3 else (rows, 0, 0)
     for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
         count = min(CHUNK_ROWS, rows - start)
         picks, noise = (np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(2))
         position = np.arange(start, start + count)
         segment = (position >= train).astype(np.int64) + (position >= train + valid)  # the row's split in the file
-        first, size = pools[segment, 0], pools[segment, 1]
-        chosen = first + (picks.random(count) * size).astype(np.int64)  # a real row of the same split's pool
+        chosen = flat[starts[segment] + (picks.random(count) * sizes[segment]).astype(np.int64)]  # of its pool
         out = real[chosen]  # label and b-tags exactly as in the picked rows
         jittered = base[chosen][:, _CONTINUOUS] + scale * noise.standard_normal((count, len(_CONTINUOUS)))
         jittered = low + np.abs(jittered - low)  # reflect at the real minimum ...
@@ -131,14 +138,23 @@ def sample_rows(*, rows: int, seed: int = 0, real: np.ndarray | None = None) -> 
         yield out
 
 
-def _pools(rows: int) -> np.ndarray:
-    """(first row, rows) of the real rows each split of a sample draws from: disjoint, so no
-    real row has jittered copies on both sides of a split (a memorizing model would score its
-    own training rows). Of the embedded 7,500: train <- the first 6,000, valid <- the next
-    1,000, test <- the last 500 (LightGBM's held-out rows)."""
-    test = max(1, rows // 15)
-    valid = max(1, 2 * test)
-    return np.array([[0, rows - valid - test], [rows - valid - test, valid], [rows - test, test]])
+def pools(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The real rows (indices, sorted) each split of a sample draws from: train, valid, test.
+
+    Disjoint, so that no real row has jittered copies on both sides of a split (a memorizing
+    model would score its own training rows); POOL_SHARES of each label's rows, permuted by
+    POOL_SEED, so that the pools are alike (the file's order is not random: LightGBM's 500
+    come last).
+    """
+    rng = np.random.default_rng(POOL_SEED)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for value in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == value))
+        valid, test = (round(len(rows) * share) for share in POOL_SHARES[1:])
+        for part, piece in zip(parts, np.split(rows, [len(rows) - valid - test, len(rows) - test]), strict=True):
+            part.append(piece)
+    train, valid, test = (np.sort(np.concatenate(part)).astype(np.int64) for part in parts)
+    return train, valid, test
 
 
 def _std(column: np.ndarray) -> float:

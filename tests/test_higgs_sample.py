@@ -31,7 +31,7 @@ CONTINUOUS = [1 + i for i, name in enumerate(FEATURES) if name not in B_TAGS]
 VALUE = re.compile(rb"-?[0-9]\.[0-9]{18}e[+-][0-9]{2}")
 LABELS = {b"1.000000000000000000e+00", b"0.000000000000000000e+00"}
 # sha256 of write_sample(rows=1_000, seed=0) as text: the same on every machine and numpy 2.x
-PINNED_1000 = "5e747805095649789ce40649387ef3836b70705099d7b0c60452e21644976017"
+PINNED_1000 = "295aed2cb5bfd33ad68617d7e703d5d33f1f14957dd03167324076641aa5717c"
 
 
 def _python_text(values: np.ndarray) -> bytes:
@@ -87,14 +87,17 @@ def test_sample_is_deterministic_and_pinned(tmp_path: Path) -> None:
     assert _text(1_000, seed=1) != text
 
 
-def test_each_split_of_a_sample_draws_from_its_own_real_rows() -> None:
-    from shoal.datasets.higgs import official_split
-    from shoal.datasets.higgs_sample import _pools
+def test_the_splits_of_a_sample_draw_from_disjoint_random_pools_alike_in_their_labels() -> None:
+    from shoal.datasets.higgs_sample import REAL_TEST_ROWS, pools, read_real_rows
 
-    pools = _pools(7_500)
-    assert pools.tolist() == [[0, 6_000], [6_000, 1_000], [7_000, 500]]  # disjoint: no copies across splits
-    train, valid, test = official_split(4_000)
-    assert (train, valid, test) == (2_000, 1_000, 1_000)
+    real = read_real_rows()
+    train, valid, test = pools(real[:, 0])
+    assert (len(train), len(valid), len(test)) == (4_500, 1_500, REAL_TEST_ROWS)
+    assert sorted(np.concatenate([train, valid, test]).tolist()) == list(range(7_500))  # disjoint, all used
+    shares = [real[pool, 0].mean() for pool in (train, valid, test)]
+    assert max(shares) - min(shares) < 0.002  # stratified by label
+    assert 0 < (test >= 7_000).sum() < 500 and (test < 6_000).sum() > 1_000  # drawn from the whole file, not its tail
+    assert [pool.tolist() for pool in pools(real[:, 0])] == [pool.tolist() for pool in (train, valid, test)]
 
 
 def test_sample_format_and_discrete_columns() -> None:
