@@ -69,6 +69,39 @@ def plot_skill(path: Path, skill: Sequence[Mapping[str, Any]], *, title: str) ->
     return _save(figure, path)
 
 
+def plot_seasons(path: Path, by_season: Sequence[Mapping[str, Any]], seasons: Sequence[str], *, title: str) -> Path:
+    """Heat maps of the model's correlation and RMSE by lead (rows) and target season (columns), beside the
+    correlation of the best baseline in each cell: where the model's skill is, and the spring barrier."""
+    from matplotlib.figure import Figure
+
+    leads = sorted({row["lead"] for row in by_season})
+    panels = {"model correlation": ("correlation", lambda rows: [r for r in rows if r["method"] == "model"], max),
+              "best baseline correlation": ("correlation", lambda rows: [r for r in rows if r["method"] != "model"],
+                                            max),
+              "model RMSE °C": ("rmse_c", lambda rows: [r for r in rows if r["method"] == "model"], min)}
+    figure = Figure(figsize=(4.2 * len(panels), 0.6 * len(leads) + 2.2))
+    for index, (label, (key, which, best)) in enumerate(panels.items()):
+        grid = np.full((len(leads), len(seasons)), np.nan)
+        for i, lead in enumerate(leads):
+            for j, season in enumerate(seasons):
+                values = [r[key] for r in which([r for r in by_season if r["lead"] == lead and r["season"] == season])
+                          if np.isfinite(r[key])]
+                grid[i, j] = best(values) if values else np.nan
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        image = axes.imshow(grid, cmap="RdBu_r" if key == "correlation" else "viridis", aspect="auto",
+                            **({"vmin": -1.0, "vmax": 1.0} if key == "correlation" else {}))
+        for (i, j), value in np.ndenumerate(grid):
+            axes.text(j, i, "" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
+        axes.set_xticks(range(len(seasons)), seasons)
+        axes.set_yticks(range(len(leads)), [str(lead) for lead in leads])
+        axes.set_xlabel("target season")
+        axes.set_ylabel("lead (months)")
+        axes.set_title(label, fontsize=10)
+        figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
 def plot_confusion(path: Path, confusion: np.ndarray, labels: Sequence[str], *, title: str) -> Path:
     """The confusion matrix (rows: true label, columns: predicted), each row as fractions of its clips."""
     from matplotlib.figure import Figure

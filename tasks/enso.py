@@ -94,6 +94,15 @@ SCORING = Scoring(
              Metric("rmse_c", "RMSE °C", rmse_of("anomaly", "anomaly"), higher_is_better=False),
              Metric("phase_accuracy", "phase accuracy", accuracy_of("phase", "phase"))),
     primary="correlation", count="months", group="lead", block=12)
+# The same metrics by target season: months of one season are 3 a year, so a block of 12 spans 4 years.
+SEASONS = ("DJF", "MAM", "JJA", "SON")  # a target month's season: (month of year + 1) // 3 mod 4
+SEASON_SCORING = Scoring(title="Niño 3.4 anomaly by target season, test period from {test_start}",
+                         metrics=SCORING.metrics, primary="correlation", count="months", group="season", block=12)
+
+
+def season_of(months: np.ndarray) -> np.ndarray:
+    """The season name of each month (datetime64[M]): DJF, MAM, JJA or SON."""
+    return np.array(SEASONS)[(months.astype(int) % 12 + 1) // 3 % 4]
 
 
 def threshold_phase(anomaly: np.ndarray) -> np.ndarray:
@@ -220,22 +229,27 @@ class Enso(Task):
         origins = np.unique(np.concatenate(list(rows.values())))
         anomaly, probabilities = _forecast(model, features, origins, device=device)
         observed_phase = features.phase.numpy()
-        skill = []
+        skill, by_season = [], []
         for column, lead in enumerate(leads):
-            at = np.searchsorted(origins, rows[lead])
-            observed = features.anomaly[rows[lead] - 1 + lead]
-            truth = observed_phase[rows[lead] - 1 + lead]
+            at, targets = np.searchsorted(origins, rows[lead]), rows[lead] - 1 + lead
+            truth = {"anomaly": features.anomaly[targets], "phase": observed_phase[targets]}
             forecasts = {"model": (anomaly[at, column], probabilities[at, column].argmax(axis=1))}
             forecasts |= baselines(features.series, rows[lead], lead)
-            skill += score(SCORING, {"anomaly": observed, "phase": truth},
-                           {name: {"anomaly": value, "phase": phase} for name, (value, phase) in forecasts.items()},
-                           group=lead)
+            forecasts = {name: {"anomaly": value, "phase": phase} for name, (value, phase) in forecasts.items()}
+            skill += score(SCORING, truth, forecasts, group=lead)
+            seasons = season_of(features.months[targets])
+            for season in SEASONS:
+                chosen = seasons == season
+                if chosen.sum() >= 2:
+                    pick = lambda items: {key: value[chosen] for key, value in items.items()}  # noqa: E731
+                    by_season += [{"lead": lead, **row} for row in score(
+                        SEASON_SCORING, pick(truth), {name: pick(f) for name, f in forecasts.items()}, group=season)]
         return {"period": "test", "test_start": features.config.test_start, "valid_start": features.config.valid_start,
-                "leads": list(leads), "skill": skill}
+                "leads": list(leads), "skill": skill, "by_season": by_season}
 
     def predict(self, catalog: Catalog, model: Any, entry: ModelVersion, *, device: str) -> Predicted:
         """Hindcasts of every validation and test month at every lead, and the forecast from the newest window."""
-        from shoal.models.reports import plot_hindcast, plot_skill
+        from shoal.models.reports import plot_hindcast, plot_seasons, plot_skill
 
         features = _features(catalog, entry.feature_version)
         leads = tuple(entry.config["model"]["leads"])
@@ -280,6 +294,10 @@ class Enso(Task):
                                title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}"),
                  plot_skill(Path(catalog.local, "reports", f"{name}_skill.png"), entry.metrics["skill"],
                             title=f"{self.model_name} v{entry.version}: test correlation by lead"))
+        if entry.metrics.get("by_season"):  # models evaluated before seasons were scored have none
+            plots += (plot_seasons(Path(catalog.local, "reports", f"{name}_seasons.png"), entry.metrics["by_season"],
+                                   SEASONS, title=f"{self.model_name} v{entry.version}: test skill by lead and "
+                                                  "target season"),)
         return Predicted(table=self.predictions, version=version, rows=len(rows), plots=plots)
 
     def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:

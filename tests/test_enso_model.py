@@ -45,6 +45,22 @@ def test_training_registers_test_skill_by_lead_for_the_model_and_three_baselines
         (lead, method) for lead in (1, 3) for method in ("model", "persistence", "climatology", "linear")]
     for row in metrics["skill"]:
         assert row["months"] == 24 and set(row) >= {"rmse_c", "correlation", "phase_accuracy"}  # 1998-01 .. 1999-12
+        assert set(row["interval"]) == {"rmse_c", "correlation", "phase_accuracy"}
+
+
+def test_skill_is_also_scored_by_lead_and_target_season_with_intervals(trained: Catalog) -> None:
+    by_season = load_model(trained, TASK)[1].metrics["by_season"]
+    assert {(row["lead"], row["season"]) for row in by_season} == {(lead, season) for lead in (1, 3)
+                                                                   for season in ("DJF", "MAM", "JJA", "SON")}
+    assert all(row["months"] == 6 and "interval" in row for row in by_season)  # 24 test months, 6 a season
+    assert {row["method"] for row in by_season} == {"model", "persistence", "climatology", "linear"}
+
+
+def test_a_target_month_falls_in_its_meteorological_season() -> None:
+    from shoal.tasks.enso import season_of
+
+    months = np.arange(np.datetime64("1999-12"), np.datetime64("2000-12"), dtype="datetime64[M]")
+    assert season_of(months).tolist() == ["DJF"] * 3 + ["MAM"] * 3 + ["JJA"] * 3 + ["SON"] * 3
 
 
 def test_training_and_model_selection_never_see_a_test_month(trained: Catalog) -> None:
@@ -87,6 +103,7 @@ def test_predictions_cover_validation_and_test_at_every_lead_and_forecast_from_t
     assert forecast.observed_anom_c.isna().all() and hindcast.observed_anom_c.notna().all()
     np.testing.assert_allclose(table[["prob_e", "prob_l", "prob_n"]].sum(axis=1), 1.0, rtol=1e-6)
     assert (table.run_id == entry.run_id).all() and (table.model_version == 0).all()
+    assert [plot.name.rsplit("_", 1)[1] for plot in predicted.plots] == ["hindcast.png", "skill.png", "seasons.png"]
     for plot in predicted.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lineage = trained.lineage("enso_predictions")
