@@ -56,21 +56,43 @@ def features_task(task_name: str, home: str | None, settings: dict[str, Any]) ->
 
 @task
 def train_task(task_name: str, home: str | None, settings: dict[str, Any], feature_version: str | None,
-               retrain: bool) -> Trained:
-    """Train (or resume, or reuse) and register the task's model."""
-    chosen = get_task(task_name)
-    trained = train_model(Catalog(home), chosen, chosen.parse(settings), feature_version=feature_version,
-                          retrain=retrain, reporter=RunLogReporter())
+               retrain: bool, run_id: str | None = None, restart: bool = False, nproc: int | None = None) -> Trained:
+    """Train (or resume, or reuse) and register the task's model; with `nproc` > 1 on that many processes (DDP).
+
+    The arguments mean what `shoal train`'s options of the same names do.
+    """
+    if nproc is not None and nproc > 1:
+        from shoal.models.distributed import launch
+
+        trained = launch(nproc, train_rank, task_name, home, settings, feature_version, run_id, restart, retrain)
+    else:
+        chosen = get_task(task_name)
+        trained = train_model(Catalog(home), chosen, chosen.parse(settings), feature_version=feature_version,
+                              run_id=run_id, restart=restart, retrain=retrain, reporter=RunLogReporter())
     entry = trained.entry
     get_run_logger().info("model %s version %s (%s), run %s", entry.name, entry.version,
                           "reused" if trained.reused else "new", trained.run_id)
     return trained
 
 
+def train_rank(task_name: str, home: str | None, settings: dict[str, Any], feature_version: str | None,
+               run_id: str | None, restart: bool, retrain: bool) -> Trained | None:
+    """`train_model` in one of the processes `train_task` launches; rank 0 returns the registered model.
+
+    Module-level with positional arguments, as torch's launcher starts it in each process. The
+    processes are not the flow run's, so their epochs are not in its log (the model line is).
+    """
+    chosen = get_task(task_name)
+    return train_model(Catalog(home), chosen, chosen.parse(settings), feature_version=feature_version, run_id=run_id,
+                       restart=restart, retrain=retrain, reporter=NullReporter())
+
+
 @task
-def predict_task(task_name: str, home: str | None, model_version: int | None, device: str) -> Predicted:
-    """Write the predictions of a registered model (not again for a model version that has them)."""
-    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device)
+def predict_task(task_name: str, home: str | None, model_version: int | None, device: str,
+                 force: bool = False) -> Predicted:
+    """Write the predictions of a registered model (not again for a model version that has them, unless `force`)."""
+    _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device,
+                                 force=force)
     get_run_logger().info("%s version %s (%s): %d rows; plots %s", predicted.table, predicted.version,
                           "unchanged: skipped" if predicted.reused else "new", predicted.rows,
                           [str(p) for p in predicted.plots])
@@ -116,14 +138,19 @@ class PipelineResult:
 
 @flow(name="pipeline", flow_run_name="{task_name}-pipeline")
 def pipeline(task_name: str, paths: list[Path], home: str | None = None, settings: dict[str, Any] | None = None,
-             retrain: bool = False) -> PipelineResult:
+             retrain: bool = False, feature_version: str | None = None, run_id: str | None = None,
+             restart: bool = False, nproc: int | None = None, force: bool = False) -> PipelineResult:
     """Ingest -> features -> train -> predict for one task, each step a Prefect task.
 
     Bad input files are reported and the good ones used: the pipeline stops only when a
     source committed nothing at all (nor had anything unchanged). On a `DaskTaskRunner`
     (`shoal run TASK --cluster ...`) the ingests of sources that spread decode on its workers,
     and a feature build that spreads (ENSO) reads its inputs there; the training and the
-    predictions run in this process either way.
+    predictions run in this process either way (on `nproc` processes of this machine, the training).
+
+    `retrain`, `run_id`, `restart` and `nproc` are `shoal train`'s; `force` is `shoal predict`'s.
+    `feature_version` trains on that version instead of the one the features stage built (which
+    still runs, so the store holds the features of the newest inputs).
     """
     settings = settings or {}
     chosen = get_task(task_name)
@@ -135,8 +162,9 @@ def pipeline(task_name: str, paths: list[Path], home: str | None = None, setting
             raise IngestFailed("; ".join(report.failures) or f"{source}: nothing to ingest in {source_paths}")
         reports.append(report)
     features = features_task(task_name, home, settings)
-    trained = train_task(task_name, home, settings, features.snapshot, retrain)
-    predicted = predict_task(task_name, home, trained.entry.version, parsed.device)
+    trained = train_task(task_name, home, settings, feature_version or features.snapshot, retrain, run_id, restart,
+                         nproc)
+    predicted = predict_task(task_name, home, trained.entry.version, parsed.device, force)
     result = PipelineResult(ingests=tuple(reports), features=features, trained=trained, predicted=predicted)
     create_markdown_artifact(key=f"{task_name}-pipeline", markdown=summary(chosen, result),
                              description=f"{task_name}: test skill beside the baselines, versions, plots")
