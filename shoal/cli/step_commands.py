@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.cli.operations import _cluster
-from shoal.cli.output import _console, _print_json, _print_predicted, _print_skill, _print_trained, _reporter, _trained_facts
+from shoal.cli.output import (_console, _print_json, _print_predicted, _print_skill, _print_trained, _reporter,
+                              _trained_facts)
 from shoal.cli.root import _catalog, _fail, _State
 from shoal.cli.steps import _step
+
 
 @_step("features", options=("cluster",))
 def features_command(task_name: str, given: dict[str, Any], *, cluster: str | None) -> None:
@@ -33,21 +35,13 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
     from shoal.contract import get_task
 
     task = get_task(task_name)
-    if params not in (None, "best"):
-        _fail(f"--params: expected 'best' (the best `shoal tune {task_name}` trial), got {params!r}")
-    if params == "best":
-        from shoal.models.tune import best_params
-
-        given = {**best_params(_catalog(), task), **given}
+    given = _with_params(task, given, params)
     settings = task.parse(given)
     arguments = (task_name, given, _catalog().home, _State.quiet, feature_version, run_id, restart, retrain)
     if nproc is not None and nproc > 1:
-        from shoal.models.distributed import check_batch, env_world, launch
+        from shoal.models.distributed import launch
 
-        if env_world()[1] > 1:
-            _fail(f"--nproc {nproc}: this process is already one of the {env_world()[1]} that torchrun started; "
-                  "pass --nproc to shoal or --nproc-per-node to torchrun, not both")
-        check_batch(settings.batch_size, nproc)  # one line now rather than from every rank
+        _check_nproc(settings, nproc)
         trained = launch(nproc, _train_rank, *arguments)
     else:
         trained = _train_rank(*arguments)
@@ -57,6 +51,27 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
         _print_json(_trained_facts(trained))
         return
     _print_trained(task, trained)
+
+
+def _with_params(task: Any, given: dict[str, Any], params: str | None) -> dict[str, Any]:
+    """The options given, over the settings of the best `shoal tune` trial with `--params best`."""
+    if params not in (None, "best"):
+        _fail(f"--params: expected 'best' (the best `shoal tune {task.name}` trial), got {params!r}")
+    if params == "best":
+        from shoal.models.tune import best_params
+
+        return {**best_params(_catalog(), task), **given}
+    return given
+
+
+def _check_nproc(settings: Any, nproc: int) -> None:
+    """Refuse an `--nproc` that cannot run, in one line now rather than from every rank."""
+    from shoal.models.distributed import check_batch, env_world
+
+    if env_world()[1] > 1:
+        _fail(f"--nproc {nproc}: this process is already one of the {env_world()[1]} that torchrun started; "
+              "pass --nproc to shoal or --nproc-per-node to torchrun, not both")
+    check_batch(settings.batch_size, nproc)
 
 
 @_step("tune", options=("trials", "sample_fraction", "timeout"))

@@ -2,10 +2,14 @@
 
 A step (`features`, `train`, ...) is a function registered with `@_step`; each task's options
 come from its settings class (`shoal.task_options`), the step's own from `_STEP_OPTIONS` by name.
+A step that runs others (`run`) inherits their options, less those it declares it leaves.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +40,15 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 
 
-_STEPS: dict[str, tuple[Any, tuple[str, ...], bool]] = {}  # step -> (fn, its own options, takes PATHS)
+@dataclass(frozen=True)
+class _Step:
+    fn: Callable[..., None]
+    options: tuple[str, ...]  # its own, then those it inherits: names in _STEP_OPTIONS
+    paths: bool  # takes PATHS
+    leaves: dict[str, str]  # options of the steps it inherits that it does not take -> why
+
+
+_STEPS: dict[str, _Step] = {}
 
 
 class _StepGroup(typer.core.TyperGroup):
@@ -71,23 +83,25 @@ class _TaskCommand(typer.core.TyperCommand):
         from shoal.contract import SettingsError
 
         known = {option for param in self.get_params(ctx) for option in getattr(param, "opts", ())}
+        step = ctx.parent.info_name
+        left = {_flag(option): why for option, why in _STEPS[step].leaves.items()} if step in _STEPS else {}
         for arg in args:
             if arg == "--":
                 break
-            if arg.startswith("--") and arg.split("=")[0] not in known:
+            if arg.startswith("--") and (given := arg.split("=")[0]) not in known:
+                if given in left:
+                    raise SettingsError(f"{given}: not an option of `shoal {step} {self.name}`: "
+                                        f"{left[given].format(task=self.name)}")
                 taken = ", ".join(sorted(option for option in known if option.startswith("--") and option != "--help"))
-                raise SettingsError(f"{arg.split('=')[0]}: not an option of `shoal {ctx.parent.info_name} "
-                                    f"{self.name}`; it takes {taken}")
+                raise SettingsError(f"{given}: not an option of `shoal {step} {self.name}`; it takes {taken}")
         return super().parse_args(ctx, args)
 
 
 def _task_command(step: str, task_name: str, settings: dict[str, Any]) -> Any:
     """The command `shoal STEP TASK`: the task's options from its settings, then the step's own."""
-    import inspect
-
     from shoal.task_options import annotation
 
-    fn, options, paths = _STEPS[step]
+    fn, options, paths = _STEPS[step].fn, _STEPS[step].options, _STEPS[step].paths
     parameters = []
     if paths:
         parameters.append(inspect.Parameter(
@@ -113,16 +127,41 @@ def _task_command(step: str, task_name: str, settings: dict[str, Any]) -> Any:
     return typer.main.get_command(one)
 
 
-def _step(name: str, *, options: tuple[str, ...], paths: bool = False) -> Any:
+def _flag(option: str) -> str:
+    """How a step option is spelled: its declared flag (`as_json` -> `--json`), else `--model-version`."""
+    info = _STEP_OPTIONS[option][1]  # in an Annotated option, typer reads a first argument "--x" as its flag
+    declared = [text for text in (info.default, *info.param_decls) if isinstance(text, str) and text.startswith("--")]
+    return declared[0] if declared else "--" + option.replace("_", "-")
+
+
+def _step(name: str, *, options: tuple[str, ...], paths: bool = False, inherits: tuple[str, ...] = (),
+          leaves: dict[str, str] | None = None) -> Any:
     """Register `fn(task, given, **step_options)` as `shoal NAME TASK [PATHS] [OPTIONS]`, a command per task.
 
     The task's options come from its settings class; the step's own from `_STEP_OPTIONS` by
     name, so that every step spells an option the same way. Task options the user gave reach
     `fn` as the dict `given`.
+
+    A step that runs the steps `inherits` (registered before it) takes their options too, but
+    those in `leaves` (option -> why: the one line a user who gives it reads; `{task}` is the
+    task's name). `fn`'s keyword arguments must be exactly the options: an option added to an
+    inherited step fails here, at import, until `fn` takes it or leaves it with a reason.
     """
+    leaves = leaves or {}
 
     def decorate(fn: Any) -> Any:
-        _STEPS[name] = (fn, options, paths)
+        taken = list(options)
+        for other in inherits:
+            if other not in _STEPS:
+                raise TypeError(f"`shoal {name}` inherits the options of `{other}`: register `{other}` first")
+            taken += [option for option in _STEPS[other].options if option not in taken and option not in leaves]
+        inherited = {option for other in inherits for option in _STEPS[other].options}
+        keywords = {parameter.name for parameter in inspect.signature(fn).parameters.values()
+                    if parameter.kind is parameter.KEYWORD_ONLY} - ({"paths"} if paths else set())
+        if keywords != set(taken) or not set(leaves) <= inherited:
+            raise TypeError(f"`shoal {name}` takes the options {sorted(taken)} (leaving {sorted(leaves)}, of the steps "
+                            f"it inherits {sorted(inherited)}); {fn.__name__} takes {sorted(keywords)}")
+        _STEPS[name] = _Step(fn=fn, options=tuple(taken), paths=paths, leaves=leaves)
         app.add_typer(typer.Typer(cls=_StepGroup, help=fn.__doc__, no_args_is_help=True), name=name)
         return fn
 
