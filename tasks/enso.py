@@ -298,7 +298,7 @@ class Enso(Task):
             plots += (plot_seasons(Path(catalog.local, "reports", f"{name}_seasons.png"), entry.metrics["by_season"],
                                    SEASONS, title=f"{self.model_name} v{entry.version}: test skill by lead and "
                                                   "target season"),)
-        return Predicted(table=self.predictions, version=version, rows=len(rows), plots=plots)
+        return Predicted(table=self.predictions, version=version, rows=len(rows), plots=tuple(sorted(plots)))
 
     def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
         """sst (T, 1, H, W) normalized anomalies, index, phase and month of the split's months; lead-1 windows as datasets.

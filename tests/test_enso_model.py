@@ -103,7 +103,7 @@ def test_predictions_cover_validation_and_test_at_every_lead_and_forecast_from_t
     assert forecast.observed_anom_c.isna().all() and hindcast.observed_anom_c.notna().all()
     np.testing.assert_allclose(table[["prob_e", "prob_l", "prob_n"]].sum(axis=1), 1.0, rtol=1e-6)
     assert (table.run_id == entry.run_id).all() and (table.model_version == 0).all()
-    assert [plot.name.rsplit("_", 1)[1] for plot in predicted.plots] == ["hindcast.png", "skill.png", "seasons.png"]
+    assert [plot.name.rsplit("_", 1)[1] for plot in predicted.plots] == ["hindcast.png", "seasons.png", "skill.png"]
     for plot in predicted.plots:
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lineage = trained.lineage("enso_predictions")
