@@ -1,6 +1,6 @@
 """Sample COBE-format GRIB files for the demo, the benchmarks and the tests.
 
-No real COBE-SST file could be obtained here (../shared/data/SOURCES.md), so these files are
+No real COBE-SST file could be obtained when this was written, so these files are
 written with ecCodes in the COBE format (GRIB1, JMA centre, table 128 parameter 34 `sst`,
 regular lat-lon 1°, 360 x 180, north to south, land as a bitmap) and carry a field with real
 temporal dynamics: the Niño 3.4 box (5°S-5°N, 170°W-120°W) follows the REAL monthly
@@ -8,6 +8,11 @@ NINO34_MEAN series of the embedded ONI table, under a plausible climatology (war
 a west-Pacific warm pool and east-Pacific cold tongue, a hemispheric seasonal cycle) and
 smooth, seeded, autocorrelated noise. The land mask is real: the missing points of an ECMWF
 1° wave field (ecmwf/magics test data, Apache-2.0), taken at the COBE cell centres.
+
+The ENSO task is scored on the index, so the EFFECTIVE test items of a sample are months of
+the REAL Niño 3.4 series: with the default `--test-start 2005-01`, the ~190 months to the
+table's end in 2020, which are far from independent (the scoring's moving 12-month blocks
+count them as ~16 years of evidence).
 """
 
 from __future__ import annotations

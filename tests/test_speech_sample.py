@@ -134,3 +134,10 @@ def test_tar_gz_is_deterministic_with_relative_member_names(tmp_path: Path) -> N
         tar.extractall(tmp_path / "out", filter="data")
     expected = {k: v for k, v in _digests(folder).items() if not k.startswith(".")}
     assert _digests(tmp_path / "out") == expected
+
+
+def test_the_effective_number_of_real_test_clips_is_the_embedded_testing_list() -> None:
+    from shoal.datasets.speech_commands_sample import REAL_TEST_CLIPS
+
+    listed = (SAMPLE_DIR / "testing_list.txt").read_text().split()
+    assert len(set(listed) & set(REAL)) == REAL_TEST_CLIPS  # the full list names 6,835; 51 of them are here

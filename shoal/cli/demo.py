@@ -29,7 +29,9 @@ def demo() -> None:
     import polars as pl
 
     from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.datasets.higgs_sample import REAL_TEST_ROWS
     from shoal.datasets.higgs_sample import write_sample as write_higgs_sample
+    from shoal.datasets.speech_commands_sample import REAL_TEST_CLIPS
     from shoal.datasets.speech_commands_sample import write_sample as write_speech_sample
     from shoal.flows import ingest_oni
 
@@ -46,17 +48,22 @@ def demo() -> None:
     console.rule(f"3. ENSO: {start} .. {end} of sample COBE-SST GRIB -> features -> ConvLSTM -> predictions")
     files = write_sample(samples, start=start, end=end)
     console.print(f"wrote {len(files)} COBE-format GRIB files to {samples} (Niño 3.4 box = the real series)")
+    console.print("its test months are the REAL Niño 3.4 index (the sample's SST follows it): ~16 years of "
+                  "evidence, scored in moving 12-month blocks", markup=False, highlight=False)
     _pipeline("enso", [samples], DEMO_ENSO)
     clips = Path(catalog.local, "samples", "speech_commands")
     console.rule("4. Speech: 300 real Speech Commands clips + augmentations -> spectrograms -> CNN -> predictions")
     write_speech_sample(clips)
     console.print(f"wrote the 300 real clips and augmented copies of the training clips to {clips} (real users "
-                  "ingest the full archive: `shoal fetch speech`)", markup=False, highlight=False)
+                  "ingest the full archive: `shoal fetch speech`); its test set is the "
+                  f"{REAL_TEST_CLIPS} real clips that testing_list.txt names", markup=False, highlight=False)
     _pipeline("speech", [clips], DEMO_SPEECH)
     console.rule(f"5. HIGGS: {DEMO_HIGGS_ROWS:,} rows bootstrapped from real ones -> standardized features -> TabNet")
     table = write_higgs_sample(Path(catalog.local, "samples", "higgs"), rows=DEMO_HIGGS_ROWS)
     console.print(f"wrote {table}: a smoothed bootstrap of 7,500 real HIGGS rows (real users ingest the UCI file: "
-                  "`shoal fetch higgs`)", markup=False, highlight=False)
+                  f"`shoal fetch higgs`); its {DEMO_HIGGS_ROWS // 4:,} test rows are jittered copies of "
+                  f"{REAL_TEST_ROWS:,} real ones: the evidence of {REAL_TEST_ROWS:,} rows, so the intervals over "
+                  "the copies are narrower than the truth", markup=False, highlight=False)
     _pipeline("higgs", [table], DEMO_HIGGS)
     console.rule(f"6. the catalog at {catalog.home}")
     catalog_ls()
