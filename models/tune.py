@@ -34,10 +34,15 @@ class TrialResult:
     value: float | None
 
 
+def _database(catalog: Catalog, task: Task) -> Path:
+    return Path(catalog.local, "tuning", f"{task.name}.db")
+
+
 def _storage(catalog: Catalog, task: Task) -> str:
-    folder = Path(catalog.local, "tuning")
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / f'{task.name}.db'}"
+    """The study's storage URL; its folder is made here, for a study that is written."""
+    database = _database(catalog, task)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{database}"
 
 
 def _sample(data: Any, fraction: float, seed: int) -> Any:
@@ -104,7 +109,9 @@ def best_params(catalog: Catalog, task: Task) -> dict[str, Any]:
     import optuna
 
     try:
-        found = optuna.load_study(study_name=task.name, storage=_storage(catalog, task))
+        if not _database(catalog, task).exists():  # reading never creates a folder or a database
+            raise KeyError(task.name)
+        found = optuna.load_study(study_name=task.name, storage=f"sqlite:///{_database(catalog, task)}")
         return dict(found.best_trial.params)
     except (KeyError, ValueError) as error:
         raise TrainingError(f"no finished trial of {task.name!r} in {catalog.home}; run `shoal tune {task.name}` "

@@ -62,6 +62,7 @@ def test_tuning_a_task_without_a_search_space_or_with_a_bad_fraction_fails_clear
     assert result.returncode == 2 and "--params: expected 'best'" in _one_error_line(result)
 
 
-def test_params_best_without_a_study_says_to_tune_first(tmp_path: Path) -> None:
+def test_params_best_without_a_study_says_to_tune_first_and_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="run `shoal tune higgs` first"):
         best_params(Catalog(tmp_path / "home"), get_task("higgs"))
+    assert not (tmp_path / "home").exists()
