@@ -50,7 +50,9 @@ def test_seconds_cell() -> None:
 
 
 def test_timed_calls_once_and_returns_seconds() -> None:
+    import time
+
     calls = []
-    elapsed = timed(lambda: calls.append(1))()
+    elapsed = timed(lambda: (calls.append(1), time.sleep(0.05)))()
     assert calls == [1]
-    assert elapsed >= 0.0
+    assert 0.05 <= elapsed < 5.0  # seconds, not ns or ms

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import polars as pl
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from shoal.catalog import Catalog
 from shoal.datasets.higgs import FEATURES, ingest
@@ -40,8 +41,19 @@ def test_training_registers_test_accuracy_and_auc_beside_gradient_boosting(train
     skill = {row["method"]: row for row in trained.trained.entry.metrics["skill"]}
     assert set(skill) == {"model", "hist_gradient_boosting", "majority"}
     assert all(row["rows"] == 125 for row in skill.values())  # the last quarter of 500 rows
-    assert skill["majority"]["roc_auc"] == 0.5 and 0.0 <= skill["model"]["accuracy"] <= 1.0
+    assert skill["majority"]["roc_auc"] == 0.5
     assert skill["hist_gradient_boosting"]["roc_auc"] > 0.55  # real rows: the label is learnable
+    test = trained.catalog.scan_table("higgs_features").filter(pl.col("split") == "test").sort("row_id").collect()
+    predicted = pl.read_delta(trained.catalog.uri("table", "higgs_predictions")).filter(
+        pl.col("split") == "test").sort("row_id")
+    assert predicted["row_id"].to_list() == test["row_id"].to_list()
+    label, probability = test["label"].to_numpy(), predicted["probability"].to_numpy()
+    assert skill["model"]["accuracy"] == pytest.approx(np.mean((probability >= 0.5) == label), abs=1e-9)
+    assert skill["model"]["roc_auc"] == pytest.approx(roc_auc_score(label, probability), abs=1e-6)
+    for row in skill.values():  # every number with its interval around it
+        for key in ("accuracy", "roc_auc"):
+            low, high = row["interval"][key]
+            assert low <= row[key] <= high
 
 
 def test_predictions_cover_every_row_and_explanations_sum_to_one(trained: SimpleNamespace) -> None:
