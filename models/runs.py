@@ -56,14 +56,31 @@ class Trained:
     result: TrainResult | None = None
 
 
-def train_config(settings: TaskSettings) -> TrainConfig:
-    """The generic loop's configuration from a task's settings."""
+def train_config(settings: TaskSettings, items: int) -> TrainConfig:
+    """The generic loop's configuration from a task's settings, for `items` training samples.
+
+    What the user did not give is sized to the data (`TaskSettings.batch_for`, `patience_for`),
+    so that the defaults train at any size; the values chosen are stored with the run.
+    """
     from shoal.models.train import TrainConfig
 
-    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_for(items), lr=settings.lr,
                        optimizer=settings.optimizer, seed=settings.seed,
                        device=settings.device, max_batches_per_epoch=settings.max_batches, compile=settings.compile,
-                       amp_dtype=settings.amp_dtype)
+                       amp_dtype=settings.amp_dtype, patience=settings.patience_for())
+
+
+def chosen(settings: TaskSettings, config: TrainConfig, prepared: Prepared) -> str:
+    """One line of the training settings that were chosen for the data, not given."""
+    items = len(prepared.train_data)
+    batch = f"batch {config.batch_size:,}"
+    if config.batch_size != settings.batch_size:
+        batch += f" (the default {settings.batch_size:,} capped: {items // config.batch_size:,} steps an epoch)"
+    extra = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in prepared.model_config.items()
+                      if key in prepared.chosen)
+    stop = f"early stopping after {config.patience} epochs without a better validation loss" if config.patience else \
+        "every epoch (no early stopping)"
+    return f"training on {items:,} samples: {batch}{f', {extra}' if extra else ''}; up to {config.epochs} epochs, {stop}"
 
 
 def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:
@@ -111,10 +128,10 @@ def train_model(
     from shoal.models.registry import find_run, register_model
     from shoal.models.train import pick_device, seeded, train
 
-    config = train_config(settings)
-    with session(pick_device(config.device)):
+    with session(pick_device(settings.device)):
         rank = world()[0]
         prepared = task.prepare(catalog, settings, feature_version)
+        config = train_config(settings, len(prepared.train_data))
         run_id = run_id or run_id_of(task, prepared, config)
         folder = _run_dir(catalog, task, run_id)
         if not (retrain or restart) and (found := find_run(catalog, task.model_name, run_id)) is not None:
@@ -122,6 +139,8 @@ def train_model(
         if (retrain or restart) and folder.exists() and rank == 0:
             shutil.rmtree(folder)
         barrier()  # no rank may resume from the checkpoints being removed
+        if reporter is not None and rank == 0:
+            reporter.finish(chosen(settings, config, prepared))
         model = seeded(config.seed, prepared.build)
         result = train(model, loss_fn=prepared.loss_fn, train_data=prepared.train_data, val_data=prepared.valid_data,
                        config=config, checkpoint_dir=folder, reporter=reporter)

@@ -81,6 +81,8 @@ class TrainConfig:
         stage: move a stageable dataset (see the module docstring) to the device once.
         compile: run the model through `torch.compile` (faster steps on a GPU after a
             compilation of tens of seconds; the weights are the uncompiled module's).
+        patience: stop once this many epochs in a row gave no lower validation loss (early
+            stopping; `epochs` stays the most); None trains every epoch.
     """
 
     epochs: int = 10
@@ -96,6 +98,7 @@ class TrainConfig:
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     stage: bool = True
     compile: bool = False
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0 or not self.lr > 0:
@@ -103,6 +106,8 @@ class TrainConfig:
                 f"expected epochs >= 1, batch_size >= 1, lr > 0, num_workers >= 0; got epochs={self.epochs}, "
                 f"batch_size={self.batch_size}, lr={self.lr}, num_workers={self.num_workers}"
             )
+        if self.patience is not None and self.patience < 1:
+            raise TrainingError(f"patience must be None or >= 1, got {self.patience}")
         if self.max_batches_per_epoch is not None and self.max_batches_per_epoch < 1:
             raise TrainingError(f"max_batches_per_epoch must be None or >= 1, got {self.max_batches_per_epoch}")
         if self.optimizer not in ("adam", "adadelta"):
@@ -478,6 +483,10 @@ def train(
                  resume=resume, reporter=reporter)
     with _restored(model, run.device, deterministic=config.deterministic):
         for epoch in range(run.start, config.epochs):
+            if config.patience is not None and len(run.history) - 1 - run.best_epoch >= config.patience:
+                run.reporter.finish(f"early stop after epoch {epoch}: no lower validation loss in {config.patience} "
+                                    f"epochs (the best: epoch {run.best_epoch + 1})")
+                break
             train_loss, count, seconds = _epoch(run, epoch, loss_fn=loss_fn, data=train_data, config=config)
             val_loss = _validate(run, loss_fn=loss_fn, data=val_data, config=config)
             _checkpoint(run, epoch, train_loss, val_loss, config=config)

@@ -83,9 +83,10 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
         raise TrainingError(f"task {task.name!r} has no search space to tune")
 
     def objective(trial: optuna.Trial) -> float:
-        chosen = task.parse({**settings.model_dump(), **task.search_space(trial)})
+        chosen = task.parse({**settings.model_dump(exclude_unset=True), **task.search_space(trial)})
         prepared = task.prepare(catalog, chosen, None)
-        config = train_config(chosen)
+        train_data = _sample(prepared.train_data, sample_fraction, chosen.seed)
+        config = train_config(chosen, len(train_data))  # the defaults sized to the rows a trial sees
 
         def report(epoch: int, _train_loss: float, val_loss: float) -> None:
             trial.report(val_loss, epoch)
@@ -94,7 +95,7 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
 
         with tempfile.TemporaryDirectory() as checkpoints:
             result = train(seeded(chosen.seed, prepared.build), loss_fn=prepared.loss_fn,
-                           train_data=_sample(prepared.train_data, sample_fraction, chosen.seed),
+                           train_data=train_data,
                            val_data=_sample(prepared.valid_data, sample_fraction, chosen.seed + 1),
                            config=config, checkpoint_dir=Path(checkpoints), resume=False, on_epoch=report)
         return result.best_val_loss

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from shoal.splits import SplitRecord
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+MIN_STEPS = 50  # steps an epoch has at the least when the batch size is the task's default (`batch_for`) ...
+MIN_BATCH = 8  # ... unless that takes the batch below this (batch norm needs more than one sample a batch)
 
 
 class SettingsError(ShoalError):
@@ -54,6 +56,26 @@ class TaskSettings(BaseModel):
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     compile: bool = Field(False, description="Run the model through torch.compile.")
     amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="Mixed precision on cuda.")
+    patience: int = Field(5, ge=1, description="Stop after N epochs without a lower validation loss "
+                                               "(--preset paper: train every epoch).")
+    preset: Literal["auto", "paper"] = Field(
+        "auto", description="auto: what is not given is sized to the training set (the batch capped so an "
+                            "epoch has at least 50 steps) and training stops early; paper: the analysis' settings.")
+
+    def given(self, name: str) -> bool:
+        """Whether the user chose this field (or the paper preset fixes it), so no rule may change it."""
+        return name in self.model_fields_set or self.preset == "paper"
+
+    def batch_for(self, items: int) -> int:
+        """The batch size for `items` training samples: the one given, else the default capped at items / MIN_STEPS
+        (and at least MIN_BATCH, or the default when that is smaller)."""
+        if self.given("batch_size"):
+            return self.batch_size
+        return max(min(self.batch_size, MIN_BATCH), min(self.batch_size, items // MIN_STEPS))
+
+    def patience_for(self) -> int | None:
+        """Early stopping's patience; None (every epoch) under the paper preset unless --patience is given."""
+        return None if self.preset == "paper" and "patience" not in self.model_fields_set else self.patience
 
     @field_validator("device")
     @classmethod
@@ -156,6 +178,7 @@ class Prepared:
         build: a fresh model (called under the seed).
         loss_fn: `loss_fn(output, batch) -> scalar`.
         train_data, valid_data: the training and validation splits; the test split is not here.
+        chosen: the keys of `model_config` sized to the data rather than given (shown to the user).
     """
 
     feature: InputVersion
@@ -164,6 +187,7 @@ class Prepared:
     loss_fn: Callable[[Any, Mapping[str, Any]], Any]
     train_data: Any
     valid_data: Any
+    chosen: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ EXPLANATION_SCHEMA = pa.schema([
     ("model", pa.string()), ("model_version", pa.int64()), ("run_id", pa.string()),
 ])
 EXPLAINED = 1000  # test rows whose masks are stored and drawn
+LARGE = 1_000_000  # training rows from which TabNet's paper settings (virtual batch 512) train well
 BATCH = 16_384  # rows per inference batch
 
 
@@ -60,6 +61,12 @@ class HiggsSettings(TaskSettings, RandomSplitSettings):
     n_d: int = Field(24, ge=1, description="TabNet's decision width.")
     n_a: int = Field(26, ge=1, description="TabNet's attention width.")
     n_steps: int = Field(5, ge=1, description="TabNet's decision steps.")
+    virtual_batch_size: int = Field(512, ge=2, description="Rows per ghost batch-norm chunk (not given: 128 below "
+                                                           "1,000,000 training rows, where 512 stalls).")
+
+    def virtual_batch_for(self, rows: int) -> int:
+        """The ghost batch size for `rows` training rows: the one given, else 512 from a million rows, 128 below."""
+        return self.virtual_batch_size if self.given("virtual_batch_size") or rows >= LARGE else 128
 
 
 # The analysis' tuning ranges: widths 20-40, steps 4-6, learning rate 10^-2.5 .. 10^-1.
@@ -121,10 +128,13 @@ class Higgs(Task):
         from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLoss
 
         features = _features(catalog, feature_version)
-        config = TabNetConfig(n_features=len(FEATURES), n_d=settings.n_d, n_a=settings.n_a, n_steps=settings.n_steps)
+        train = features.rows("train")
+        config = TabNetConfig(n_features=len(FEATURES), n_d=settings.n_d, n_a=settings.n_a, n_steps=settings.n_steps,
+                              virtual_batch_size=settings.virtual_batch_for(len(train)))
         return Prepared(feature=InputVersion(FEATURE_TABLE, "table", features.version), model_config=asdict(config),
-                        build=lambda: TabNet(config), loss_fn=TabNetLoss(config),
-                        train_data=features.rows("train"), valid_data=features.rows("valid"))
+                        build=lambda: TabNet(config), loss_fn=TabNetLoss(config), train_data=train,
+                        valid_data=features.rows("valid"),
+                        chosen=() if settings.given("virtual_batch_size") else ("virtual_batch_size",))
 
     def search_space(self, trial: Any) -> dict[str, Any]:
         """The analysis' ranges (`SEARCH_SPACE`): widths and steps as integers, the learning rate on a log scale."""

@@ -90,7 +90,7 @@ def _rank(rank: int, home: str, folder: str) -> None:
         prepared = task.prepare(Catalog(home), settings, None)
         model = seeded(0, prepared.build)
         result = train(model, loss_fn=prepared.loss_fn, train_data=prepared.train_data, val_data=prepared.valid_data,
-                       config=train_config(settings), checkpoint_dir=Path(folder, "run"))
+                       config=train_config(settings, len(prepared.train_data)), checkpoint_dir=Path(folder, "run"))
         torch.save({"model": model.state_dict(), "history": result.history, "best_epoch": result.best_epoch,
                     "samples": result.samples, "world_size": result.world_size}, Path(folder, f"rank{rank}.pt"))
     finally:

@@ -205,3 +205,63 @@ def test_the_reporter_sees_every_batch_and_one_line_per_epoch(tmp_path: Path) ->
     assert [c[0] for c in recorder.calls] == ["start", "advance", "advance", "advance", "finish"] * 2
     assert recorder.calls[0] == ("start", "epoch 1/2", 3)
     assert recorder.calls[4][1].startswith("epoch 1/2: train loss ") and "samples/s" in recorder.calls[4][1]
+
+
+class Opposite(Dataset):
+    """Items whose target is +1 for training and -1 for validation: the better the fit, the worse the validation."""
+
+    def __init__(self, target: float) -> None:
+        self.x, self.y = torch.ones(64, 1), torch.full((64,), target)
+
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _mse(output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return ((output.squeeze(-1) - batch["y"]) ** 2).mean()
+
+
+def _zero() -> torch.nn.Module:
+    """A linear model that starts at 0: fitting +1 moves it away from the validation's -1 from the first step."""
+    model = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    return model
+
+
+def test_early_stopping_ends_after_patience_epochs_without_a_better_validation_loss_and_a_rerun_trains_no_more(
+        tmp_path: Path) -> None:
+    config = TrainConfig(epochs=20, batch_size=8, lr=0.05, device="cpu", patience=2)
+
+    def run() -> TrainResult:
+        return train(seeded(0, _zero), loss_fn=_mse, train_data=Opposite(1.0),
+                     val_data=Opposite(-1.0), config=config, checkpoint_dir=tmp_path)
+
+    result = run()
+    losses = [val for _, val in result.history]
+    assert result.best_epoch == 0 and len(result.history) == 3  # epoch 0 best, then 2 worse: stop
+    assert losses[1] > losses[0] and losses[2] > losses[0]
+    assert len(run().history) == 3  # resumed from last.pt: already spent, nothing more is trained
+    full = train(seeded(0, _zero), loss_fn=_mse, train_data=Opposite(1.0),
+                 val_data=Opposite(-1.0), config=TrainConfig(epochs=6, batch_size=8, lr=0.05, device="cpu"),
+                 checkpoint_dir=tmp_path / "every")
+    assert len(full.history) == 6  # no patience: every epoch
+
+
+def test_the_default_batch_is_sized_to_the_training_set_and_what_is_given_wins() -> None:
+    from shoal.contract import get_task
+
+    higgs = get_task("higgs")
+    assert higgs.parse({}).batch_for(100_000) == 2_000  # 16,384 would give 6 steps an epoch
+    assert higgs.parse({}).batch_for(50_000_000) == 16_384
+    assert higgs.parse({"batch_size": 4096}).batch_for(100_000) == 4096
+    assert higgs.parse({"preset": "paper"}).batch_for(100_000) == 16_384
+    assert higgs.parse({}).batch_for(10) == 8 and get_task("enso").parse({}).batch_for(10) == 4  # its default
+    assert higgs.parse({}).patience_for() == 5 and higgs.parse({"preset": "paper"}).patience_for() is None
+    assert higgs.parse({"preset": "paper", "patience": 3}).patience_for() == 3
+    assert higgs.parse({}).virtual_batch_for(200_000) == 128 and higgs.parse({}).virtual_batch_for(2_000_000) == 512
+    assert higgs.parse({"virtual_batch_size": 256}).virtual_batch_for(200_000) == 256
+    assert higgs.parse({"preset": "paper"}).virtual_batch_for(200_000) == 512
