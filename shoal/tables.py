@@ -59,6 +59,10 @@ class CommitNotLanded(CatalogError):
     """A table write failed before its commit: nothing was committed, so its side files may go."""
 
 
+class _CreatedMeanwhile(Exception):  # noqa: N818 (a signal to retry, never shown)
+    """Another writer created the table between our look and our commit (no lock on object storage)."""
+
+
 def write_table(
     uri: str,
     name: str,
@@ -75,8 +79,9 @@ def write_table(
         CatalogError: a bad request (nothing written), or the commit landed but its version
             could not be read back.
     """
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
     from deltalake.exceptions import DeltaError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
     arrow = _as_arrow(data)
     rows = arrow.num_rows if isinstance(arrow, pa.Table) else None
@@ -84,18 +89,26 @@ def write_table(
     if predicate is not None and mode != "overwrite":
         raise CatalogError(f"table {name!r}: a predicate needs mode='overwrite' (replace where)")
     stamp = json.dumps(lineage.to_dict())
-    try:
+
+    def write() -> DeltaTable | None:
         table = _existing_table(uri)
-        # Given a DeltaTable, delta-rs moves it to the snapshot of its own commit, retries
-        # over concurrent appends included: its version() is then ours, whatever landed since.
-        write_deltalake(
-            uri if table is None else table,
-            arrow,
-            mode=mode,
-            predicate=predicate,
-            commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: stamp}),
-        )
-    except (DeltaError, ValueError) as error:
+        try:
+            # Given a DeltaTable, delta-rs moves it to the snapshot of its own commit, retries
+            # over concurrent appends included: its version() is then ours, whatever landed since.
+            write_deltalake(uri if table is None else table, arrow, mode=mode, predicate=predicate,
+                            commit_properties=CommitProperties(custom_metadata={LINEAGE_KEY: stamp}))
+        except DeltaError as error:
+            # Two first writes race to create the table and delta-rs refuses the second ("Metadata
+            # changed since last commit"): nothing of ours landed, so write again, into the table.
+            if table is None and _existing_table(uri) is not None:
+                raise _CreatedMeanwhile from error
+            raise
+        return table
+
+    retrying = Retrying(retry=retry_if_exception_type(_CreatedMeanwhile), stop=stop_after_attempt(3), reraise=True)
+    try:
+        table = retrying(write)
+    except (DeltaError, ValueError, _CreatedMeanwhile) as error:
         raise CommitNotLanded(f"table {name!r}: write failed: {error}; nothing was committed") from error
     try:
         return _committed_version(uri, table, stamp)

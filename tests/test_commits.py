@@ -157,3 +157,29 @@ def test_train_before_features_names_the_missing_features_and_creates_nothing(ca
         train_model(catalog, task, task.parse({"device": "cpu"}))
     assert not Path(catalog.uri("array", "enso_features")).exists()
     assert [p for p in _tree(Path(catalog.home)) if p not in before and not p.startswith(".locks")] == []
+
+
+def test_a_first_write_that_loses_the_race_to_create_the_table_writes_again_into_it(tmp_path: Path,
+                                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On object storage no lock orders first writes: two see no table, one creates it, delta-rs refuses the
+    other ("Metadata changed since last commit"). That one must land in the table the winner made."""
+    import deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from shoal import tables
+
+    uri = str(tmp_path / "shared")
+    real = deltalake.write_deltalake
+    raced = []
+
+    def racing(target: object, data: pa.Table, **options: object) -> None:
+        if not raced:  # the other writer creates the table first; our commit of version 0 is refused
+            raced.append(True)
+            real(uri, pa.table({"writer": [1]}), mode="append")
+            raise CommitFailedError("Failed to commit transaction: Metadata changed since last commit.")
+        real(target, data, **options)
+
+    monkeypatch.setattr(deltalake, "write_deltalake", racing)
+    version = tables.write_table(uri, "shared", pa.table({"writer": [0]}), mode="append", predicate=None,
+                                 provenance=Provenance(parameters={"writer": 0}))
+    assert version == 1 and sorted(deltalake.DeltaTable(uri).to_pyarrow_table().column("writer").to_pylist()) == [0, 1]
