@@ -5,13 +5,16 @@ folder and as a `.tar.gz` packed like the published archive, cached in `bench/.o
 
 - Ingest. Ours: `shoal ingest speech` into a fresh catalog (sha256 of every clip, layout and
   split checks, decoding, Parquet files written as the stream goes, one Delta commit with the
-  lineage). Ceiling: a
-  bare one-process loop `soundfile.read(path, dtype="int16")` over the 3,000 files, which
-  decodes and keeps nothing. Target >= 1.5x the ceiling on 2 cores. Three interleaved repeats.
+  lineage). Baseline, like for like: a plain one-process loop that reads each file, hashes
+  it, decodes it (`speech_commands.decode`) and writes the SAME Parquet (the same columns,
+  built by the same function, 512 clips a file, pyarrow), one step after the other — what a
+  user would write without shoal, minus the checks and the commit. Target >= 1.2x on 2 cores
+  (ours overlaps decoding and encoding). Three interleaved repeats.
 - Spectrograms. Ours: the loader's on-the-fly path (`SpeechClips.gather`: int16 -> float,
   pad / crop, `torch.stft`, window normalization, power, log, per-bin normalization) over the
-  3,000 clips in batches of 256. Baseline: a bare `torch.stft` with the same window on the
-  same float batches, nothing else. Target >= 0.8x. Five interleaved repeats.
+  3,000 clips in batches of 256. Baseline, like for like: bare torch doing the same steps on
+  the same int16 batches (float / 32768, `torch.stft` with the normalized window, |X|^2,
+  log(x + 0.01), (x - mean) / std per bin). Target >= 0.9x. Five interleaved repeats.
 - Training. Ours: `shoal.models.train.train` for one epoch cut at `BATCHES` batches of 32
   (seeded shuffle, validation over 32 clips, checkpoints), Adadelta as the analysis. Baseline:
   a bare PyTorch loop over the same clips, model, loss and optimizer. Three interleaved
@@ -63,11 +66,25 @@ def bench_data() -> tuple[Path, Path]:
     return folder, archive
 
 
-def read_loop(files: list[Path]) -> None:
-    import soundfile as sf
+def plain_loop(files: list[Path], folder: Path, out: Path) -> None:
+    """Read, hash, decode and write the same Parquet as the ingest, one step after the other."""
+    import hashlib
 
-    for path in files:
-        sf.read(path, dtype="int16")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from shoal.datasets.speech_commands import BATCH as CLIPS_PER_FILE
+    from shoal.datasets.speech_commands import Member, _clip_batch, decode
+
+    out.mkdir(parents=True, exist_ok=True)
+    for number, start in enumerate(range(0, len(files), CLIPS_PER_FILE)):
+        decoded, hashes = [], []
+        for path in files[start : start + CLIPS_PER_FILE]:
+            data = path.read_bytes()
+            hashes.append(hashlib.sha256(data).hexdigest())
+            decoded.append((Member(path.relative_to(folder).as_posix(), str(path), data), decode(data)))
+        pq.write_table(pa.Table.from_batches([_clip_batch(decoded, ["train"] * len(decoded), hashes)]),
+                       out / f"part-{number:04d}.parquet")
 
 
 def _ingest(scratch: Path, source: Path, runs: list) -> None:
@@ -81,13 +98,14 @@ def ingest_results(folder: Path, archive: Path, scratch: Path) -> list[Result]:
     for label, source in (("folder", folder), ("tar.gz", archive)):
         runs: list = []
         comparison = interleaved(timed(lambda source=source, runs=runs: _ingest(scratch, source, runs)),
-                                 timed(lambda: read_loop(files)), repeats=3)
+                                 timed(lambda: plain_loop(files, folder, scratch / f"plain-{label}")), repeats=3)
         assert all(len(r.committed) == CLIPS for r in runs), runs[0].failures[:3]
         results.append(Result(
             name=f"Speech ingest, {CLIPS} WAVs ({label})", ours_label=f"shoal ingest speech ({label}, one commit)",
             ours_seconds=comparison.ours.median, ours_spread=comparison.ours.spread,
-            baseline_label="ceiling: one-process soundfile.read loop", baseline_seconds=comparison.baseline.median,
-            baseline_spread=comparison.baseline.spread, target=">= 1.5x", passed=comparison.ratio >= 1.5,
+            baseline_label="plain loop: read, hash, decode, write the same Parquet",
+            baseline_seconds=comparison.baseline.median,
+            baseline_spread=comparison.baseline.spread, target=">= 1.2x", passed=comparison.ratio >= 1.2,
             notes=f"speed-up {comparison.summary}; {CLIPS / comparison.ours.median:.0f} clips/s vs "
                   f"{CLIPS / comparison.baseline.median:.0f} clips/s"))
     return results
@@ -100,8 +118,10 @@ def spectrogram_result(features: SpeechFeatures, device: torch.device) -> Result
     batches = [order[i : i + BATCH] for i in range(0, len(clips), BATCH)]
     spec = features.config.spectrogram
     window = torch.hann_window(spec.win_length, device=device)
+    window = window / window.pow(2).sum().sqrt()  # torchaudio's "window" normalization
     waveforms = features.waveforms[torch.from_numpy(clips.rows)].to(device)
-    floats = [waveforms[rows].float() / 32768.0 for rows in batches]
+    mean, std = features.mean.to(device)[:, None], features.std.to(device)[:, None]
+    samples = [waveforms[rows] for rows in batches]
 
     def ours() -> None:
         for rows in batches:
@@ -110,9 +130,10 @@ def spectrogram_result(features: SpeechFeatures, device: torch.device) -> Result
             torch.cuda.synchronize(device)
 
     def bare() -> None:
-        for x in floats:
-            torch.stft(x, n_fft=spec.n_fft, hop_length=spec.hop_length, win_length=spec.win_length, window=window,
-                       return_complex=True)
+        for x in samples:
+            power = torch.stft(x.float() / 32768.0, n_fft=spec.n_fft, hop_length=spec.hop_length,
+                               win_length=spec.win_length, window=window, return_complex=True).abs() ** 2
+            (torch.log(power + spec.log_offset) - mean) / std
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -121,8 +142,9 @@ def spectrogram_result(features: SpeechFeatures, device: torch.device) -> Result
     return Result(
         name=f"Spectrograms, {len(clips)} clips in batches of {BATCH}, {device}",
         ours_label="SpeechClips.gather (stft, power, log, normalize)", ours_seconds=comparison.ours.median,
-        ours_spread=comparison.ours.spread, baseline_label="bare torch.stft", baseline_seconds=comparison.baseline.median,
-        baseline_spread=comparison.baseline.spread, target=">= 0.8x", passed=comparison.ratio >= 0.8,
+        ours_spread=comparison.ours.spread, baseline_label="bare torch: the same stft, power, log, normalization",
+        baseline_seconds=comparison.baseline.median, baseline_spread=comparison.baseline.spread, target=">= 0.9x",
+        passed=comparison.ratio >= 0.9,
         notes=f"speed-up {comparison.summary}; {len(clips) / comparison.ours.median:.0f} clips/s vs "
               f"{len(clips) / comparison.baseline.median:.0f} clips/s")
 
