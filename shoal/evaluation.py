@@ -114,7 +114,7 @@ def rmse_of(forecast: str, truth: str) -> Callable[[Items, Items], Scorer]:
 
     def prepare(forecasts: Items, truths: Items) -> Scorer:
         squared = (np.asarray(forecasts[forecast], np.float64) - truths[truth]) ** 2
-        return lambda weights: math.sqrt(_mean(squared, weights)) if weights.sum() > 0 else math.nan
+        return lambda weights: math.sqrt(_mean(squared, weights))  # NaN without weight, as _mean
 
     return prepare
 
@@ -260,9 +260,9 @@ def digits(interval: Sequence[float] | None, default: int) -> int:
 
 
 def _cell(value: float, interval: Sequence[float] | None, default: int) -> str:
-    places = digits(interval, default)
-    if places == default and not (interval and all(map(math.isfinite, interval))):
+    if not (interval and all(map(math.isfinite, interval))):  # an old entry, or undefined in most resamples
         return f"{value:.{default}f}"
+    places = digits(interval, default)
     return f"{value:.{places}f} [{interval[0]:.{places}f}, {interval[1]:.{places}f}]"
 
 
