@@ -8,7 +8,9 @@ A 3-layer ConvLSTM (hidden 16, 16, 32; kernels 3, 3, 5) feeds a grid head (conv 
 a trunk (conv 5x5 stride 2, conv 5x5 stride 3, linear 64, batch norm, ReLU) shared by an
 index head and a phase head. As published, the two trunk convolutions have no activation
 between them; the published code calls an undeclared `b3`, the declared batch norm is used
-here. The flatten size is derived from the grid size (33408 at 115 x 360), so any grid of
+here. Its running statistics are recomputed with each epoch's final weights by the train loop
+(`shoal.models.train`, precise batch norm): over batches of 4 windows a running average lagged
+its network by tens of standard deviations. The flatten size is derived from the grid size (33408 at 115 x 360), so any grid of
 at least 13 x 13 cells works without code changes.
 """
 
