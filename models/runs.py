@@ -59,12 +59,14 @@ class Trained:
 def train_config(settings: TaskSettings, items: int) -> TrainConfig:
     """The generic loop's configuration from a task's settings, for `items` training samples.
 
-    What the user did not give is sized to the data (`TaskSettings.batch_for`, `patience_for`),
-    so that the defaults train at any size; the values chosen are stored with the run.
+    What the user did not give is sized to the data (`TaskSettings.batch_for`, `lr_for`, `epochs_for`,
+    `patience_for`), so that the defaults train at any size; the values chosen are stored with the run.
     """
     from shoal.models.train import TrainConfig
 
-    return TrainConfig(epochs=settings.epochs, batch_size=settings.batch_for(items), lr=settings.lr,
+    batch = settings.batch_for(items)
+    steps = min(max(items // batch, 1), settings.max_batches or items)
+    return TrainConfig(epochs=settings.epochs_for(steps), batch_size=batch, lr=settings.lr_for(batch),
                        optimizer=settings.optimizer, seed=settings.seed,
                        device=settings.device, max_batches_per_epoch=settings.max_batches, compile=settings.compile,
                        amp_dtype=settings.amp_dtype, patience=settings.patience_for())
@@ -76,11 +78,16 @@ def chosen(settings: TaskSettings, config: TrainConfig, prepared: Prepared) -> s
     batch = f"batch {config.batch_size:,}"
     if config.batch_size != settings.batch_size:
         batch += f" (the default {settings.batch_size:,} capped: {items // config.batch_size:,} steps an epoch)"
+    if config.lr != settings.lr:
+        batch += f", learning rate {config.lr:.2g} (the default {settings.lr:g} scaled by the square root of the batch)"
     extra = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in prepared.model_config.items()
                       if key in prepared.chosen)
     stop = f"early stopping after {config.patience} epochs without a better validation loss" if config.patience else \
         "every epoch (no early stopping)"
-    return f"training on {items:,} samples: {batch}{f', {extra}' if extra else ''}; up to {config.epochs} epochs, {stop}"
+    line = f"training on {items:,} samples: {batch}{f', {extra}' if extra else ''}; up to {config.epochs} epochs"
+    if config.epochs != settings.epochs:
+        line += f" (the default {settings.epochs} raised to give {settings.min_updates:,} steps)"
+    return f"{line}, {stop}"
 
 
 def run_id_of(task: Task, prepared: Prepared, config: TrainConfig) -> str:

@@ -9,6 +9,7 @@ functions (`shoal.models.runs`) and the flows know no task by name.
 from __future__ import annotations
 
 import importlib
+import math
 from abc import ABC, abstractmethod
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 MIN_STEPS = 50  # steps an epoch has at the least when the batch size is the task's default (`batch_for`) ...
 MIN_BATCH = 8  # ... unless that takes the batch below this (batch norm needs more than one sample a batch)
+MAX_EPOCHS = 100  # the most epochs `epochs_for` gives a task its `min_updates`; early stopping ends a run sooner
 
 
 class SettingsError(ShoalError):
@@ -46,6 +48,7 @@ class TaskSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     feature_fields: ClassVar[tuple[str, ...]] = ()  # the fields `shoal features TASK` takes (the rest: train)
+    min_updates: ClassVar[int] = 0  # optimizer steps the model needs to learn at all (`epochs_for`)
 
     epochs: int = Field(10, ge=1, description="Training epochs.")
     batch_size: int = Field(4, ge=1, description="Samples per step.")
@@ -56,7 +59,7 @@ class TaskSettings(BaseModel):
     device: str = Field("auto", description="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
     compile: bool = Field(False, description="Run the model through torch.compile.")
     amp_dtype: Literal["float16", "bfloat16"] = Field("float16", description="Mixed precision on cuda.")
-    patience: int = Field(5, ge=1, description="Stop after N epochs without a lower validation loss "
+    patience: int = Field(10, ge=1, description="Stop after N epochs without a lower validation loss "
                                                "(--preset paper: train every epoch).")
     preset: Literal["auto", "paper"] = Field(
         "auto", description="auto: what is not given is sized to the training set (the batch capped so an "
@@ -72,6 +75,21 @@ class TaskSettings(BaseModel):
         if self.given("batch_size"):
             return self.batch_size
         return max(min(self.batch_size, MIN_BATCH), min(self.batch_size, items // MIN_STEPS))
+
+    def lr_for(self, batch: int) -> float:
+        """Adam's learning rate for `batch` samples a step: the one given, else the default scaled by
+        sqrt(batch / default batch) when the batch was capped below the default (Adam's square-root scaling rule,
+        Malladi et al. 2022: TabNet's 0.02 at 16,384 rows stalls at a batch of 200). Adadelta sizes its own steps."""
+        if self.given("lr") or self.optimizer != "adam" or batch >= self.batch_size:
+            return self.lr
+        return self.lr * math.sqrt(batch / self.batch_size)
+
+    def epochs_for(self, steps: int) -> int:
+        """The most epochs for `steps` optimizer steps an epoch: the ones given, else the default, raised to give the
+        task's `min_updates` steps in all (at most MAX_EPOCHS): a small training set gets the updates a model needs."""
+        if self.given("epochs"):
+            return self.epochs
+        return max(self.epochs, min(MAX_EPOCHS, math.ceil(self.min_updates / max(steps, 1))))
 
     def patience_for(self) -> int | None:
         """Early stopping's patience; None (every epoch) under the paper preset unless --patience is given."""

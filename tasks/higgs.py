@@ -51,6 +51,7 @@ class HiggsSettings(TaskSettings, RandomSplitSettings):
     """Options of the HIGGS task; the defaults are TabNet-S as the analysis trained it."""
 
     feature_fields = ("split", "valid_fraction", "test_fraction", "seed")
+    min_updates = 2_000  # TabNet learns a nonlinear rule in ~1,000-2,000 updates (tests/test_learnability.py)
     split: Literal["official", "random"] = Field(
         "official", description="official (the paper's: test = the last 500,000 rows of the file, valid = the "
                                 "500,000 before; quarters of a small file) or random (by row, seeded by --seed).")

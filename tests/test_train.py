@@ -220,6 +220,37 @@ class Opposite(Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
+class Drifting(Dataset):
+    """Items whose input lies far from zero with a small spread: a batch norm's statistics move with every step."""
+
+    def __init__(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = 5.0 + 0.01 * torch.randn(96, 3, generator=generator)
+        self.y = self.x.sum(1) - 15.0
+
+    def __len__(self) -> int:
+        return 96
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def test_batch_norm_statistics_are_those_of_the_final_weights_so_eval_matches_training(tmp_path: Path) -> None:
+    def build() -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+    model = seeded(0, build)
+    data = Drifting(0)
+    train(model, loss_fn=_mse, train_data=data, val_data=Drifting(1),
+          config=TrainConfig(epochs=3, batch_size=4, lr=0.05, device="cpu"), checkpoint_dir=tmp_path)
+    with torch.no_grad():
+        hidden = model[0](data.x)  # (N, 8) with the final weights
+    norm = model[1]
+    assert torch.allclose(norm.running_mean, hidden.mean(0), rtol=1e-4, atol=1e-6)  # not a lagging average
+    assert torch.allclose(norm.running_var, hidden.var(0), rtol=0.2)  # the mean of per-batch variances
+    assert norm.momentum == 0.1  # left as it was
+
+
 def _mse(output: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return ((output.squeeze(-1) - batch["y"]) ** 2).mean()
 
@@ -260,8 +291,41 @@ def test_the_default_batch_is_sized_to_the_training_set_and_what_is_given_wins()
     assert higgs.parse({"batch_size": 4096}).batch_for(100_000) == 4096
     assert higgs.parse({"preset": "paper"}).batch_for(100_000) == 16_384
     assert higgs.parse({}).batch_for(10) == 8 and get_task("enso").parse({}).batch_for(10) == 4  # its default
-    assert higgs.parse({}).patience_for() == 5 and higgs.parse({"preset": "paper"}).patience_for() is None
+    assert higgs.parse({}).patience_for() == 10 and higgs.parse({"preset": "paper"}).patience_for() is None
     assert higgs.parse({"preset": "paper", "patience": 3}).patience_for() == 3
     assert higgs.parse({}).virtual_batch_for(200_000) == 128 and higgs.parse({}).virtual_batch_for(2_000_000) == 512
     assert higgs.parse({"virtual_batch_size": 256}).virtual_batch_for(200_000) == 256
     assert higgs.parse({"preset": "paper"}).virtual_batch_for(200_000) == 512
+
+
+def test_a_capped_batch_gets_a_scaled_learning_rate_and_enough_epochs_and_what_is_given_wins() -> None:
+    from shoal.contract import get_task
+
+    higgs, speech = get_task("higgs"), get_task("speech")
+    assert higgs.parse({}).lr_for(16_384) == 0.02 and higgs.parse({}).lr_for(4_096) == pytest.approx(0.01)  # sqrt
+    assert higgs.parse({"lr": 0.05}).lr_for(4_096) == 0.05 and higgs.parse({"preset": "paper"}).lr_for(4_096) == 0.02
+    assert speech.parse({}).lr_for(8) == 1.0  # Adadelta sizes its own steps
+    assert higgs.parse({}).epochs_for(50) == 40  # TabNet's 2,000 updates at 50 steps an epoch
+    assert higgs.parse({}).epochs_for(610) == 10 and higgs.parse({}).epochs_for(1) == 100  # the default; the cap
+    assert higgs.parse({"epochs": 3}).epochs_for(50) == 3 and higgs.parse({"preset": "paper"}).epochs_for(50) == 10
+    assert speech.parse({}).epochs_for(7) == 20  # the CNN needs no more updates than its default gives
+
+
+def test_train_prints_each_setting_it_chose_for_the_data_beside_the_default() -> None:
+    from types import SimpleNamespace
+
+    from shoal.contract import get_task
+    from shoal.models.runs import chosen, train_config
+
+    settings = get_task("higgs").parse({})
+    prepared = SimpleNamespace(train_data=range(12_800), model_config={"virtual_batch_size": 128, "n_d": 24},
+                               chosen=("virtual_batch_size",))
+    line = chosen(settings, train_config(settings, 12_800), prepared)
+    assert line == ("training on 12,800 samples: batch 256 (the default 16,384 capped: 50 steps an epoch), learning "
+                    "rate 0.0025 (the default 0.02 scaled by the square root of the batch), virtual batch size 128; "
+                    "up to 40 epochs (the default 10 raised to give 2,000 steps), early stopping after 10 epochs "
+                    "without a better validation loss")
+    paper = get_task("higgs").parse({"preset": "paper"})
+    as_given = SimpleNamespace(**vars(prepared) | {"chosen": ()})
+    assert chosen(paper, train_config(paper, 12_800), as_given).endswith(
+        "batch 16,384; up to 10 epochs, every epoch (no early stopping)")
