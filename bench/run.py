@@ -8,7 +8,9 @@ Usage, from the repository root::
 Each benchmark module exposes `run() -> list[Result]` (or, for a measurement that is not a
 timing, `report() -> (markdown, goal met)`) and a module docstring that says what is compared; the docstring becomes the text of its section. Sections live between
 `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers, so a partial run rewrites only
-its own sections. The exit status is 1 when a result misses its target.
+its own sections. README.md shows measured numbers only between `<!-- generated: bench NAME -->`
+and `<!-- /generated -->`; every rewrite of BENCHMARKS.md regenerates those blocks from its
+sections (`generated_readme`). The exit status is 1 when a result misses its target.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from typing import TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = BENCH_DIR.parent / "BENCHMARKS.md"
+README = BENCH_DIR.parent / "README.md"
 _SECTION = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n.*?<!-- /bench:(?P=name) -->\n", re.DOTALL)
+# A README block made from one section; the markers stay, what lies between them is regenerated.
+GENERATED = re.compile(r"(?P<open><!-- generated: bench (?P<name>[\w-]+) -->\n).*?(?P<close><!-- /generated -->)", re.DOTALL)
+# The README shows a section's verdicts; the times and the notes stay in BENCHMARKS.md.
+_HEADLINE_COLUMNS = ("benchmark", "baseline", "speed-up", "target", "passed")
+# `Comparison.summary` inside a result's notes: a bare ratio would hide "no measurable difference".
+_SUMMARY = re.compile(r"\d+\.\d+x \(\d+\.\d+\.\.\d+\.\d+x\): [a-z ]+[a-z]")
 
 T = TypeVar("T")
 
@@ -231,12 +240,57 @@ def report_section(name: str, doc: str, body: str, *, when: str, command: str) -
     return "\n".join(lines) + "\n"
 
 
+def sections(report: str) -> dict[str, str]:
+    """The sections of a BENCHMARKS.md text by benchmark name, markers included."""
+    return {m.group("name"): m.group(0) for m in _SECTION.finditer(report)}
+
+
+def headline(name: str, section: str) -> str:
+    """What README.md shows of one BENCHMARKS.md section: when it was measured and its results table.
+
+    The table keeps the columns of `_HEADLINE_COLUMNS`; a speed-up is shown with its spread and
+    verdict when the result's notes hold them (interleaved repeats).
+
+    Args:
+        name: the benchmark.
+        section: its section of BENCHMARKS.md, as `section` writes it.
+
+    Returns:
+        Markdown: a "Measured ..." line, then the table.
+
+    Raises:
+        ValueError: the section has no results table (a `report()` benchmark such as `enso_skill`).
+    """
+    when = re.search(r"^Measured (.+?) with ", section, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    if not rows or not set(_HEADLINE_COLUMNS) <= set(rows[0]):
+        raise ValueError(f"BENCHMARKS.md section {name!r} has no results table to show in README.md")
+    header, *results = rows
+    lines = [f"Measured {when} (BENCHMARKS.md, `{name}`):", "",
+             f"| {' | '.join(_HEADLINE_COLUMNS)} |", "|---" * len(_HEADLINE_COLUMNS) + "|"]
+    for row in results:
+        cells = dict(zip(header, row, strict=True))
+        summary = _SUMMARY.search(cells["notes"])
+        cells["speed-up"] = summary.group(0) if summary else cells["speed-up"]
+        lines.append(f"| {' | '.join(cells[column] for column in _HEADLINE_COLUMNS)} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def generated_readme(readme: str, report: str) -> str:
+    """`readme` with every generated block rewritten from the `report` (BENCHMARKS.md) section it names.
+
+    Raises:
+        KeyError: a block names a benchmark that has no section in `report`.
+    """
+    by_name = sections(report)
+    return GENERATED.sub(lambda m: m["open"] + headline(m["name"], by_name[m["name"]]) + m["close"], readme)
+
+
 def write_report(new_sections: dict[str, str], *, when: str, command: str) -> None:
-    """Rewrite BENCHMARKS.md: a fresh header, new sections, and the old ones not rerun."""
-    old = REPORT.read_text() if REPORT.exists() else ""
-    sections = {m.group("name"): m.group(0) for m in _SECTION.finditer(old)}
-    sections.update(new_sections)
-    order = [n for n in available() if n in sections] + sorted(set(sections) - set(available()))
+    """Rewrite BENCHMARKS.md (a fresh header, new sections, the old ones not rerun), then README.md's generated blocks."""
+    by_name = sections(REPORT.read_text() if REPORT.exists() else "")
+    by_name.update(new_sections)
+    order = [n for n in available() if n in by_name] + sorted(set(by_name) - set(available()))
     header = (
         "# Benchmarks\n\n"
         "Each benchmark runs ours and its baseline in the same process, one after the other; "
@@ -246,7 +300,9 @@ def write_report(new_sections: dict[str, str], *, when: str, command: str) -> No
         f"Machine: {machine()}.\n\n"
         f"Last run {when}: `{command}`.\n"
     )
-    REPORT.write_text(header + "".join("\n" + sections[n] for n in order))
+    report = header + "".join("\n" + by_name[n] for n in order)
+    REPORT.write_text(report)
+    README.write_text(generated_readme(README.read_text(), report))
 
 
 def main(argv: list[str]) -> int:
