@@ -63,7 +63,29 @@ def main(
 
 
 def run() -> None:
-    """Console entry point: one-line errors, exit code 2 when nothing was done."""
+    """Console entry point: one-line errors, exit code 2 when nothing was done.
+
+    A failed command ends without the interpreter's finalization, after the exit handlers (a Prefect
+    server started for the command is stopped): a thread of a Rust runtime (Delta's and Icechunk's
+    tokio) that a storage error left busy can call into Python while it finalizes and abort the
+    process, so a full disk ended in SIGABRT instead of its exit code, about one run in three.
+    """
+    try:
+        _run_app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+        if code and not _State.debug:
+            import atexit
+            import os
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            atexit._run_exitfuncs()  # noqa: SLF001 - what a normal exit runs first, without what follows it
+            os._exit(code)
+        raise
+
+
+def _run_app() -> None:
     import logging
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the pending tasks of such an error (see _fail)
