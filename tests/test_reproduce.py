@@ -48,6 +48,9 @@ def test_the_results_name_preset_paper_and_the_overrides_as_not_the_papers(repro
     assert data["sources"] == [str(reproduced.source)] and data["fetched"] is False
     text = (reproduced.folder / "higgs.md").read_text()
     assert "**NOT the paper's settings**: preset `paper` with --epochs 1, --max-batches 1" in text
+    assert data["training"]["batch_size"] == 16_384 and data["training"]["patience"] is None  # the paper: every epoch
+    line = next(line for line in text.splitlines() if line.startswith("- training as run"))
+    assert "batch_size=16384" in line and "epochs=1" in line and "patience=None" in line
 
 
 def test_the_results_hold_the_registered_models_skill_with_intervals(reproduced: SimpleNamespace) -> None:
@@ -127,7 +130,7 @@ def test_a_fetched_single_file_source_is_ingested_under_its_urls_last_part() -> 
 
 def _trained(name: str, skill: list[dict], **metrics: object) -> dict:
     return {"model": name, "version": 3, "run_id": "r1", "feature_version": "7", "reused": False,
-            "metrics": {"skill": skill, "device": "cpu", "best_epoch": 4, **metrics}}
+            "training": {"epochs": 20, "patience": None}, "metrics": {"skill": skill, "device": "cpu", "best_epoch": 4, **metrics}}
 
 
 def _enso_skill() -> list[dict]:

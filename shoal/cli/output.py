@@ -83,4 +83,4 @@ def _trained_facts(trained: Any) -> dict[str, Any]:
     """A trained (or reused) model as `--json` prints it."""
     entry = trained.entry
     return {"model": entry.name, "version": entry.version, "run_id": trained.run_id, "reused": trained.reused,
-            "feature_version": entry.feature_version, "metrics": entry.metrics}
+            "feature_version": entry.feature_version, "training": entry.config.get("train", {}), "metrics": entry.metrics}

@@ -191,7 +191,7 @@ def results(task_name: str, *, settings: Mapping[str, Any], overrides: Mapping[s
         "task": task_name, "command": command, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "shoal_version": shoal.__version__, "git_sha": git_sha(),
         "preset": settings["preset"], "paper_settings": not overrides, "overrides": dict(overrides),
-        "settings": dict(settings), "sources": list(sources), "fetched": fetched,
+        "settings": dict(settings), "training": dict(trained["training"]), "sources": list(sources), "fetched": fetched,
         "model": {"name": trained["model"], "version": trained["version"], "run_id": trained["run_id"],
                   "feature_version": trained["feature_version"], "reused": trained["reused"],
                   "device": metrics.get("device"), "best_epoch": metrics.get("best_epoch")},
@@ -261,7 +261,9 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"{'' if model['best_epoch'] is None else model['best_epoch'] + 1}",
         f"- sources ({'fetched by the command' if data['fetched'] else 'given with --source'}): "
         f"{', '.join(data['sources'])}",
-        "- settings: " + ", ".join(f"{key}={value}" for key, value in data["settings"].items()), "",
+        "- settings: " + ", ".join(f"{key}={value}" for key, value in data["settings"].items()),
+        "- training as run (what the settings gave on this data): "
+        + ", ".join(f"{key}={value}" for key, value in data["training"].items()), "",
     ]
     return "\n".join(lines)
 
