@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_HOME ?= .demo-home
 
-# Quiet, local Prefect: an ephemeral server with its database under the repo, no telemetry.
+# Quiet, local Prefect: an ephemeral server with its database under the repo, no telemetry. shoal sets the last
+# four itself where they are missing (shoal.flows.PREFECT_DEFAULTS); here they also reach the tests' Prefect harness.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_UI_ENABLED := false

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +120,37 @@ def test_the_cli_lists_the_failed_months_and_exits_1(prefect_harness: None, gapp
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and "sst199005.grb" in errors[0] and "sst199102.grb" in errors[1]
     assert "sst: version 0; 22 committed, 0 unchanged, 2 failed" in result.stdout
+
+
+def _without_make(home: Path, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m shoal --home HOME ARGS` as a user runs it without make: none of Prefect's settings that the
+    Makefile exports (and shoal sets when they are missing), plus `env`."""
+    from shoal.flows import PREFECT_DEFAULTS
+
+    plain = {key: value for key, value in os.environ.items() if key not in PREFECT_DEFAULTS and key != "PREFECT_API_URL"}
+    return subprocess.run([sys.executable, "-m", "shoal", "--home", str(home), *map(str, args)],
+                          env=plain | {"NO_COLOR": "1"} | env, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize(("start", "end", "folder", "expected"), [
+    ("2001-12", "2000-01", None, "end 2000-01 is before start 2001-12"),
+    ("1990-01", "1990-02", "/no/such", "/no/such: no such folder"),
+])
+def test_a_bad_range_or_folder_is_refused_before_any_prefect_server_starts(
+        source: Path, tmp_path: Path, start: str, end: str, folder: str | None, expected: str) -> None:
+    done = _without_make(tmp_path / "home", "backfill", "sst", "--source", folder or source, "--start", start,
+                         "--end", end)
+    assert done.returncode == 2 and expected in " ".join(done.stderr.split()), done.stderr
+    assert "prefect" not in (done.stdout + done.stderr).lower() and "Traceback" not in done.stderr
+
+
+def test_without_make_prefect_sends_no_telemetry_and_a_server_that_cannot_start_is_one_line(
+        source: Path, tmp_path: Path) -> None:
+    months = ("--source", source, "--start", "1990-01", "--end", "1990-02")
+    done = _without_make(tmp_path / "home", "backfill", "sst", *months)
+    assert done.returncode == 0 and "telemetry" not in (done.stdout + done.stderr).lower(), done.stdout + done.stderr
+    late = _without_make(tmp_path / "late", "backfill", "sst", *months, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1")
+    (line,) = [line for line in late.stderr.splitlines() if line.startswith("error: ")]
+    assert late.returncode == 2 and "Traceback" not in late.stderr
+    assert "did not answer within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (1 s)" in line
+    assert "PREFECT_API_URL=http://127.0.0.1:4200/api" in line

@@ -71,6 +71,12 @@ def backfill(
         raise typer.BadParameter(f"{source!r}: only 'sst' can be backfilled", param_hint="SOURCE")
     from shoal.cluster import connect, workers
 
+    from shoal.datasets.cobe_sst_fetch import month_urls
+
+    month_urls(start, end)  # a bad month or range is one line before Prefect starts
+    if not folder.is_dir():
+        raise typer.BadParameter(f"{folder}: no such folder; pass the folder of sstYYYYMM.grb files",
+                                 param_hint="--source")
     spec = _cluster(cluster, True, "backfill sst")
     from shoal.flows.backfill import backfill_sst, reporter  # (Prefect: ~2 s, after the one-line errors)
     from shoal.flows.ingest import on_cluster

@@ -5,6 +5,7 @@ The command groups register themselves on `app` (`shoal/cli/__init__.py` imports
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +15,8 @@ from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
+
+PREFECT_NO_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"  # prefect's RuntimeError
 
 app = typer.Typer(
     help="shoal: a data pipeline and feature store for scientific ML.",
@@ -76,7 +79,6 @@ def run() -> None:
         code = done.code if isinstance(done.code, int) else 1
         if code and not _State.debug:
             import atexit
-            import os
 
             sys.stdout.flush()
             sys.stderr.flush()
@@ -101,6 +103,11 @@ def _run_app() -> None:
         from shoal.errors import home_failure
         from shoal.settings import resolve_home
 
+        if str(error).startswith(PREFECT_NO_SERVER):
+            _fail(f"Prefect's temporary API server did not answer within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+                  f" ({os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS', '90')} s): on a busy machine "
+                  "raise it (export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one (`prefect server "
+                  "start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
         failure = home_failure(error, resolve_home(_State.home))  # e.g. a checkpoint that did not fit on the disk
         _fail(f"{failure}" if failure else f"unexpected {type(error).__name__}: {error} (rerun with --debug for the "
                                            "traceback)")
