@@ -58,7 +58,7 @@ def month_urls(start: str, end: str, base_url: str = COBE_SST_BASE_URL) -> list[
     """
     first, last = parse_month(start, what="start"), parse_month(end, what="end")
     if last < first:
-        raise FetchArgumentError(f"end {end} is before start {start}; give an end on or after the start")
+        raise FetchArgumentError(f"--end {end} is before --start {start}; give an end on or after the start")
     if first < parse_month(FIRST_MONTH):
         raise FetchArgumentError(f"start {start} is before COBE-SST's first month {FIRST_MONTH}; start at {FIRST_MONTH} or later")
     check_url(base_url, what="base URL", default=COBE_SST_BASE_URL)

@@ -71,7 +71,7 @@ class EnsoFeatureConfig:
 
     def __post_init__(self) -> None:
         if not np.datetime64(self.valid_start, "M") < np.datetime64(self.test_start, "M"):
-            raise CatalogError(f"valid_start {self.valid_start} must come before test_start {self.test_start}")
+            raise CatalogError(f"--valid-start {self.valid_start} must come before --test-start {self.test_start}")
 
     def split(self, months: np.ndarray) -> np.ndarray:
         """The period code (0 train, 1 valid, 2 test) of each month."""

@@ -240,10 +240,13 @@ def load_model_entry(catalog: Catalog, name: str, version: int | None = None) ->
     rows, at = _rows(catalog, name)
     chosen = [row for row in rows if version is None or row["version"] == version]
     if not chosen:
+        from shoal.contract import tasks
+
         known = ", ".join(str(row["version"]) for row in rows) or "none"
+        task = next((one.name for one in tasks().values() if one.model_name == name), "TASK")
         raise CatalogError(
             f"model {name!r} has no version {version if version is not None else 'yet'} in {catalog.home} "
-            f"(registered: {known}); train one with `shoal train TASK` (or `shoal run TASK`)"
+            f"(registered: {known}); train one with `shoal train {task}` (or `shoal run {task}`)"
         )
     return _entry(catalog, chosen[-1], at)
 

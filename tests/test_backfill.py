@@ -79,7 +79,7 @@ def test_missing_and_corrupt_months_fail_alone_and_a_rerun_retries_only_them(sou
 
 
 @pytest.mark.parametrize(("start", "end", "problem"), [
-    ("1990-13", "1991-01", "start '1990-13' is not a month"), ("1991-01", "1990-01", "end 1990-01 is before start")])
+    ("1990-13", "1991-01", "start '1990-13' is not a month"), ("1991-01", "1990-01", "--end 1990-01 is before --start")])
 def test_a_bad_month_range_is_refused_in_one_line(catalog: Catalog, source: Path, start: str, end: str,
                                                   problem: str) -> None:
     with pytest.raises(FetchArgumentError, match=problem):
@@ -133,7 +133,7 @@ def _without_make(home: Path, *args: str | Path, **env: str) -> subprocess.Compl
 
 
 @pytest.mark.parametrize(("start", "end", "folder", "expected"), [
-    ("2001-12", "2000-01", None, "end 2000-01 is before start 2001-12"),
+    ("2001-12", "2000-01", None, "--end 2000-01 is before --start 2001-12"),
     ("1990-01", "1990-02", "/no/such", "/no/such: no such folder"),
 ])
 def test_a_bad_range_or_folder_is_refused_before_any_prefect_server_starts(

@@ -196,3 +196,11 @@ def test_two_concurrent_builds_with_other_configurations_both_land_and_each_gets
     for (version, snapshot), coarsen in zip(results, (4, 6), strict=True):
         assert history[snapshot].version == version
         assert history[snapshot].lineage.parameters["config"]["coarsen"] == coarsen
+
+
+def test_a_validation_start_after_the_test_start_is_named_by_its_flags() -> None:
+    from shoal.errors import CatalogError
+    from shoal.features.enso import EnsoFeatureConfig
+
+    with pytest.raises(CatalogError, match=r"^--valid-start 2099-01 must come before --test-start 2005-01$"):
+        EnsoFeatureConfig(valid_start="2099-01")

@@ -224,7 +224,7 @@ def test_month_urls_follow_the_jma_pattern() -> None:
     ("1891-1", "2020-08", "start '1891-1' is not a month YYYY-MM"),
     ("91-01", "2020-08", "start '91-01' is not a month"),
     ("1891-01", "August", "end 'August' is not a month"),
-    ("2020-08", "1891-01", "end 1891-01 is before start 2020-08"),
+    ("2020-08", "1891-01", "--end 1891-01 is before --start 2020-08"),
     ("1890-12", "1891-03", "before COBE-SST's first month 1891-01"),
 ])
 def test_bad_months_exit_2_with_one_line(start: str, end: str, expected: str, tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ def test_concurrent_registrations_get_distinct_versions(catalog: Catalog, tmp_pa
 
 
 def test_a_missing_model_or_version_is_a_catalog_error_with_the_fix(catalog: Catalog, tmp_path: Path) -> None:
-    with pytest.raises(CatalogError, match=r"no version yet .*shoal train TASK"):
-        load_model_entry(catalog, "enso_convlstm")
+    with pytest.raises(CatalogError, match=r"no version yet .*`shoal train enso` \(or `shoal run enso`\)"):
+        load_model_entry(catalog, "enso_convlstm")  # the hint names the task that trains this model
     _register(catalog, tmp_path, b"a")
     with pytest.raises(CatalogError, match=r"no version 7 .*\(registered: 0\)"):
         load_model_entry(catalog, "enso_convlstm", 7)
