@@ -56,6 +56,18 @@ def _imported_after(code: str) -> set[str]:
     return {name.split(".")[0] for name in result.stdout.split()}
 
 
+def test_the_global_options_work_before_or_after_the_subcommand(tmp_path: Path) -> None:
+    from shoal.cli.root import globals_first
+
+    assert globals_first(["train", "enso", "--epochs", "2", "--debug", "--home", "H", "-q"]) == [
+        "--debug", "--home", "H", "-q", "train", "enso", "--epochs", "2"]
+    assert globals_first(["catalog", "list", "--home=H"]) == ["--home=H", "catalog", "list"]
+    assert globals_first(["run", "enso", "--", "--debug"]) == ["run", "enso", "--", "--debug"]
+    (tmp_path / "home").mkdir()
+    after = shoal("train", "enso", "--home", tmp_path / "home", "--debug")
+    assert after.returncode != 0 and "Traceback" in after.stderr and "run `shoal features enso` first" in after.stderr
+
+
 @pytest.mark.parametrize("code", ["import shoal", "import shoal.cli"])
 def test_importing_shoal_and_its_cli_loads_no_heavy_library(code: str) -> None:
     assert _imported_after(code) & HEAVY == set()

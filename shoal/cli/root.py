@@ -65,6 +65,29 @@ def main(
         logging.getLogger("shoal").setLevel(logging.DEBUG)
 
 
+GLOBAL_FLAGS, GLOBAL_VALUED = ("--debug", "--quiet", "-q"), ("--home",)
+
+
+def globals_first(args: list[str]) -> list[str]:
+    """`args` with the root's options moved before the subcommand, so `shoal train enso --debug` means
+    `shoal --debug train enso` (nothing after a `--` moves)."""
+    moved, rest, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in GLOBAL_FLAGS or ("=" in arg and arg.split("=", 1)[0] in GLOBAL_VALUED):
+            moved.append(arg)
+        elif arg in GLOBAL_VALUED and i + 1 < len(args):
+            moved += args[i:i + 2]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return moved + rest
+
+
 def run() -> None:
     """Console entry point: one-line errors, exit code 2 when nothing was done.
 
@@ -92,7 +115,7 @@ def _run_app() -> None:
 
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # the pending tasks of such an error (see _fail)
     try:
-        app(prog_name="shoal")  # click handles usage errors (exit 2) and typer.Exit itself
+        app(args=globals_first(sys.argv[1:]), prog_name="shoal")  # click handles usage errors (exit 2) and typer.Exit
     except ShoalError as error:
         if _State.debug:
             raise
