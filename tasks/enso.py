@@ -110,6 +110,20 @@ def threshold_phase(anomaly: np.ndarray) -> np.ndarray:
     return np.where(anomaly >= PHASE_THRESHOLD, 0, np.where(anomaly <= -PHASE_THRESHOLD, 1, 2))
 
 
+def _linear_fit_rows(series: IndexSeries, lead: int) -> np.ndarray:
+    """The training origins the linear baseline is fitted on at `lead`; too few for its coefficients is an error."""
+    fit = series.rows(lead, "train")
+    if len(fit) <= series.window + 12:
+        raise CatalogError(f"only {len(fit)} training months for the linear baseline at lead {lead} (it needs more "
+                           f"than {series.window + 12}); ingest more SST months before --valid-start")
+    return fit
+
+
+def _no_test_month(features: EnsoFeatures) -> CatalogError:
+    return CatalogError(f"no test month in enso_features version {features.version}: ingest SST months from "
+                        f"--test-start ({features.config.test_start}) on, or build features with an earlier --test-start")
+
+
 def baselines(series: IndexSeries, origins: np.ndarray, lead: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Anomaly (°C) and phase code forecasts of each baseline for `origins` at `lead`, fitted on train only."""
     anomaly, phase = series.anomaly, series.phase
@@ -123,10 +137,7 @@ def baselines(series: IndexSeries, origins: np.ndarray, lead: int) -> dict[str, 
         lags = anomaly[rows[:, None] + np.arange(-series.window, 0)]
         return np.hstack([lags, np.eye(12)[calendar[rows - 1]]])
 
-    fit = series.rows(lead, "train")
-    if len(fit) <= series.window + 12:
-        raise CatalogError(f"only {len(fit)} training months for the linear baseline at lead {lead}; "
-                           "ingest more SST months before valid_start")
+    fit = _linear_fit_rows(series, lead)
     coefficients = np.linalg.lstsq(design(fit), anomaly[fit - 1 + lead], rcond=None)[0]
     linear = design(origins) @ coefficients
     target = calendar[origins - 1 + lead]
@@ -200,12 +211,16 @@ class Enso(Task):
         height, width = features.sst.shape[-2:]
         config = ConvLSTMConfig(height=height, width=width, leads=settings.leads)
         train, valid = features.windows("train", settings.leads), features.windows("valid", settings.leads)
-        for name, windows, period in (("training", train, "before valid_start"),
-                                      ("validation", valid, "from valid_start to test_start")):
+        for name, windows, period in (("training", train, "before --valid-start"),
+                                      ("validation", valid, "from --valid-start to --test-start")):
             if len(windows) == 0:
                 raise CatalogError(f"no complete {name} window at leads {list(settings.leads)} in enso_features "
                                    f"version {features.version}: ingest SST months {period} "
                                    f"({features.config.valid_start} / {features.config.test_start})")
+        for lead in settings.leads:  # what evaluate needs, checked before training rather than after it
+            _linear_fit_rows(features.series, lead)
+        if not any(len(features.series.rows(lead, "test")) for lead in settings.leads):
+            raise _no_test_month(features)
         return Prepared(feature=InputVersion(FEATURES, "array", features.snapshot), model_config=asdict(config),
                         build=lambda: ConvLSTM(config), loss_fn=_Loss(features.land, config),
                         train_data=train, valid_data=valid)
@@ -223,9 +238,7 @@ class Enso(Task):
         leads = tuple(model_config["leads"])
         rows = {lead: features.series.rows(lead, "test") for lead in leads}
         if not any(len(r) for r in rows.values()):
-            raise CatalogError(f"no test month in enso_features version {features.version}: ingest SST months from "
-                               f"test_start ({features.config.test_start}) on, or build features with an earlier "
-                               "--test-start")
+            raise _no_test_month(features)
         origins = np.unique(np.concatenate(list(rows.values())))
         anomaly, probabilities = _forecast(model, features, origins, device=device)
         observed_phase = features.phase.numpy()

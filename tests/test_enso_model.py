@@ -207,3 +207,16 @@ def test_plots_leave_the_users_matplotlib_backend_and_pyplot_alone(tmp_path: Pat
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(120), check=True)
     assert result.stdout.split() == ["svg", "False"]
     assert (tmp_path / "skill.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_too_few_training_months_for_the_linear_baseline_is_refused_before_training(tmp_path: Path) -> None:
+    from shoal.errors import CatalogError
+
+    catalog = Catalog(tmp_path / "home")
+    cobe_sst.ingest(catalog, [Path(write_sample(tmp_path / "sst", start="1990-01", end="1992-12")[0]).parent])
+    oni.ingest(catalog, [oni.SAMPLE])
+    settings = TASK.parse(QUICK | {"valid_start": "1991-06", "test_start": "1992-06"})  # 17 training months
+    TASK.build_features(catalog, settings, NULL)
+    with pytest.raises(CatalogError, match=r"training months for the linear baseline at lead 1 \(it needs more than 18\)"):
+        train_model(catalog, TASK, settings)
+    assert not (tmp_path / "home" / "models").exists()  # nothing was trained
