@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from shoal.contract import Task, TaskSettings
 
 
+MIN_SAMPLE = 50  # training and validation items a trial must see: a handful scored "validation loss 0.0000"
+
+
 @dataclass(frozen=True)
 class TrialResult:
     """One trial: its number, settings, state (COMPLETE, PRUNED, FAIL) and best validation loss."""
@@ -55,6 +58,17 @@ def _sample(data: Any, fraction: float, seed: int) -> Any:
     return Subset(data, np.sort(np.random.default_rng(seed).permutation(len(data))[:size]).tolist())
 
 
+def _check_scorable(prepared: Any, fraction: float) -> None:
+    """Refuse a sample fraction that leaves a split too few items to train on or to score a trial by."""
+    for name, data in (("training", prepared.train_data), ("validation", prepared.valid_data)):
+        size = max(1, round(len(data) * fraction))
+        if size < MIN_SAMPLE:
+            least = min(1.0, MIN_SAMPLE / max(len(data), 1))
+            raise TrainingError(f"--sample-fraction {fraction:g} leaves {size} of the {len(data):,} {name} items; a "
+                                f"trial needs at least {MIN_SAMPLE} to be scored: pass --sample-fraction {least:.2g} "
+                                "or more" + ("" if least < 1.0 else " (and ingest more data)"))
+
+
 def study(catalog: Catalog, task: Task, *, seed: int = 0) -> Any:
     """The task's study in the catalog home, created or resumed."""
     import optuna
@@ -70,7 +84,8 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
     """Run `trials` more trials of the task's search space; every trial of the study, in order.
 
     Raises:
-        TrainingError: the task has no search space, or a bad fraction.
+        TrainingError: the task has no search space, or a fraction out of (0, 1] or leaving fewer than MIN_SAMPLE
+            training or validation items.
     """
     import optuna
 
@@ -81,6 +96,7 @@ def tune(catalog: Catalog, task: Task, settings: TaskSettings, *, trials: int, s
         raise TrainingError(f"--sample-fraction must be in (0, 1], got {sample_fraction}")
     if not task.tunable:
         raise TrainingError(f"task {task.name!r} has no search space to tune")
+    _check_scorable(task.prepare(catalog, settings, None), sample_fraction)
 
     def objective(trial: optuna.Trial) -> float:
         chosen = task.parse({**settings.model_dump(exclude_unset=True), **task.search_space(trial)})

@@ -58,6 +58,10 @@ def test_tuning_a_task_without_a_search_space_or_with_a_bad_fraction_fails_clear
         tune(tuned, get_task("enso"), get_task("enso").parse({}), trials=1)
     with pytest.raises(TrainingError, match=r"--sample-fraction must be in \(0, 1\], got 2"):
         tune(tuned, get_task("higgs"), get_task("higgs").parse(QUICK), trials=1, sample_fraction=2)
+    with pytest.raises(TrainingError, match=r"--sample-fraction 0.05 leaves 12 of the 250 training items; a trial "
+                                            r"needs at least 50 to be scored: pass --sample-fraction 0.2 or more"):
+        tune(tuned, get_task("higgs"), get_task("higgs").parse(QUICK), trials=1, sample_fraction=0.05)
+    assert shoal("tune", "higgs", "--trials", "0", home=tuned.home).returncode == 2  # not 8 trials
     result = shoal("train", "higgs", "--params", "worst", home=tuned.home)
     assert result.returncode == 2 and "--params: expected 'best'" in _one_error_line(result)
 

@@ -75,7 +75,7 @@ def _check_nproc(settings: Any, nproc: int) -> None:
 
 
 @_step("tune", options=("trials", "sample_fraction", "timeout"))
-def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_fraction: float,
+def tune_command(task_name: str, given: dict[str, Any], *, trials: int | None, sample_fraction: float | None,
                  timeout: float | None) -> None:
     """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable."""
     from rich.table import Table
@@ -84,8 +84,8 @@ def tune_command(task_name: str, given: dict[str, Any], *, trials: int, sample_f
     from shoal.contract import get_task
 
     task = get_task(task_name)
-    found = tune(_catalog(), task, task.parse(given), trials=trials or 8, sample_fraction=sample_fraction or 1e-3,
-                 timeout=timeout)
+    found = tune(_catalog(), task, task.parse(given), trials=8 if trials is None else trials,
+                 sample_fraction=1e-3 if sample_fraction is None else sample_fraction, timeout=timeout)
     table = Table("trial", "state", "validation loss", "settings", title=f"shoal tune {task_name}")
     for trial in found:
         value = "" if trial.value is None else f"{trial.value:.4f}"

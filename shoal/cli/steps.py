@@ -29,9 +29,10 @@ _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
     "force": (bool, typer.Option("--force", help="Predict again: a new version replaces this model version's rows.")),
     "as_json": (bool, typer.Option("--json", help="Print JSON instead of a table.")),
     "params": (str | None, typer.Option(help="'best': the settings of the best `shoal tune` trial (options given win).")),
-    "trials": (int, typer.Option(help="Trials to run (added to an interrupted study).")),
-    "sample_fraction": (float, typer.Option(help="Fraction of the train and valid rows each trial sees.")),
-    "timeout": (float | None, typer.Option(help="Stop starting trials after this many seconds.")),
+    "trials": (int | None, typer.Option(min=1, help="Trials to run (default 8; added to an interrupted study).")),
+    "sample_fraction": (float | None, typer.Option(min=0.0, max=1.0, help=(
+        "Fraction of the train and valid rows each trial sees, in (0, 1] (default 0.001)."))),
+    "timeout": (float | None, typer.Option(min=0.0, help="Stop starting trials after this many seconds.")),
     "config": (Path | None, typer.Option(help="The pipelines' config file (default ./shoal.toml).")),
     "nproc": (int | None, typer.Option(min=1, help="Train on N processes of this machine (DistributedDataParallel: "
                                                    "NCCL on GPUs, gloo on the CPU); --batch-size is their sum.")),
