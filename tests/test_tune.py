@@ -46,6 +46,7 @@ def test_an_interrupted_search_resumes_and_the_best_trial_trains_with_params_bes
     result = shoal("train", "higgs", "--params", "best", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
                    "--json", home=tuned.home)
     assert result.returncode == 0, result.stderr
+    assert f"--params best: the best `shoal tune higgs` trial's n_d={best['n_d']}" in result.stderr  # says what it used
     from shoal.models.registry import load_model_entry
 
     entry = load_model_entry(tuned, "higgs_tabnet", None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
+
 from shoal.cli.operations import _cluster
 from shoal.cli.output import (_console, _print_json, _print_predicted, _print_skill, _print_trained, _reporter,
                               _trained_facts)
@@ -60,7 +62,12 @@ def _with_params(task: Any, given: dict[str, Any], params: str | None) -> dict[s
     if params == "best":
         from shoal.models.tune import best_params
 
-        return {**best_params(_catalog(), task), **given}
+        best = best_params(_catalog(), task)
+        used = ", ".join(f"{key}={value:.4g}" for key, value in best.items() if key not in given)
+        kept = ", ".join(f"--{key.replace('_', '-')}" for key in best if key in given)
+        typer.echo(f"--params best: the best `shoal tune {task.name}` trial's {used or 'settings'}"
+                   f"{f' (given, so kept: {kept})' if kept else ''}", err=True)  # stderr: --json stays JSON
+        return {**best, **given}
     return given
 
 
