@@ -150,3 +150,9 @@ def test_a_step_option_that_run_neither_takes_nor_leaves_fails_at_registration()
         _step("test-run", options=(), inherits=("predict",))(takes_force_only)
     with pytest.raises(TypeError, match="register `tune-later` first"):
         _step("test-run", options=(), inherits=("tune-later",))(takes_force_only)
+
+
+def test_run_help_names_the_config_table_rich_markup_does_not_eat_it() -> None:
+    result = shoal("run", "--help")
+    assert result.returncode == 0 and "(the table pipelines.TASK of shoal.toml)" in " ".join(result.stdout.split())
+    assert "( in shoal.toml)" not in result.stdout

@@ -29,7 +29,7 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | Non
                 params: str | None, nproc: int | None, as_json: bool, force: bool) -> None:
     """The whole pipeline as a Prefect flow: ingest -> features -> train -> predict; TASK 'all': every configured one.
 
-    Paths and settings not given come from the config file ([pipelines.TASK] in shoal.toml);
+    Paths and settings not given come from the config file (the table pipelines.TASK of shoal.toml);
     a stage whose inputs and settings are unchanged is skipped, and the output says so.
     With --cluster the flow runs on a DaskTaskRunner and its ingest stages decode on the workers.
     The options of train and predict mean what they mean there, for every pipeline of `all`
