@@ -103,11 +103,17 @@ def load_config(path: Path = DEFAULT) -> ShoalConfig:
     except ValidationError as error:
         first = error.errors()[0]
         place = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{path}: {place}: {first['msg'].lower()}; {example}") from None
-    from shoal.contract import get_task
+        message = "not a key of this table" if first["type"] == "extra_forbidden" else first["msg"].lower()
+        raise ConfigError(f"{path}: {place}: {message}; {example}") from None
+    from shoal.contract import SettingsError, get_task
 
     for name in [*config.pipelines, *config.serve.train.tasks]:
         get_task(name)  # an unknown task fails here, with the registry's one-line hint
+    for name, pipeline in config.pipelines.items():
+        try:
+            get_task(name).parse(pipeline.settings)
+        except SettingsError as error:  # the file and the table, then the option as the CLI spells it
+            raise ConfigError(f"{path}: pipelines.{name}.settings: {error}") from None
 
     def near(p: Path) -> Path:
         return p if p.is_absolute() else path.parent / p

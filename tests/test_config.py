@@ -24,7 +24,11 @@ def test_paths_are_taken_from_the_config_folder_urls_kept_and_settings_kept(tmp_
     (None, "no such config file"),
     ("[pipelines.enso\n", "not TOML"),
     ('[pipelines.enso]\nsettings = {}\n', "pipelines.enso.paths: field required"),
-    ('[pipelines.enso]\npaths = []\ncron = "0 0 * * *"\n', "pipelines.enso.cron: extra inputs are not permitted"),
+    ('[pipelines.enso]\npaths = []\ncron = "0 0 * * *"\n', "pipelines.enso.cron: not a key of this table"),
+    ('[pipelines.enso]\npaths = []\nsettings = { epochs = "x" }\n',
+     "pipelines.enso.settings: --epochs: input should be a valid integer"),
+    ('[pipelines.higgs]\npaths = []\nsettings = { coarsen = 4 }\n',
+     "pipelines.higgs.settings: --coarsen: not an option of this task"),
 ])
 def test_a_bad_config_file_is_one_line_naming_the_file_and_the_place(tmp_path: Path, text: str | None,
                                                                      problem: str) -> None:
