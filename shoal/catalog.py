@@ -129,6 +129,9 @@ class Catalog:
     ) -> int:
         """Write an Arrow table, a polars frame or a stream of record batches as ONE commit.
 
+        A stream is written as it is read, except the first write of a table, which is held in
+        memory: a writer that loses the race to create the table writes its rows again.
+
         Args:
             name: the table.
             data: the rows.

@@ -91,7 +91,13 @@ def write_table(
     stamp = json.dumps(lineage.to_dict())
 
     def write() -> DeltaTable | None:
+        nonlocal arrow
         table = _existing_table(uri)
+        if table is None and isinstance(arrow, pa.RecordBatchReader):
+            # A create that loses the race is written again (below), and a stream read once is empty the second
+            # time: that retry committed no rows and said success (4 writers on S3 kept 200 of 400 rows). So the
+            # first write of a table is held in memory; writes into an existing table still stream.
+            arrow = arrow.read_all()
         try:
             # Given a DeltaTable, delta-rs moves it to the snapshot of its own commit, retries
             # over concurrent appends included: its version() is then ours, whatever landed since.
