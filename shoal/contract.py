@@ -78,7 +78,7 @@ class TaskSettings(BaseModel):
 
     def lr_for(self, batch: int) -> float:
         """Adam's learning rate for `batch` samples a step: the one given, else the default scaled by
-        sqrt(batch / default batch) when the batch is below the default, capped or given (Adam's square-root rule,
+        sqrt(batch / the batch size setting) when `batch_for` capped it (Adam's square-root rule,
         Malladi et al. 2022: TabNet's 0.02 at 16,384 rows stalls at a batch of 200). Adadelta sizes its own steps."""
         if self.given("lr") or self.optimizer != "adam" or batch >= self.batch_size:
             return self.lr
