@@ -126,9 +126,9 @@ def _run_app() -> None:
         from shoal.errors import home_failure
         from shoal.settings import resolve_home
 
-        if str(error).startswith(PREFECT_NO_SERVER):
+        if str(error).startswith(PREFECT_NO_SERVER):  # the server started through shoal.flows, which set the timeout
             _fail(f"Prefect's temporary API server did not answer within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-                  f" ({os.environ.get('PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS', '90')} s): on a busy machine "
+                  f" ({os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s): on a busy machine "
                   "raise it (export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=300), or start one (`prefect server "
                   "start`) and export PREFECT_API_URL=http://127.0.0.1:4200/api")
         failure = home_failure(error, resolve_home(_State.home))  # e.g. a checkpoint that did not fit on the disk
