@@ -7,6 +7,8 @@ Each request is answered whole under one lock (`serve`): moto checks a condition
 (`If-None-Match: *`, how Delta commits the next log entry) and then stores the object, in
 two steps, on a threaded server — two concurrent commits of the same version could both
 succeed and one be lost, which real S3 never allows. Serialized, moto is atomic as S3 is.
+(The writer the concurrency test lost on clean clones was shoal's own: a retried create re-read a
+consumed stream; `shoal.tables.write_table` now holds a table's first write.)
 """
 
 from __future__ import annotations
