@@ -50,22 +50,33 @@ def _run(home: Path, api: str, *args: str | Path) -> None:
     assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
 
 
-def _reference(home: Path, *args: str | Path) -> None:
-    """The step uninterrupted, in this process (the same command line, without a second interpreter's start-up)."""
+def _reference(home: Path, *args: str | Path) -> float:
+    """The step uninterrupted, in this process (the same command line, without a second interpreter's start-up).
+
+    Returns:
+        Its writing window: seconds from its first change in the home to its end (0 when it changed nothing).
+    """
     from typer.testing import CliRunner
 
     from shoal.cli import app
 
+    started = time.time()
     done = CliRunner().invoke(app, ["--home", str(home), "--quiet", *map(str, args)])
+    ended = time.time()
     assert done.exit_code == 0, f"{args}: {done.output} {done.exception!r}"
+    changed = [p.stat().st_mtime for p in home.rglob("*") if p.is_file() and p.stat().st_mtime >= started]
+    return ended - min(changed, default=ended)
 
 
 def _newest_change(home: Path) -> float:
     return max((p.stat().st_mtime for p in home.rglob("*") if p.is_file()), default=0.0)
 
 
-def _kill_while_writing(home: Path, api: str, rng: random.Random, *args: str | Path) -> bool:
+def _kill_while_writing(home: Path, api: str, window: float, rng: random.Random, *args: str | Path) -> bool:
     """Start a step, wait until it writes into the home, then SIGKILL it a seeded random moment later.
+
+    The moment is drawn from the first 80% of the step's writing window as the reference run measured it, so the
+    kill lands while the step writes on a fast machine and on a slow one alike.
 
     Returns:
         Whether the kill found the step still running (else it had finished first).
@@ -77,7 +88,7 @@ def _kill_while_writing(home: Path, api: str, rng: random.Random, *args: str | P
     try:
         while process.poll() is None and _newest_change(home) <= before and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.8) * window)
     finally:
         running = process.poll() is None
         process.send_signal(signal.SIGKILL)
@@ -177,13 +188,15 @@ def test_a_kill_at_a_random_point_of_any_step_leaves_a_home_that_a_rerun_finishe
     reference, victim = tmp_path / "reference", tmp_path / "victim"
     rng = random.Random(SEED)
     steps = _steps(tmp_path / "first", tmp_path / "rest")
-    interrupted = 0
+    interrupted, windows = 0, []
     for args, content in steps:
-        _reference(reference, *args)
+        window = _reference(reference, *args)
+        windows.append(f"{args[0]} {args[1]} {window:.2f} s")
         catalog = Catalog(victim)
         before = _histories(catalog) if victim.exists() else {}
-        interrupted += _kill_while_writing(victim, api, rng, *args)
+        interrupted += _kill_while_writing(victim, api, window, rng, *args)
         _holds(catalog, before)
         _run(victim, api, *args)
         _same(content(catalog), content(Catalog(reference)), args)
-    assert interrupted >= len(steps) - 2, f"only {interrupted} of {len(steps)} kills found their step running"
+    assert interrupted >= len(steps) - 2, (
+        f"only {interrupted} of {len(steps)} kills found their step running; writing windows: {windows}")
