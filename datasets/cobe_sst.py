@@ -45,6 +45,12 @@ DATASET = "sst"
 NI, NJ = 360, 180
 LAT = np.arange(-89.5, 90.0, 1.0)  # canonical order: south to north
 LON = np.arange(0.5, 360.0, 1.0)
+# CF attributes, so that xarray / cf-xarray users find the axes and units without shoal. The
+# time's units are not here: xarray writes them from the time encoding (days since 1850-01-01).
+LAT_ATTRS = {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}
+LON_ATTRS = {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}
+TIME_ATTRS = {"standard_name": "time", "long_name": "month", "axis": "T"}
+SST_ATTRS = {"units": "degC", "standard_name": "sea_surface_temperature", "long_name": "sea surface temperature"}
 SST_GRIB1 = {"table2Version": 128, "indicatorOfParameter": 34}  # sea-surface temperature, as COBE-SST writes it
 FILE_NAME = re.compile(r"sst(\d{4})(\d{2})\.grb")
 MAX_RUN = 120  # months per region write (31 MB of float32)
@@ -254,11 +260,12 @@ def _template(months: np.ndarray) -> xr.Dataset:
     digest = da.zeros((len(months), 32), dtype=np.uint8, chunks=(len(months), 32))
     dataset = xr.Dataset(
         {"sst": (("time", "lat", "lon"), sst), "source_sha256": (("time", "sha256_byte"), digest)},
-        coords={"time": time, "lat": LAT.astype(np.float32), "lon": LON.astype(np.float32)},
+        coords={"time": ("time", time, TIME_ATTRS), "lat": ("lat", LAT.astype(np.float32), LAT_ATTRS),
+                "lon": ("lon", LON.astype(np.float32), LON_ATTRS)},
         attrs={"title": "COBE-SST monthly sea-surface temperature", "source": "JMA/TCC COBE-SST via shoal",
                "latitude_order": "south to north"},
     )
-    dataset.sst.attrs.update(units="degC", long_name="sea surface temperature")
+    dataset.sst.attrs.update(SST_ATTRS)
     return dataset
 
 

@@ -48,6 +48,18 @@ PERIODS = ("train", "valid", "test")  # split codes 0, 1, 2
 Period = Literal["train", "valid", "test"]
 FORMAT = 2  # bump when the feature computation changes: it is part of the content key
 SPREAD_MONTHS = 120  # months of SST a Dask worker reads and coarsens at a time (`shoal features enso --cluster`)
+# CF attributes of the feature variables: normalized values are dimensionless (units "1").
+VARIABLE_ATTRS = {
+    "sst": {"units": "1", "long_name": "sea surface temperature normalized with the training months' mean and "
+                                       "standard deviation, 0 on land"},
+    "land": {"long_name": "land: a cell without SST in some training month (its normalized SST is 0)"},
+    "present": {"long_name": "the month has SST"},
+    "index": {"units": "1", "long_name": "Nino 3.4 SST anomaly normalized with the training months' statistics"},
+    "nino34_anom": {"units": "degC", "long_name": "Nino 3.4 SST anomaly"},
+    "phase": {"long_name": "ENSO phase", "flag_values": [-1, 0, 1, 2],
+              "flag_meanings": "missing el_nino la_nina neutral"},
+    "split": {"long_name": "evaluation period", "flag_values": [0, 1, 2], "flag_meanings": "train valid test"},
+}
 
 
 @dataclass(frozen=True)
@@ -135,10 +147,14 @@ def compute(sst: xr.Dataset, nino34: dict[str, np.ndarray], config: EnsoFeatureC
             "phase": (("time",), phase),
             "split": (("time",), split),
         },
-        coords={"time": sst.time.values, "lat": grid.lat.values, "lon": grid.lon.values},
+        # The coordinates keep the input's CF attributes (none on an `sst` written before shoal set them).
+        coords={"time": ("time", sst.time.values, sst.time.attrs), "lat": ("lat", grid.lat.values, sst.lat.attrs),
+                "lon": ("lon", grid.lon.values, sst.lon.attrs)},
         attrs={"phase_codes": "0 = E (El Niño), 1 = L (La Niña), 2 = N (neutral), -1 = missing",
                "split_codes": "0 = train, 1 = valid, 2 = test"},
     )
+    for name, attrs in VARIABLE_ATTRS.items():
+        features[name].attrs.update(attrs)
     return features, {"sst": sst_stats.to_dict(), "index": index_stats.to_dict()}
 
 

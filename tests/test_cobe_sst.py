@@ -218,3 +218,29 @@ def test_the_cli_commits_good_files_prints_one_line_per_bad_file_and_exits_1(hom
 def test_a_folder_without_sst_files_is_a_failure_not_a_silent_success(catalog: Catalog, tmp_path: Path) -> None:
     report = _ingest(catalog, tmp_path)
     assert report.exit_code == 2 and "no sstYYYYMM.grb file in this folder" in report.failures[0]
+
+
+# -- CF attributes ---------------------------------------------------------------------------
+
+
+def test_the_sst_array_has_cf_units_and_standard_names_that_round_trip_through_icechunk(catalog: Catalog) -> None:
+    _ingest(catalog, DATA / "good")
+    ds = catalog.open_array("sst")
+    assert (ds.lat.attrs["units"], ds.lat.attrs["standard_name"]) == ("degrees_north", "latitude")
+    assert (ds.lon.attrs["units"], ds.lon.attrs["standard_name"]) == ("degrees_east", "longitude")
+    assert ds.time.attrs["standard_name"] == "time" and ds.time.encoding["units"] == "days since 1850-01-01"
+    assert (ds.sst.attrs["units"], ds.sst.attrs["standard_name"]) == ("degC", "sea_surface_temperature")
+    assert ds.sst.attrs["long_name"] == "sea surface temperature"
+
+
+def test_a_home_written_before_the_cf_attributes_reads_and_takes_new_months(catalog: Catalog,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as old:  # the shoal that wrote this home set no CF attributes
+        for name in ("LAT_ATTRS", "LON_ATTRS", "TIME_ATTRS"):
+            old.setattr(cobe_sst, name, {})
+        _ingest(catalog, *GOOD[:2])
+    assert "units" not in catalog.open_array("sst").lat.attrs
+    assert _ingest(catalog, GOOD[2]).exit_code == 0
+    ds = catalog.open_array("sst")
+    assert list(ds.time.values.astype("datetime64[M]").astype(str)) == ["1982-01", "1982-02", "1982-03"]
+    np.testing.assert_array_equal(_month(ds, "1982-03"), decode(GOOD[2]).values)

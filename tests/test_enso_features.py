@@ -13,7 +13,7 @@ import xarray as xr
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import land_mask, write_sample
-from shoal.features.enso import EnsoFeatureConfig, EnsoFeatures, build
+from shoal.features.enso import EnsoFeatureConfig, EnsoFeatures, build, compute
 
 START, END, VALID, TEST = "1988-01", "1991-06", "1990-01", "1991-01"
 
@@ -204,3 +204,23 @@ def test_a_validation_start_after_the_test_start_is_named_by_its_flags() -> None
 
     with pytest.raises(CatalogError, match=r"^--valid-start 2099-01 must come before --test-start 2005-01$"):
         EnsoFeatureConfig(valid_start="2099-01")
+
+
+def test_features_keep_the_sst_cf_coordinates_and_say_their_units_without_changing_a_byte(ingested: Catalog) -> None:
+    config = EnsoFeatureConfig(valid_start=VALID, test_start=TEST, coarsen=4)
+    table = ingested.read_table("nino34")
+    nino34 = {"month": np.array(table.column("month").to_pylist(), dtype="datetime64[M]"),
+              "nino34_anom": table.column("nino34_anom").to_numpy(), "phase": np.array(table.column("phase").to_pylist())}
+    sst = ingested.open_array("sst")
+    features, _ = compute(sst, nino34, config)
+    assert (features.lat.attrs["units"], features.lat.attrs["standard_name"]) == ("degrees_north", "latitude")
+    assert (features.lon.attrs["units"], features.lon.attrs["standard_name"]) == ("degrees_east", "longitude")
+    assert features.time.attrs["standard_name"] == "time"
+    assert features.sst.attrs["units"] == "1" and features["index"].attrs["units"] == "1"
+    assert features.nino34_anom.attrs["units"] == "degC" and "long_name" in features.sst.attrs
+    bare, _ = compute(sst.drop_attrs(), nino34, config)  # as from a home written before the attributes
+    for name in features.variables:
+        assert features[name].values.tobytes() == bare[name].values.tobytes(), name
+    assert build(ingested, config=config).version == 0
+    stored = ingested.open_array("enso_features")
+    assert stored.lat.attrs["units"] == "degrees_north" and stored.time.encoding["units"].startswith("days since")
