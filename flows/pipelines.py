@@ -22,6 +22,7 @@ from shoal.flows.ingest import IngestFailed, _transient, flow_dask_client, inges
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter
 from shoal.sources import IngestReport
+from shoal.threads import apply_threads
 from shoal.contract import FeatureBuild, Predicted, Task, get_task
 
 
@@ -44,6 +45,7 @@ NEW_FEATURES = "shoal.features.new"
 @task(retries=1, retry_delay_seconds=1, retry_condition_fn=_transient)
 def features_task(task_name: str, home: str | None, settings: dict[str, Any]) -> FeatureBuild:
     """Build or reuse the task's feature version of the newest inputs; a new one is announced as an event."""
+    apply_threads()
     chosen = get_task(task_name)
     catalog = Catalog(home)
     build = cluster.on(flow_dask_client(), chosen.build_features, spreads=chosen.spreads)(catalog, chosen.parse(settings), RunLogReporter())
@@ -91,6 +93,7 @@ def train_rank(task_name: str, home: str | None, settings: dict[str, Any], featu
 def predict_task(task_name: str, home: str | None, model_version: int | None, device: str,
                  force: bool = False) -> Predicted:
     """Write the predictions of a registered model (not again for a model version that has them, unless `force`)."""
+    apply_threads()
     _, predicted = predict_model(Catalog(home), get_task(task_name), model_version=model_version, device=device,
                                  force=force)
     get_run_logger().info("%s version %s (%s): %d rows; plots %s", predicted.table, predicted.version,

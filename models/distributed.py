@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import nn
 
 from shoal.errors import TrainingError
+from shoal.threads import user_fixed_openmp
 
 T = TypeVar("T")
 
@@ -89,8 +90,8 @@ def session(device: torch.device) -> Iterator[None]:
                                 f"{torch.cuda.device_count()} GPU(s); start at most that many processes per machine")
         torch.cuda.set_device(local)
         options["device_id"] = torch.device("cuda", local)
-    elif "OMP_NUM_THREADS" not in os.environ:
-        # Each of the ranks on this machine would otherwise use every core: N-fold oversubscribed.
+    elif not user_fixed_openmp(os.environ):
+        # Each rank inherited the machine's thread count (shoal.threads): N-fold oversubscribed undivided.
         torch.set_num_threads(max(1, torch.get_num_threads() // local_size))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **options)
     try:

@@ -134,7 +134,9 @@ def train_model(
     from shoal.models.distributed import barrier, session, world
     from shoal.models.registry import find_run, register_model
     from shoal.models.train import pick_device, seeded, train
+    from shoal.threads import apply_threads
 
+    apply_threads()  # before `session` divides the threads among the ranks
     with session(pick_device(settings.device)):
         rank = world()[0]
         prepared = task.prepare(catalog, settings, feature_version)

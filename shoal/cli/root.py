@@ -1,4 +1,4 @@
-"""The root command `shoal`: its global options (--home, --debug, --quiet), one-line errors, the entry point.
+"""The root command `shoal`: its global options (--home, --threads, --debug, --quiet), one-line errors, the entry point.
 
 The command groups register themselves on `app` (`shoal/cli/__init__.py` imports them).
 """
@@ -52,10 +52,15 @@ def _catalog() -> Catalog:
 @app.callback()
 def main(
     home: Annotated[str | None, typer.Option(help="Catalog home (path or URL); default $SHOAL_HOME, else ~/.local/share/shoal.")] = None,
+    threads: Annotated[str | None, typer.Option(
+        metavar="N", help="Compute threads (torch, BLAS, OpenMP); default $SHOAL_THREADS, else $OMP_NUM_THREADS, else "
+                          "the cores that other jobs leave free (at least 1).")] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (they are off anyway when stdout is not a terminal).")] = False,
 ) -> None:
     """shoal: a data pipeline and feature store for scientific ML."""
+    from shoal.threads import apply_threads, parse_count
+
     _State.home, _State.debug, _State.quiet = home, debug, quiet
     if debug:  # an ingest turns a bad file into a report line; its traceback is logged here
         import logging
@@ -63,9 +68,10 @@ def main(
         logging.getLogger("asyncio").setLevel(logging.NOTSET)
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("shoal").setLevel(logging.DEBUG)
+    apply_threads(None if threads is None else parse_count(threads, name="--threads"))
 
 
-GLOBAL_FLAGS, GLOBAL_VALUED = ("--debug", "--quiet", "-q"), ("--home",)
+GLOBAL_FLAGS, GLOBAL_VALUED = ("--debug", "--quiet", "-q"), ("--home", "--threads")
 
 
 def globals_first(args: list[str]) -> list[str]:
