@@ -9,6 +9,7 @@ import pytest
 from shoal.catalog import Catalog
 from shoal.datasets.higgs import ingest
 from shoal.errors import TrainingError
+from shoal.lineage import InputVersion
 from shoal.tasks.higgs import SEARCH_SPACE
 from shoal.models.tune import best_params, tune
 from shoal.contract import get_task
@@ -32,7 +33,9 @@ def test_three_trials_land_in_a_sqlite_study_in_the_home_within_the_analysis_ran
     import optuna
 
     assert Path(tuned.home, "tuning", "higgs.db").exists()
-    trials = optuna.load_study(study_name="higgs", storage=f"sqlite:///{tuned.home}/tuning/higgs.db").trials
+    storage = f"sqlite:///{tuned.home}/tuning/higgs.db"
+    (study,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
     assert len(trials) == 3 and all(t.value is not None for t in trials if t.state.name == "COMPLETE")
     for trial in trials:
         for name, (low, high) in SEARCH_SPACE.items():
@@ -42,7 +45,7 @@ def test_three_trials_land_in_a_sqlite_study_in_the_home_within_the_analysis_ran
 def test_an_interrupted_search_resumes_and_the_best_trial_trains_with_params_best(tuned: Catalog) -> None:
     task = get_task("higgs")
     assert len(tune(tuned, task, task.parse(QUICK), trials=1, sample_fraction=0.5)) == 4
-    best = best_params(tuned, task)
+    best = best_params(tuned, task, feature=task.prepare(tuned, task.parse(QUICK), None).feature).params
     result = shoal("train", "higgs", "--params", "best", "--epochs", "1", "--batch-size", "64", "--device", "cpu",
                    "--json", home=tuned.home)
     assert result.returncode == 0, result.stderr
@@ -69,5 +72,93 @@ def test_tuning_a_task_without_a_search_space_or_with_a_bad_fraction_fails_clear
 
 def test_params_best_without_a_study_says_to_tune_first_and_creates_nothing(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="run `shoal tune higgs` first"):
-        best_params(Catalog(tmp_path / "home"), get_task("higgs"))
+        best_params(Catalog(tmp_path / "home"), get_task("higgs"), feature=InputVersion("higgs_features", "table", 0))
     assert not (tmp_path / "home").exists()
+
+
+def _home_with_features(root: Path) -> Catalog:
+    catalog = Catalog(root / "home")
+    ingest(catalog, [REAL])
+    task = get_task("higgs")
+    task.build_features(catalog, task.parse(QUICK), reporter=None)
+    return catalog
+
+
+def _on_a_terminal(*args: str, home: Path) -> str:
+    """What `python -m shoal --home HOME ARGS` writes to a terminal (a pseudo-terminal as its stdout)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import threading
+
+    leader, follower = pty.openpty()
+    env = {key: value for key, value in os.environ.items() if key != "SHOAL_HOME"} | {"NO_COLOR": "1",
+                                                                                      "COLUMNS": "200"}
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while it runs: a full terminal buffer would block the command
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the last writer closed the terminal
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    process = subprocess.run([sys.executable, "-m", "shoal", "--home", str(home), *args], stdout=follower,
+                             stderr=subprocess.PIPE, env=env, timeout=300, check=False)
+    os.close(follower)
+    reader.join(timeout=30)
+    os.close(leader)
+    assert process.returncode == 0, process.stderr
+    return b"".join(chunks).decode()
+
+
+def test_tunes_on_other_sample_fractions_make_other_studies_and_params_best_picks_the_one_on_its_features(
+        tmp_path: Path) -> None:
+    import optuna
+
+    catalog = _home_with_features(tmp_path)
+    task = get_task("higgs")
+    tune(catalog, task, task.parse(QUICK), trials=1, sample_fraction=0.5)
+    tune(catalog, task, task.parse(QUICK), trials=1, sample_fraction=0.6)
+    tune(catalog, task, task.parse({**QUICK, "epochs": 1}), trials=1, sample_fraction=0.5)
+    names = sorted(one.study_name for one in optuna.get_all_study_summaries(f"sqlite:///{catalog.home}/tuning/higgs.db"))
+    assert names == ["higgs_features version 0, sample fraction 0.5, seed 0, epochs 1, max batches all",
+                     "higgs_features version 0, sample fraction 0.5, seed 0, epochs 2, max batches all",
+                     "higgs_features version 0, sample fraction 0.6, seed 0, epochs 2, max batches all"]
+    first = task.prepare(catalog, task.parse(QUICK), None).feature
+    assert best_params(catalog, task, feature=first).key.sample_fraction == 0.6  # the most rows seen
+    picked = best_params(catalog, task, feature=first, given={"epochs": 1}).key
+    assert (picked.sample_fraction, picked.epochs) == (0.5, 1)  # the study of the epochs given
+    task.build_features(catalog, task.parse({**QUICK, "split": "random"}), reporter=None)  # version 1
+    result = shoal("train", "higgs", "--params", "best", "--epochs", "1", "--device", "cpu", home=catalog.home)
+    assert result.returncode == 2
+    assert _one_error_line(result) == (
+        "error: --params best: no `shoal tune higgs` study scored its trials on higgs_features version 1; "
+        f"{catalog.home}/tuning/higgs.db has '{names[1]}' (1 trial); '{names[2]}' (1 trial); '{names[0]}' "
+        "(1 trial); make one with `shoal tune higgs --sample-fraction 0.6 --seed 0 --epochs 2` (it tunes on the "
+        "newest feature version)")
+    result = shoal("train", "higgs", "--params", "best", "--feature-version", "0", "--epochs", "1", "--device", "cpu",
+                   "--json", home=catalog.home)
+    assert result.returncode == 0, result.stderr
+    assert f"of the study '{names[0]}'" in result.stderr  # on the features trained on, with the --epochs given
+
+
+def test_tune_shows_each_trial_as_it_finishes_on_a_terminal_unless_quiet(tmp_path: Path) -> None:
+    catalog = _home_with_features(tmp_path)
+    options = ("tune", "higgs", "--trials", "2", "--sample-fraction", "0.5", "--epochs", "2", "--batch-size", "32",
+               "--device", "cpu")
+    shown = _on_a_terminal(*options, home=catalog.home)
+    lines = [line for line in shown.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 2, shown
+    assert lines[0].startswith("trial 0: n_d=") and "validation loss " in lines[0], shown
+    assert lines[0].endswith("; best so far: trial 0, " + lines[0].split("validation loss ")[1][:6]), shown
+    assert lines[1].startswith("trial 1: n_d=") and "; best so far: trial " in lines[1], shown
+    quiet = _on_a_terminal("--quiet", *options[:3], "1", *options[4:], home=catalog.home)
+    assert not [line for line in quiet.splitlines() if line.startswith("trial ")], quiet
+    assert "shoal tune higgs" in quiet  # the table still

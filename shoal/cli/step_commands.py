@@ -37,7 +37,7 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
     from shoal.contract import get_task
 
     task = get_task(task_name)
-    given = _with_params(task, given, params)
+    given = _with_params(task, given, params, feature_version)
     settings = task.parse(given)
     arguments = (task_name, given, _catalog().home, _State.quiet, feature_version, run_id, restart, retrain)
     if nproc is not None and nproc > 1:
@@ -55,19 +55,29 @@ def train_command(task_name: str, given: dict[str, Any], *, feature_version: str
     _print_trained(task, trained)
 
 
-def _with_params(task: Any, given: dict[str, Any], params: str | None) -> dict[str, Any]:
-    """The options given, over the settings of the best `shoal tune` trial with `--params best`."""
+def _with_params(task: Any, given: dict[str, Any], params: str | None,
+                 feature_version: str | None = None) -> dict[str, Any]:
+    """The options given, over the settings of the best `shoal tune` trial with `--params best`.
+
+    The trial is the best of the study that matches the feature version trained on (`feature_version`, default the
+    newest) and the given --epochs, --max-batches and --seed (`shoal.models.tune.best_params`).
+    """
     if params not in (None, "best"):
         _fail(f"--params: expected 'best' (the best `shoal tune {task.name}` trial), got {params!r}")
     if params == "best":
         from shoal.models.tune import best_params
 
-        best = best_params(_catalog(), task)
-        used = ", ".join(f"{key}={value:.4g}" for key, value in best.items() if key not in given)
-        kept = ", ".join(f"--{key.replace('_', '-')}" for key in best if key in given)
+        catalog = _catalog()
+        feature = task.prepare(catalog, task.parse(given), feature_version).feature
+        best = best_params(catalog, task, feature=feature, given=given)
+        used = ", ".join(f"{key}={value:.4g}" for key, value in best.params.items() if key not in given)
+        kept = ", ".join(f"--{key.replace('_', '-')}" for key in best.params if key in given)
         typer.echo(f"--params best: the best `shoal tune {task.name}` trial's {used or 'settings'}"
-                   f"{f' (given, so kept: {kept})' if kept else ''}", err=True)  # stderr: --json stays JSON
-        return {**best, **given}
+                   f"{f' (given, so kept: {kept})' if kept else ''}; trial {best.number}, validation loss "
+                   f"{best.value:.4f}, of the study '{best.study}'"
+                   f"{'' if best.key else ' (from before studies were keyed: its trials may mix samples)'}",
+                   err=True)  # stderr: --json stays JSON
+        return {**best.params, **given}
     return given
 
 
@@ -84,26 +94,53 @@ def _check_nproc(settings: Any, nproc: int) -> None:
 @_step("tune", options=("trials", "sample_fraction", "timeout"))
 def tune_command(task_name: str, given: dict[str, Any], *, trials: int | None, sample_fraction: float | None,
                  timeout: float | None) -> None:
-    """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable."""
+    """Search the task's hyperparameters with Optuna on a sample, scored on valid; resumable.
+
+    One study per feature version, sample fraction, seed and epoch budget, so that its trials compare like with like.
+    """
+    import sys
+
     from rich.table import Table
 
-    from shoal.models.tune import tune
     from shoal.contract import get_task
+    from shoal.models.tune import tune
 
     task = get_task(task_name)
-    found = tune(_catalog(), task, task.parse(given), trials=8 if trials is None else trials,
-                 sample_fraction=1e-3 if sample_fraction is None else sample_fraction, timeout=timeout)
-    table = Table("trial", "state", "validation loss", "settings", title=f"shoal tune {task_name}")
-    for trial in found:
-        value = "" if trial.value is None else f"{trial.value:.4f}"
-        table.add_row(str(trial.number), trial.state, value, ", ".join(f"{k}={v:.4g}" for k, v in trial.params.items()))
     console = _console()
+    live = not _State.quiet and sys.stdout.isatty()  # the table below says it all where no one watches
+    found = tune(_catalog(), task, task.parse(given), trials=8 if trials is None else trials,
+                 sample_fraction=1e-3 if sample_fraction is None else sample_fraction, timeout=timeout,
+                 on_trial=(lambda trial, best: console.print(_trial_line(trial, best), markup=False, highlight=False))
+                 if live else None)
+    table = Table("trial", "state", "validation loss", "epochs", "settings", title=f"shoal tune {task_name}")
+    for trial in found:
+        table.add_row(str(trial.number), trial.state, _loss(trial), str(trial.epochs), _settings(trial.params))
     console.print(table)
     done = [t for t in found if t.value is not None and t.state == "COMPLETE"]
     if done:
         best = min(done, key=lambda t: t.value)
         console.print(f"best: trial {best.number}, validation loss {best.value:.4f}; train it with "
                       f"`shoal train {task_name} --params best`", markup=False, highlight=False)
+
+
+def _settings(params: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value:.4g}" for key, value in params.items())
+
+
+def _loss(trial: Any) -> str:
+    """A trial's validation loss: its best, or for a pruned one the loss it was stopped at."""
+    if trial.value is not None:
+        return f"{trial.value:.4f}"
+    return "" if trial.last_loss is None else f"{trial.last_loss:.4f} at epoch {trial.epochs}"
+
+
+def _trial_line(trial: Any, best: Any) -> str:
+    """One finished trial as `shoal tune` shows it while the search runs."""
+    state = {"COMPLETE": "", "PRUNED": f" (pruned after epoch {trial.epochs})"}.get(trial.state, f" ({trial.state})")
+    loss = "" if trial.value is None and trial.last_loss is None else \
+        f"validation loss {trial.value if trial.value is not None else trial.last_loss:.4f}"
+    so_far = "no trial finished yet" if best is None else f"trial {best.number}, {best.value:.4f}"
+    return f"trial {trial.number}: {_settings(trial.params)}: {loss or 'no loss'}{state}; best so far: {so_far}"
 
 
 def _train_rank(task_name: str, given: dict[str, Any], home: str, quiet: bool, feature_version: str | None,
