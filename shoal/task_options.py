@@ -47,8 +47,8 @@ def annotation(name: str, info: FieldInfo) -> Any:
               for attr, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if hasattr(item, attr)]
     default = ",".join(map(str, info.default)) if isinstance(info.default, tuple) else info.default
     text = f"{info.description or ''} (default {default}{'; ' if limits else ''}{', '.join(limits)})".strip()
-    if info.annotation is bool:
-        return Annotated[bool, typer.Option(flag(name), help=text, show_default=False)]
+    if info.annotation is bool:  # a plain flag: given is on, so "(default False)" would say nothing
+        return Annotated[bool, typer.Option(flag(name), help=info.description or "", show_default=False)]
     union = typing.get_origin(info.annotation) in (typing.Union, __import__("types").UnionType)
     plain = [kind for kind in (typing.get_args(info.annotation) if union else (info.annotation,)) if kind in (int, float)]
     return Annotated[(plain[0] if plain else str) | None, typer.Option(flag(name), help=text, show_default=False)]

@@ -264,3 +264,19 @@ def test_a_tasks_help_lists_its_own_options_with_defaults_and_another_tasks_opti
     assert line.startswith("error: --n-d: not an option of `shoal train enso`; it takes --amp-dtype, --batch-size")
     assert _one_error_line(shoal("train", "tabnet")) == "error: unknown task 'tabnet'; known tasks: enso, higgs, speech"
     assert "--n-d" in shoal("train", "higgs", "--help").stdout
+
+
+def test_no_step_command_shows_a_bool_placeholder_beside_a_flag() -> None:
+    from typer.testing import CliRunner
+
+    from shoal.cli import app
+    from shoal.cli.steps import _STEPS
+    from shoal.contract import tasks
+
+    commands = [[step] for step in _STEPS] + [[step, task] for step in _STEPS for task in tasks()] + [["run", "all"]]
+    for command in commands:
+        result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+        assert result.exit_code == 0, (command, result.output)
+        assert "--help" in result.output and "<bool>" not in result.output, (command, result.output)
+    flags = CliRunner().invoke(app, ["features", "speech", "--help"], env={"COLUMNS": "200"}).output
+    assert "--materialize   " in flags and "(default False)" not in flags  # a plain flag: given means on

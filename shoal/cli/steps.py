@@ -52,6 +52,14 @@ class _Step:
 _STEPS: dict[str, _Step] = {}
 
 
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """Flags without a type column: typer's rich help shows `<bool>` beside each, as if it took a value."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""  # rich help shows the metavar instead of the type
+    return params
+
+
 class _StepGroup(typer.core.TyperGroup):
     """`shoal STEP TASK ...`: one command per registered task (and `all` for `run`), made when asked for.
 
@@ -63,6 +71,9 @@ class _StepGroup(typer.core.TyperGroup):
         from shoal.contract import tasks
 
         return sorted(tasks()) + (["all"] if self.name == "run" else [])
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
 
     def get_command(self, ctx: Any, name: str) -> Any:
         from shoal.contract import get_task, tasks
@@ -79,6 +90,9 @@ class _StepGroup(typer.core.TyperGroup):
 
 class _TaskCommand(typer.core.TyperCommand):
     """One step of one task: an option it does not take is one line naming those it does."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         from shoal.contract import SettingsError
