@@ -8,7 +8,7 @@ Usage, from the repository root::
 Each benchmark module exposes `run() -> list[Result]` (or, for a measurement that is not a
 timing, `report() -> (markdown, goal met)`) and a module docstring that says what is compared; the docstring becomes the text of its section. Sections live between
 `<!-- bench:NAME -->` and `<!-- /bench:NAME -->` markers, so a partial run rewrites only
-its own sections. README.md shows measured numbers only between `<!-- generated: bench NAME -->`
+its own sections. README.md and docs/*.md show measured numbers only between `<!-- generated: bench NAME -->`
 and `<!-- /generated -->`; every rewrite of BENCHMARKS.md regenerates those blocks from its
 sections (`generated_readme`). The exit status is 1 when a result misses its target.
 """
@@ -33,6 +33,8 @@ from typing import TypeVar
 BENCH_DIR = Path(__file__).resolve().parent
 REPORT = BENCH_DIR.parent / "BENCHMARKS.md"
 README = BENCH_DIR.parent / "README.md"
+# The pages whose measured numbers are generated blocks: the README and every page of docs/.
+DOCUMENTS = (README, *sorted((BENCH_DIR.parent / "docs").glob("*.md")))
 _SECTION = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n.*?<!-- /bench:(?P=name) -->\n", re.DOTALL)
 # A README block made from one section; the markers stay, what lies between them is regenerated.
 GENERATED = re.compile(r"(?P<open><!-- generated: bench (?P<name>[\w-]+) -->\n).*?(?P<close><!-- /generated -->)", re.DOTALL)
@@ -287,7 +289,7 @@ def generated_readme(readme: str, report: str) -> str:
 
 
 def write_report(new_sections: dict[str, str], *, when: str, command: str) -> None:
-    """Rewrite BENCHMARKS.md (a fresh header, new sections, the old ones not rerun), then README.md's generated blocks."""
+    """Rewrite BENCHMARKS.md (a fresh header, new sections, the old ones not rerun), then the pages' generated blocks."""
     by_name = sections(REPORT.read_text() if REPORT.exists() else "")
     by_name.update(new_sections)
     order = [n for n in available() if n in by_name] + sorted(set(by_name) - set(available()))
@@ -302,7 +304,8 @@ def write_report(new_sections: dict[str, str], *, when: str, command: str) -> No
     )
     report = header + "".join("\n" + by_name[n] for n in order)
     REPORT.write_text(report)
-    README.write_text(generated_readme(README.read_text(), report))
+    for page in DOCUMENTS:
+        page.write_text(generated_readme(page.read_text(), report))
 
 
 def main(argv: list[str]) -> int:
