@@ -28,7 +28,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from shoal import cluster
-from shoal.arrays import resolve
+from shoal.arrays import history, resolve
 from shoal.errors import ConcurrentCommit, SourceError
 from shoal.lineage import Provenance, SourceFile
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
@@ -58,6 +58,12 @@ ATTEMPTS = 8  # sessions an ingest into an object-store home opens while other w
 _FIX_GRID = "expected a COBE-SST field: regular lat-lon 1°, 360 x 180, lon 0.5..359.5, lat ±89.5"
 # (low, high, offset to add): °C, Kelvin, and °C that GDAL shifted by -273.15 (SOURCES.md).
 UNIT_RANGES = {"°C": (-5.0, 45.0, 0.0), "K": (268.0, 318.0, -273.15), "GDAL-shifted °C": (-278.15, -228.15, 273.15)}
+# The mark `shoal.datasets.cobe_sst_sample` writes into section 1 of every file: sub-centre 83
+# and generating process 72 ("S", "H") under the JMA centre. Ingest records the months of
+# marked files as a fact ("sample_months"), so a home knows its SST is synthetic however the
+# files were named, moved or fetched; the pair is not expected in a JMA file (no real
+# COBE-SST file could be read here to confirm it, SOURCES.md).
+SAMPLE_MARK = {"subCentre": 83, "generatingProcessIdentifier": 72}
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class SstMonth:
     values: np.ndarray  # (NJ, NI) float32
     unit: str
     source: SourceFile
+    sample: bool = False  # the file carries SAMPLE_MARK: written by the sample generator, not by JMA
 
 
 def month_of_name(path: Path) -> np.datetime64:
@@ -185,11 +192,13 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
         grid = grid[:, ::-1]
     grid = np.ascontiguousarray(grid)
     unit = _to_celsius(path, grid)
-    return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path))
+    return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path),
+                    sample=all(keys[key] == value for key, value in SAMPLE_MARK.items()))
 
 
 def _read_message(path: Path, handle: int) -> dict[str, object]:
-    keys = _keys(handle, ["offset", "totalLength", "editionNumber", "dataDate", "missingValue", "bitmapPresent"])
+    keys = _keys(handle, ["offset", "totalLength", "editionNumber", "dataDate", "missingValue", "bitmapPresent",
+                          *SAMPLE_MARK])
     if keys["offset"]:
         raise SourceError(path, f"{int(keys['offset'])} bytes precede the GRIB message (a WMO bulletin header?)",
                           fix=f"strip them, e.g. tail -c +{int(keys['offset']) + 1} FILE > sstYYYYMM.grb", line=1)
@@ -404,6 +413,28 @@ def decode_months(sources: dict[np.datetime64, SourceFile]) -> Decoded:
     return decoded, failures
 
 
+def sample_months_of(written: Sequence[SstMonth]) -> list[str]:
+    """The months among `written` whose files carry SAMPLE_MARK: the commit's "sample_months" fact."""
+    return [str(d.month) for d in written if d.sample]
+
+
+def sample_months(catalog: Catalog, *, version: int | str | None = None) -> list[str]:
+    """The months of `sst` at `version` (default latest) whose data came from sample files, sorted.
+
+    The commit that wrote a month last decides: a sample month later replaced by a real file
+    is no longer one. Commits from before the fact was recorded count as real data.
+    """
+    newest = resolve(catalog.uri("array", DATASET), DATASET, version).version
+    sample: dict[str, bool] = {}
+    for entry in reversed(history(catalog.uri("array", DATASET), DATASET)):
+        if entry.version > newest:
+            break
+        parameters = entry.lineage.parameters if entry.lineage else {}
+        marked = set(parameters.get("sample_months", ()))
+        sample.update((month, month in marked) for month in parameters.get("months", ()))
+    return sorted(month for month, marked in sample.items() if marked)
+
+
 def without_values(month: SstMonth) -> SstMonth:
     """A decoded month without its field: what the driver keeps of a month written elsewhere."""
     return replace(month, values=np.empty(0, np.float32))
@@ -523,7 +554,8 @@ def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed
         message = f"ingest {len(written)} month(s)" + (f", replacing {', '.join(sorted(replaced))}" if replaced else "")
         snapshot = session.commit(Provenance(
             sources=tuple(d.source for d in written),
-            parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted},
+            parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted,
+                        "sample_months": sample_months_of(written)},
             message=message,
         ))
         # The number of OUR snapshot: other writers may have committed since.

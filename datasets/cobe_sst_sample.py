@@ -13,6 +13,10 @@ The ENSO task is scored on the index, so the EFFECTIVE test items of a sample ar
 the REAL Niño 3.4 series: with the default `--test-start 2005-01`, the ~190 months to the
 table's end in 2020, which are far from independent (the scoring's moving 12-month blocks
 count them as ~16 years of evidence).
+
+Every file carries `shoal.datasets.cobe_sst.SAMPLE_MARK` (GRIB1 sub-centre 83, generating
+process 72): ingest records the months of marked files as the commit's "sample_months", and
+the ENSO hindcast plot says when its SST is this synthetic sample rather than COBE-SST.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shoal.datasets.cobe_sst import LAT, LON, NI, NJ
+from shoal.datasets.cobe_sst import LAT, LON, NI, NJ, SAMPLE_MARK
 from shoal.datasets.oni import SAMPLE as ONI_SAMPLE
 from shoal.datasets.oni import read_oni
 
@@ -110,11 +114,13 @@ def write_grib(
     first_lat: float = 89.5,
     first_lon: float = 0.5,
     increment: float = 1.0,
+    mark: bool = True,
 ) -> Path:
     """Write one COBE-format GRIB1 message; `values` are (nj, ni), lat ascending, NaN = missing.
 
     The keyword arguments exist to write the unusual files of the tests: `add=273.15` for
-    Kelvin, `north_to_south=False` for the other scanning mode, another parameter or grid.
+    Kelvin, `north_to_south=False` for the other scanning mode, another parameter or grid,
+    `mark=False` for a file without SAMPLE_MARK that stands in for a real COBE-SST file.
     """
     import eccodes
 
@@ -126,7 +132,7 @@ def write_grib(
             "centre": 34, "table2Version": 128, "indicatorOfParameter": indicator_of_parameter,
             "Ni": ni, "Nj": nj, "jScansPositively": 0 if north_to_south else 1,
             "dataDate": int(str(month).replace("-", "") + "01"), "dataTime": 0,
-            "bitmapPresent": 1, "bitsPerValue": bits,
+            "bitmapPresent": 1, "bitsPerValue": bits, **(SAMPLE_MARK if mark else {}),
         }.items():
             eccodes.codes_set_long(handle, key, value)
         last_lat = first_lat - (nj - 1) * increment

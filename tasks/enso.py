@@ -178,6 +178,22 @@ class _Loss:
         return enso_loss(output, batch, self._on[device], self.config)
 
 
+def sample_note(catalog: Catalog, features: EnsoFeatures) -> str | None:
+    """A line for the plots when the SST of `features` came from the sample generator, else None.
+
+    The signal is the "sample_months" fact ingest records from the generator's GRIB mark, not a file name.
+    """
+    from shoal.datasets.cobe_sst import sample_months
+
+    lineage = catalog.lineage(FEATURES, version=features.snapshot)
+    sst = [item for item in (lineage.inputs if lineage else ()) if item.name == "sst"]
+    months = sample_months(catalog, version=sst[0].version) if sst else []
+    if not months:
+        return None
+    return (f"SST: synthetic sample data from shoal.datasets.cobe_sst_sample in {len(months)} months "
+            f"({months[0]} .. {months[-1]}), not COBE-SST observations")
+
+
 @register_task("enso")
 class Enso(Task):
     """ENSO: COBE-SST + Niño 3.4 -> `enso_features` -> ConvLSTM -> `enso_predictions`."""
@@ -304,7 +320,8 @@ class Enso(Task):
         ))
         name = f"{self.model_name}_v{entry.version}_{entry.run_id}"
         plots = (plot_hindcast(Path(catalog.local, "reports", f"{name}_hindcast.png"), table, lead=leads[0],
-                               title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}"),
+                               title=f"{self.model_name} v{entry.version}: Niño 3.4 anomaly at lead {leads[0]}",
+                               note=sample_note(catalog, features)),
                  plot_skill(Path(catalog.local, "reports", f"{name}_skill.png"), entry.metrics["skill"],
                             title=f"{self.model_name} v{entry.version}: test correlation by lead"))
         if entry.metrics.get("by_season"):  # models evaluated before seasons were scored have none

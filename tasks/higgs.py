@@ -173,12 +173,12 @@ class Higgs(Task):
 
         features = _features(catalog, entry.feature_version)
         common = {"model": self.model_name, "model_version": entry.version, "run_id": entry.run_id}
-        tables = []
+        tables, probabilities = [], {}
         for split in SPLITS:
             arrays = features.arrays(split)
             if len(arrays.row_id) == 0:
                 continue
-            probability = _probabilities(model, features, split, device=device)
+            probability = probabilities[split] = _probabilities(model, features, split, device=device)
             tables.append(pa.table({"row_id": arrays.row_id, "split": [split] * len(probability),
                                     "probability": probability.astype(np.float32),
                                     "predicted_label": (probability >= 0.5).astype(np.int8),
@@ -203,8 +203,9 @@ class Higgs(Task):
                             provenance=Provenance(inputs=lineage, parameters=common,
                                                   message=f"{self.model_name} v{entry.version}: importances"))
         path = Path(catalog.local, "reports", f"{self.model_name}_v{entry.version}_{entry.run_id}_masks.png")
-        plot = plot_masks(path, explained, FEATURES, title=f"{self.model_name} v{entry.version}: aggregated masks "
-                                                             f"(M_explain) of {len(explained)} test rows")
+        title = f"{self.model_name} v{entry.version}: aggregated masks (M_explain) of {len(explained)} test rows"
+        plot = plot_masks(path, explained, FEATURES, probability=probabilities["test"][:EXPLAINED],
+                          importances=importances, title=title)
         return Predicted(table=self.predictions, version=version, rows=table.num_rows, plots=(plot,))
 
     def open_features(self, catalog: Catalog, version: int | str | None) -> FeatureSet:
