@@ -57,7 +57,7 @@ def hindcast_figure(table: pa.Table, *, lead: int, title: str, note: str | None 
     if test:
         axes.axvspan(min(test), max(test), color="tab:blue", alpha=0.08, label="test period")
     axes.axhline(0.0, color="grey", linewidth=0.5)
-    axes.set_xlabel(f"target month (year; issued {lead} month{'s' if lead != 1 else ''} before)")
+    axes.set_xlabel(f"target month (forecast issued {lead} month{'s' if lead != 1 else ''} before)")
     axes.set_ylabel("Niño 3.4 anomaly (°C)")
     axes.set_title(title)
     axes.legend(loc="upper left")
@@ -82,7 +82,7 @@ def skill_figure(skill: Sequence[Mapping[str, Any]], *, title: str) -> Figure:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    figure = Figure(figsize=(6.5, 4.2))
+    figure = Figure(figsize=(8.5, 4.2))
     axes = figure.add_subplot()
     all_leads = sorted({row["lead"] for row in skill})
     methods = list(dict.fromkeys(row["method"] for row in skill))
@@ -117,7 +117,7 @@ def skill_figure(skill: Sequence[Mapping[str, Any]], *, title: str) -> Figure:
     axes.set_xlabel("lead (months)")
     axes.set_ylabel("correlation on the test period")
     axes.set_title(title)
-    axes.legend(handles, labels, fontsize=8, loc="best")
+    axes.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # bands stay visible
     return figure
 
 
@@ -167,9 +167,9 @@ def plot_seasons(path: Path, by_season: Sequence[Mapping[str, Any]], seasons: Se
 def confusion_figure(confusion: np.ndarray, labels: Sequence[str], *, title: str) -> Figure:
     """The confusion matrix (rows: true label, columns: predicted), coloured by each row's fractions.
 
-    Every non-zero cell shows its count, each row label its number of test clips; a word with
-    no test clip is hatched and says so (its fractions are undefined, not zero). The title
-    gets the accuracy and the number of clips.
+    Every non-zero cell shows its count, each row label its number of test clips; the row of a
+    word with no test clip is hatched and its label says so (its fractions are undefined, not
+    zero). The title gets the accuracy and the number of clips.
     """
     from matplotlib.figure import Figure
 
@@ -182,15 +182,13 @@ def confusion_figure(confusion: np.ndarray, labels: Sequence[str], *, title: str
     figure = Figure(figsize=(side + 1.2, side))
     axes = figure.add_subplot()
     image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
-    small = 8 if len(labels) <= 20 else 6
+    small = 8 if len(labels) <= 20 else 7
     for (i, j), count in np.ndenumerate(confusion):
         if count:
             axes.text(j, i, str(count), ha="center", va="center", fontsize=small,
                       color="white" if fractions[i, j] > 0.6 else "black")
     for i in np.nonzero(totals == 0)[0]:
         axes.axhspan(i - 0.5, i + 0.5, facecolor="none", edgecolor="grey", hatch="///", linewidth=0)
-        axes.text((len(labels) - 1) / 2, i, "no test clips", ha="center", va="center", fontsize=small, color="dimgrey",
-                  bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=8)
     axes.set_yticks(range(len(labels)), [f"{label} (n={total})" if total else f"{label} (no test clips)"
                                          for label, total in zip(labels, totals, strict=True)], fontsize=8)
