@@ -59,7 +59,7 @@ def report() -> tuple[str, bool]:
               for row, model in zip(table.rows, table.model_rows, strict=True)]
     goal = all(c.wins for c in comparisons(task.scoring, metrics["skill"]) if c.group >= 3)
     notes = (f"\n{table.verdict.rstrip('.')}.\n\nSettings: `{' '.join(f'--{k.replace(chr(95), chr(45))} {v}' for k, v in SETTINGS.items())}`; "
-             f"{len(metrics['history'])} epochs, best epoch {metrics['best_epoch'] + 1} by validation loss; "
+             f"{len(metrics['history'])} epochs, best epoch {metrics['best_epoch_number']} by validation loss; "
              f"training + test evaluation {minutes:.1f} min on {metrics['device']} "
              f"({metrics['samples_per_second']:.1f} windows/s). Goal (beat every baseline at leads >= 3): "
              f"{'met' if goal else 'NOT met'}.\n")

@@ -51,7 +51,7 @@ class ModelVersion:
         architecture: e.g. "convlstm".
         config: what it was built and trained with (parsed JSON).
         feature_dataset, feature_kind, feature_version: the feature version it was trained on.
-        metrics: its evaluation (parsed JSON).
+        metrics: its evaluation (parsed JSON); `best_epoch_number` counts from 1, as every command shows it.
         checkpoint: the absolute path of the checkpoint file.
         run_id: the training run.
         created_at: ISO 8601, UTC.
@@ -220,11 +220,24 @@ def checkpoint_file(catalog: Catalog, entry: ModelVersion) -> Path:
     return entry.checkpoint
 
 
+def _metrics(stored: str) -> dict[str, Any]:
+    """A row's metrics, the best epoch numbered as people count (`best_epoch_number`: 1 is the first epoch).
+
+    Rows registered before that field held `best_epoch`, counted from 0: read as the same 1-based field, so
+    that no command shows the old number beside the new.
+    """
+    metrics = json.loads(stored)
+    if "best_epoch" in metrics and "best_epoch_number" not in metrics:
+        return {("best_epoch_number" if key == "best_epoch" else key): value + 1 if key == "best_epoch" else value
+                for key, value in metrics.items()}
+    return metrics
+
+
 def _entry(catalog: Catalog, row: Mapping[str, Any], registry_version: int) -> ModelVersion:
     return ModelVersion(
         name=row["name"], version=row["version"], architecture=row["architecture"], config=json.loads(row["config"]),
         feature_dataset=row["feature_dataset"], feature_kind=row["feature_kind"], feature_version=row["feature_version"],
-        metrics=json.loads(row["metrics"]), checkpoint=Path(catalog.local, row["checkpoint"]),
+        metrics=_metrics(row["metrics"]), checkpoint=Path(catalog.local, row["checkpoint"]),
         checkpoint_relative=row["checkpoint"], checkpoint_sha256=row["checkpoint_sha256"], run_id=row["run_id"],
         created_at=row["created_at"], registry_version=registry_version,
     )

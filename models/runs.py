@@ -158,7 +158,7 @@ def train_model(
     model.load_state_dict(load_weights(result.best_checkpoint))
     metrics = task.evaluate(catalog, model, feature_version=str(prepared.feature.version),
                             model_config=prepared.model_config, device=config.device)
-    metrics |= {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+    metrics |= {"best_epoch_number": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
                 "history": [list(epoch) for epoch in result.history], "device": result.device,
                 "samples_per_second": result.windows_per_second, "world_size": result.world_size}
     entry = register_model(catalog, name=task.model_name, architecture=task.architecture,

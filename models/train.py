@@ -12,6 +12,10 @@ Everything random in an epoch (the shuffle, dropout) is seeded from (seed, epoch
 resumed run sees what an uninterrupted one saw and, on the CPU, ends with bit-identical
 weights. Checkpoints hold tensors and plain types only: `torch.load(path, weights_only=True)`.
 
+Epochs are numbered from 1 wherever a person reads one (the bar, the epoch lines, the registry's
+`best_epoch_number`); `TrainResult.best_epoch` and the checkpoints' `epoch` and `best_epoch` are
+the loop's index, from 0, which resuming counts with.
+
 Staging: a dataset that offers `to(device)` and `gather(indices) -> batch` (e.g. the ENSO
 windows, whose items are views into one series) is moved to the device once, and each batch
 is gathered there from a shuffled index tensor, with the same permutation a DataLoader would
@@ -644,7 +648,7 @@ def _checkpoint(run: _Run, epoch: int, train_loss: float, val_loss: float, *, co
     """Record the epoch: refuse a diverged loss, update the history and the best, write `best.pt` and `last.pt`."""
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise TrainingError(
-            f"epoch {epoch}: the loss diverged (train {train_loss}, validation {val_loss}); "
+            f"epoch {epoch + 1}: the loss diverged (train {train_loss}, validation {val_loss}); "
             f"lower the learning rate (lr={config.lr}) or check the inputs for NaN"
         )
     run.history.append((train_loss, val_loss))

@@ -14,11 +14,14 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import shoal
 from shoal.files import sha256_file
 from shoal.staging import shown, shown_in
+
+if TYPE_CHECKING:
+    from shoal.catalog import Catalog
 
 LINEAGE_KEY = "shoal"  # the commit-metadata key that holds the lineage JSON
 
@@ -78,6 +81,25 @@ class InputVersion:
     name: str
     kind: str
     version: int | str
+
+
+def version_label(catalog: Catalog, item: InputVersion) -> str:
+    """A dataset version as people read it, after the dataset's name: `version 3 (snapshot 1CECHNKREP0F1RSTCMT0)`
+    for an array, `version 3` for a table. Lineage names an array's version by its snapshot id, which stays; a
+    person types the number.
+
+    A snapshot no longer on the array's branch is shown by its id alone.
+    """
+    if item.kind != "array":
+        return f"version {item.version}"
+    from shoal import arrays
+    from shoal.errors import CatalogError
+
+    try:
+        found = arrays.resolve(catalog.uri("array", item.name), item.name, item.version)
+    except CatalogError:
+        return f"snapshot {item.version}"
+    return f"version {found.version} (snapshot {found.snapshot})"
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ def test_a_fetched_single_file_source_is_ingested_under_its_urls_last_part() -> 
 
 def _trained(name: str, skill: list[dict], **metrics: object) -> dict:
     return {"model": name, "version": 3, "run_id": "r1", "feature_version": "7", "reused": False,
-            "training": {"epochs": 20, "patience": None}, "metrics": {"skill": skill, "device": "cpu", "best_epoch": 4, **metrics}}
+            "training": {"epochs": 20, "patience": None}, "metrics": {"skill": skill, "device": "cpu", "best_epoch_number": 5, **metrics}}
 
 
 def _enso_skill() -> list[dict]:

@@ -125,3 +125,40 @@ def test_evaluate_json_and_predict_use_the_newest_model(built: SimpleNamespace) 
     predicted = shoal("predict", "enso", "--device", "cpu", home=built.home)
     assert predicted.returncode == 0, predicted.stderr
     assert f"rows from model enso_convlstm version {newest};" in predicted.stdout
+
+
+def test_the_best_epoch_and_the_feature_version_shown_are_the_registrys_counted_from_1(built: SimpleNamespace) -> None:
+    import re
+
+    from shoal.models.registry import load_model_entry
+
+    trained = shoal("train", "enso", "--epochs", "3", "--max-batches", "2", "--device", "cpu", "--leads", "1,2",
+                    "--run-id", "numbered", home=built.home)
+    assert trained.returncode == 0, trained.stderr
+    snapshot = Catalog(built.home).version_id("enso_features")
+    line = re.search(r"registered model enso_convlstm version (\d+) on (.+) \(run numbered, best epoch (\d+), cpu\)",
+                     trained.stdout)
+    assert line is not None, trained.stdout
+    version, features, best = int(line[1]), line[2], int(line[3])
+    assert features == f"enso_features version 0 (snapshot {snapshot})"
+    losses = [valid for _, valid in load_model_entry(Catalog(built.home), "enso_convlstm", version).metrics["history"]]
+    assert best == losses.index(min(losses)) + 1 and f"epoch {best}/3: " in trained.stdout
+    described = json.loads(shoal("catalog", "describe", "enso_convlstm", "--version", str(version), "--json",
+                                 home=built.home).stdout)
+    assert described["metrics"]["best_epoch_number"] == best and "best_epoch" not in described["metrics"]
+    assert described["feature"] == f"enso_features (array) version 0 (snapshot {snapshot})"
+    evaluated = shoal("evaluate", "enso", "--model-version", str(version), "--device", "cpu", home=built.home)
+    assert f"model enso_convlstm version {version} on enso_features version 0 (snapshot {snapshot})\n" in evaluated.stdout
+
+
+def test_a_model_registered_with_the_best_epoch_counted_from_0_reads_counted_from_1(catalog: Catalog,
+                                                                                    tmp_path: Path) -> None:
+    from shoal.lineage import InputVersion
+    from shoal.models.registry import load_model_entry, register_model
+
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    register_model(catalog, name="old_model", architecture="convlstm", config={}, run_id="r",
+                   feature=InputVersion("enso_features", "array", "S"), checkpoint=tmp_path / "best.pt",
+                   metrics={"best_epoch": 2, "best_val_loss": 0.5})  # as runs registered them before 1-based numbers
+    metrics = load_model_entry(catalog, "old_model").metrics
+    assert metrics == {"best_epoch_number": 3, "best_val_loss": 0.5}

@@ -53,8 +53,10 @@ def _model(name: str) -> list[Any]:
 
 
 def _model_facts(entry: Any) -> dict[str, Any]:
+    from shoal.lineage import version_label
+
     return {"name": entry.name, "kind": "model", "version": entry.version, "architecture": entry.architecture,
-            "feature": f"{entry.feature_dataset} ({entry.feature_kind}) version {entry.feature_version}",
+            "feature": f"{entry.feature_dataset} ({entry.feature_kind}) {version_label(_catalog(), entry.feature)}",
             "run_id": entry.run_id, "created_at": entry.created_at, "checkpoint": str(entry.checkpoint),
             "checkpoint_sha256": entry.checkpoint_sha256, "config": entry.config,
             "metrics": {k: v for k, v in entry.metrics.items() if k != "history"},
@@ -164,13 +166,15 @@ def catalog_history(name: str, as_json: JsonFlag = False) -> None:
     """Every version of a dataset (or of a registered model), newest first."""
     from rich.table import Table
 
+    from shoal.lineage import version_label
+
     if models := _model(name):
         if as_json:
             _print_json([_model_facts(m) for m in reversed(models)])
             return
         table = Table("version", "created", "run", "trained on", title=f"{name}: registered versions, newest first")
         for m in reversed(models):
-            table.add_row(str(m.version), m.created_at, m.run_id, f"{m.feature_dataset} version {m.feature_version}")
+            table.add_row(str(m.version), m.created_at, m.run_id, f"{m.feature_dataset} {version_label(_catalog(), m.feature)}")
         _console().print(table)
         return
     versions = _catalog().must_exist().history(name)

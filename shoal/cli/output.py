@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from shoal.cli.root import _State
+from shoal.cli.root import _catalog, _State
 
 if TYPE_CHECKING:
     from shoal.sources import IngestReport
@@ -62,13 +62,18 @@ def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
 
 def _print_trained(task: Any, trained: Any) -> None:
     entry = trained.entry
+    from shoal.lineage import version_label
+
     console = _console()
     if trained.reused:
-        console.print(f"reused model {entry.name} version {entry.version}: run {trained.run_id} already finished with "
-                      "these inputs and settings (--retrain trains a new version)", markup=False, highlight=False)
+    features = f"{entry.feature_dataset} {version_label(_catalog(), entry.feature)}"
+        console.print(f"reused model {entry.name} version {entry.version} on {features}: run {trained.run_id} already "
+                      "finished with these inputs and settings (--retrain trains a new version)",
+                      markup=False, highlight=False)
     else:
-        console.print(f"registered model {entry.name} version {entry.version} (run {trained.run_id}, best epoch "
-                      f"{entry.metrics['best_epoch'] + 1}, {entry.metrics['device']})", markup=False, highlight=False)
+        console.print(f"registered model {entry.name} version {entry.version} on {features} (run {trained.run_id}, "
+                      f"best epoch {entry.metrics['best_epoch_number']}, {entry.metrics['device']})",
+                      markup=False, highlight=False)
     _print_skill(task, dict(entry.metrics))
 
 

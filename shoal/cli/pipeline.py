@@ -120,7 +120,9 @@ def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, clie
         features = result.features
         trained_on = (f"; the model trained on version {feature_version} (--feature-version)"
                       if feature_version is not None else "")
-        _console().print(f"features: version {features.snapshot} ({'unchanged: reused' if features.reused else 'new'})"
+        snapshot = "" if features.snapshot == str(features.version) else f" (snapshot {features.snapshot})"
+        _console().print(f"features: version {features.version}{snapshot} "
+                         f"({'unchanged: reused' if features.reused else 'new'})"
                          f"{trained_on}", markup=False, highlight=False)
         _print_trained(task, result.trained)
         _print_predicted(result.trained.entry, result.predicted)

@@ -194,7 +194,7 @@ def results(task_name: str, *, settings: Mapping[str, Any], overrides: Mapping[s
         "settings": dict(settings), "training": dict(trained["training"]), "sources": list(sources), "fetched": fetched,
         "model": {"name": trained["model"], "version": trained["version"], "run_id": trained["run_id"],
                   "feature_version": trained["feature_version"], "reused": trained["reused"],
-                  "device": metrics.get("device"), "best_epoch": metrics.get("best_epoch")},
+                  "device": metrics.get("device"), "best_epoch_number": metrics.get("best_epoch_number")},
         "skill_title": table.title, "skill": metrics["skill"], "verdict": table.verdict,
         "published": asdict(published), "group_by": task.scoring.group, "counted": task.scoring.count,
         "beside": beside(published, task.scoring, metrics["skill"]),
@@ -258,7 +258,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"- model {model['name']} version {model['version']}, run {model['run_id']}"
         f"{' (reused: an identical run had finished)' if model['reused'] else ''}, feature version "
         f"{model['feature_version']}, device {model['device']}, best epoch "
-        f"{'' if model['best_epoch'] is None else model['best_epoch'] + 1}",
+        f"{'' if model['best_epoch_number'] is None else model['best_epoch_number']}",
         f"- sources ({'fetched by the command' if data['fetched'] else 'given with --source'}): "
         f"{', '.join(data['sources'])}",
         "- settings: " + ", ".join(f"{key}={value}" for key, value in data["settings"].items()),

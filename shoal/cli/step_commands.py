@@ -164,8 +164,9 @@ def _train_rank(task_name: str, given: dict[str, Any], home: str, quiet: bool, f
 @_step("evaluate", options=("model_version", "as_json"))
 def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: int | None, as_json: bool) -> None:
     """Skill of a registered model on the task's test split, beside the baselines."""
-    from shoal.models.runs import evaluate_model
     from shoal.contract import get_task
+    from shoal.lineage import version_label
+    from shoal.models.runs import evaluate_model
 
     task = get_task(task_name)
     settings = task.parse(given)
@@ -173,8 +174,9 @@ def evaluate_command(task_name: str, given: dict[str, Any], *, model_version: in
     if as_json:
         _print_json({"model": entry.name, "version": entry.version, **metrics})
         return
-    _console().print(f"model {entry.name} version {entry.version} on {entry.feature_dataset} version "
-                     f"{entry.feature_version}", markup=False, highlight=False)
+    _console().print(f"model {entry.name} version {entry.version} on {entry.feature_dataset} "
+                     f"{version_label(_catalog(), entry.feature)}",
+                     markup=False, highlight=False)
     _print_skill(task, metrics)
 
 
