@@ -148,7 +148,8 @@ def test_the_best_epoch_and_the_feature_version_shown_are_the_registrys_counted_
     assert described["metrics"]["best_epoch_number"] == best and "best_epoch" not in described["metrics"]
     assert described["feature"] == f"enso_features (array) version 0 (snapshot {snapshot})"
     evaluated = shoal("evaluate", "enso", "--model-version", str(version), "--device", "cpu", home=built.home)
-    assert f"model enso_convlstm version {version} on enso_features version 0 (snapshot {snapshot})\n" in evaluated.stdout
+    shown = f"model enso_convlstm version {version} on enso_features version 0 (snapshot {snapshot})\n"
+    assert shown in evaluated.stdout
 
 
 def test_a_model_registered_with_the_best_epoch_counted_from_0_reads_counted_from_1(catalog: Catalog,

@@ -127,7 +127,8 @@ def test_tunes_on_other_sample_fractions_make_other_studies_and_params_best_pick
     tune(catalog, task, task.parse(QUICK), trials=1, sample_fraction=0.5)
     tune(catalog, task, task.parse(QUICK), trials=1, sample_fraction=0.6)
     tune(catalog, task, task.parse({**QUICK, "epochs": 1}), trials=1, sample_fraction=0.5)
-    names = sorted(one.study_name for one in optuna.get_all_study_summaries(f"sqlite:///{catalog.home}/tuning/higgs.db"))
+    storage = f"sqlite:///{catalog.home}/tuning/higgs.db"
+    names = sorted(one.study_name for one in optuna.get_all_study_summaries(storage))
     assert names == ["higgs_features version 0, sample fraction 0.5, seed 0, epochs 1, max batches all",
                      "higgs_features version 0, sample fraction 0.5, seed 0, epochs 2, max batches all",
                      "higgs_features version 0, sample fraction 0.6, seed 0, epochs 2, max batches all"]
@@ -162,3 +163,25 @@ def test_tune_shows_each_trial_as_it_finishes_on_a_terminal_unless_quiet(tmp_pat
     quiet = _on_a_terminal("--quiet", *options[:3], "1", *options[4:], home=catalog.home)
     assert not [line for line in quiet.splitlines() if line.startswith("trial ")], quiet
     assert "shoal tune higgs" in quiet  # the table still
+
+
+def test_a_study_from_before_keyed_studies_stays_readable_until_a_keyed_one_is_on_the_features(tmp_path: Path) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    catalog = _home_with_features(tmp_path)
+    task = get_task("higgs")
+    storage = f"sqlite:///{Path(catalog.home, 'tuning')}/higgs.db"
+    Path(catalog.home, "tuning").mkdir()
+    legacy = optuna.create_study(study_name="higgs", storage=storage)  # as `shoal tune` named every study before
+    legacy.add_trial(optuna.trial.create_trial(
+        params={"n_d": 24, "n_a": 24, "n_steps": 4, "lr": 0.01}, value=0.5,
+        distributions={"n_d": IntDistribution(20, 40), "n_a": IntDistribution(20, 40), "n_steps": IntDistribution(4, 6),
+                       "lr": FloatDistribution(10**-2.5, 10**-1, log=True)}))
+    feature = task.prepare(catalog, task.parse(QUICK), None).feature
+    old = best_params(catalog, task, feature=feature)
+    assert (old.key, old.study, old.params["n_d"]) == (None, "higgs", 24)
+    tune(catalog, task, task.parse(QUICK), trials=1, sample_fraction=0.5)
+    new = best_params(catalog, task, feature=feature)
+    assert new.key is not None and new.study.startswith("higgs_features version 0, sample fraction 0.5")
+    assert len(optuna.get_all_study_summaries(storage)) == 2  # the same database holds both

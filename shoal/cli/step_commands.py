@@ -103,16 +103,19 @@ def tune_command(task_name: str, given: dict[str, Any], *, trials: int | None, s
     from rich.table import Table
 
     from shoal.contract import get_task
-    from shoal.models.tune import tune
+    from shoal.models.tune import study_key, tune
 
-    task = get_task(task_name)
+    task, catalog = get_task(task_name), _catalog()
+    settings, fraction = task.parse(given), 1e-3 if sample_fraction is None else sample_fraction
     console = _console()
     live = not _State.quiet and sys.stdout.isatty()  # the table below says it all where no one watches
-    found = tune(_catalog(), task, task.parse(given), trials=8 if trials is None else trials,
-                 sample_fraction=1e-3 if sample_fraction is None else sample_fraction, timeout=timeout,
+    found = tune(catalog, task, settings, trials=8 if trials is None else trials, sample_fraction=fraction,
+                 timeout=timeout,
                  on_trial=(lambda trial, best: console.print(_trial_line(trial, best), markup=False, highlight=False))
                  if live else None)
-    table = Table("trial", "state", "validation loss", "epochs", "settings", title=f"shoal tune {task_name}")
+    key = study_key(task, settings, task.prepare(catalog, settings, None), fraction)
+    table = Table("trial", "state", "validation loss", "epochs", "settings",
+                  title=f"shoal tune {task_name}: the study of {key.name}")
     for trial in found:
         table.add_row(str(trial.number), trial.state, _loss(trial), str(trial.epochs), _settings(trial.params))
     console.print(table)
