@@ -62,7 +62,7 @@ def run_command(task_name: str, given: dict[str, Any], *, paths: list[str] | Non
             if len(names) > 1 and not as_json:
                 _console().rule(f"pipeline {name}")
             try:
-                settings = _with_params(task, configured.settings if configured else {}, params)
+                settings = _with_params(task, configured.settings if configured else {}, params, feature_version)
                 settings |= {key: value for key, value in given.items()
                              if task_name != "all" or key in task.settings.model_fields}
                 done[name] = _run(name, paths or configured.paths, settings, client=client, as_json=as_json,
