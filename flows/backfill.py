@@ -12,7 +12,6 @@ worker, and the flow merges the forks. Either way, one commit at the end.
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,11 @@ from pydantic import DirectoryPath, PositiveInt
 from shoal.catalog import Catalog
 from shoal.datasets.cobe_sst_backfill import Backfill, ChunkResult, ChunkWork, plan, write_chunk
 from shoal.flows.ingest import _transient, flow_dask_client
-from shoal.flows.pipelines import features_task
+from shoal.flows.pipelines import SHOWN, cli_bar, features_task
 from shoal.progress import NULL, Reporter
 from shoal.sources import IngestReport
 
 DEFAULT_CHUNK = 120  # months per task: see bench/bench_backfill.py (12 cost +72% over the core ingest on 1,560 months)
-# The CLI's progress bar; a flow run started elsewhere (the UI, a deployment) logs instead.
-reporter: ContextVar[Reporter] = ContextVar("backfill_reporter", default=NULL)
-
-
-def _progress() -> Reporter:
-    """The reporter, read through a function: a DaskTaskRunner pickles the flow with every global it names, and a
-    ContextVar does not pickle (a function of this module does, by name)."""
-    return reporter.get()
 
 
 def _chunk_name() -> str:
@@ -81,7 +72,7 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
     None builds nothing. Run on a `DaskTaskRunner` (`shoal.flows.ingest.on_cluster`), the
     chunks are decoded and written on its workers.
     """
-    logger, progress = get_run_logger(), _progress()
+    logger, progress = get_run_logger(), cli_bar() or NULL  # a run started elsewhere (the UI, a deployment) logs
     catalog = Catalog(home)
     found = plan(catalog, Path(source), start, end, force=force)
     chunks = found.chunks(chunk)
@@ -101,13 +92,13 @@ def backfill_sst(source: DirectoryPath, start: str, end: str, home: str | None =
                            else decode_chunk.submit(backfill, months))
         for future in as_completed(running):
             _take(backfill, future, progress)
+        progress.advance(0, status="committing")
         report = backfill.commit()
-    progress.finish(f"sst version {report.version}: {len(report.committed)} month(s) committed, "
-                    f"{len(report.unchanged)} unchanged, {len(report.failures)} failed")
+    # `shoal backfill` prints the summary and every failed month itself: on its console, once.
     logger.info("sst version %s: %d committed, %d unchanged, %d failed", report.version, len(report.committed),
-                len(report.unchanged), len(report.failures))
+                len(report.unchanged), len(report.failures), extra=SHOWN)
     for failure in report.failures:
-        logger.error(failure)
+        logger.error(failure, extra=SHOWN)
     if features is not None and report.committed:  # once for the whole backfill, not per month
         features_task("enso", home, features)
     return report

@@ -493,6 +493,7 @@ def train(
                                     f"epochs (the best: epoch {run.best_epoch + 1})")
                 break
             train_loss, count, seconds = _epoch(run, epoch, loss_fn=loss_fn, data=train_data, config=config)
+            run.reporter.advance(0, status="validating")  # the epoch's last phase, shown on its bar
             _precise_batch_norm(run, data=train_data, config=config)
             val_loss = _validate(run, loss_fn=loss_fn, data=val_data, config=config)
             _checkpoint(run, epoch, train_loss, val_loss, config=config)

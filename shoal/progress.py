@@ -1,8 +1,10 @@
 """Progress of long work: core code reports through a `Reporter`, the caller decides how it shows.
 
 The CLI shows a rich progress bar (off when stdout is not a terminal, or with `--quiet`);
-flows send one log line per finished stage or epoch to the Prefect run logger (see
-`shoal.flows`); library callers get nothing unless they pass a reporter.
+flows send one log line per finished stage or epoch to the Prefect run logger, and, run by
+a command on a terminal, move that command's bar too (`shoal.flows.pipelines.on_terminal`); library
+callers get nothing unless they pass a reporter. A stage may name its current phase as
+`advance(0, status=...)` (the training: "validating" once an epoch's batches are done).
 """
 
 from __future__ import annotations
@@ -45,15 +47,15 @@ NULL = NullReporter()
 
 
 class RichReporter:
-    """A rich progress bar per stage; each stage's closing message stays printed above the bar.
+    """A rich progress bar per stage; each stage's closing message stays printed where its bar was.
 
-    Use as a context manager. `enabled=False` (or stdout not a terminal) prints only the
-    closing messages.
+    Use as a context manager. `enabled=False` (or no terminal) prints only the closing messages.
+    `terminal`: whether `console` writes to a terminal the bar may draw on (None: whether stdout is one).
     """
 
-    def __init__(self, console: Console, *, enabled: bool = True) -> None:
+    def __init__(self, console: Console, *, enabled: bool = True, terminal: bool | None = None) -> None:
         self.console = console
-        self.enabled = enabled and sys.stdout.isatty()
+        self.enabled = enabled and (sys.stdout.isatty() if terminal is None else terminal)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -71,6 +73,11 @@ class RichReporter:
         if self._progress is not None:
             self._progress.stop()
 
+    @property
+    def live_console(self) -> Console | None:
+        """The console the bar draws on; None when it draws none (what else prints meanwhile must go through it)."""
+        return self.console if self.enabled else None
+
     def start(self, description: str, total: int | None) -> None:
         """Replace the bar with a new one."""
         if self._progress is not None:
@@ -84,5 +91,8 @@ class RichReporter:
             self._progress.update(self._task, advance=steps, status=status)
 
     def finish(self, message: str) -> None:
-        """Print the stage's closing line."""
+        """Print the stage's closing line in place of its bar (no finished bar lingers over the next work)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
         self.console.print(message, markup=False, highlight=False)

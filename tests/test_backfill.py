@@ -154,3 +154,12 @@ def test_without_make_prefect_sends_no_telemetry_and_a_server_that_cannot_start_
     assert late.returncode == 2 and "Traceback" not in late.stderr
     assert "did not answer within PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (1 s)" in line
     assert "PREFECT_API_URL=http://127.0.0.1:4200/api" in line
+
+
+def test_the_cli_prints_each_failed_month_once_and_its_summary_once(gappy: Path, tmp_path: Path) -> None:
+    done = _without_make(tmp_path / "home", "backfill", "sst", "--source", gappy, "--start", START, "--end", END)
+    output = (done.stdout + done.stderr).splitlines()
+    assert done.returncode == 1, done.stdout + done.stderr
+    for month in ("sst199005.grb", "sst199102.grb"):
+        assert sum(month in line for line in output) == 1, "\n".join(output)  # the summary's `error:` line
+    assert sum("22 committed" in line for line in output) == 1, "\n".join(output)

@@ -3,7 +3,9 @@ from the command line (training batches and validation on the CLI's bar, Prefect
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -84,3 +86,106 @@ def test_all_sources_are_summarized_for_people(sst: SimpleNamespace) -> None:
     text = " ".join(shoal(sst.home, "catalog", "lineage", "sst", "--all-sources").split())
     assert "source files held: 11 (sst198201.grb .. sst199008.grb) in 3 folders" in text
     assert "--all-sources --json` lists each with its sha256" in text
+
+
+# -- flows run by a command: its bar, Prefect's lines, each line once -----------------------------
+
+
+class Recorder:
+    """A reporter that keeps what it is told, as (method, arguments)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def start(self, description: str, total: int | None) -> None:
+        self.events.append(("start", description, total))
+
+    def advance(self, steps: int = 1, status: str = "") -> None:
+        self.events.append(("advance", steps, status))
+
+    def finish(self, message: str) -> None:
+        self.events.append(("finish", message))
+
+
+def _terminal() -> tuple[object, io.StringIO]:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    return Console(file=screen, force_terminal=True, width=100, color_system=None), screen
+
+
+def _shown(raw: str) -> list[str]:
+    """The lines a terminal shows for `raw`: a carriage return goes back to the line's start, ESC[2K erases it."""
+    shown = []
+    for line in re.sub(r"\x1b\[\?25[lh]", "", raw).split("\n"):
+        last = re.split(r"\r|\x1b\[2K|\x1b\[1A", line)[-1]
+        shown.append(re.sub(r"\x1b\[[0-9;]*m", "", last))
+    return shown
+
+
+@pytest.fixture(scope="module")
+def higgs_features(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from shoal.contract import get_task
+    from shoal.datasets import higgs
+
+    catalog = Catalog(tmp_path_factory.mktemp("higgs") / "home")
+    assert higgs.ingest(catalog, [Path(__file__).parent / "data" / "higgs" / "higgs_real_test.csv"]).exit_code == 0
+    task = get_task("higgs")
+    task.build_features(catalog, task.parse({}), Recorder())
+    return catalog.home
+
+
+TRAIN = {"epochs": 2, "batch_size": 64, "device": "cpu", "patience": 5}
+
+
+def test_a_flow_run_by_a_command_moves_its_bar_through_each_batch_and_the_validation_phase(
+        prefect_harness: None, higgs_features: Path) -> None:
+    from shoal.flows.pipelines import on_terminal, train
+
+    bar, (console, screen) = Recorder(), _terminal()
+    with on_terminal(bar, console):
+        train(task_name="higgs", home=str(higgs_features), settings=TRAIN, retrain=True)
+    starts = [event for event in bar.events if event[0] == "start"]
+    assert starts == [("start", "epoch 1/2", 3), ("start", "epoch 2/2", 3)]
+    first = bar.events[bar.events.index(starts[0]):bar.events.index(starts[1])]
+    assert [e[0] for e in first] == ["start", "advance", "advance", "advance", "advance", "finish"]
+    assert first[-2] == ("advance", 0, "validating") and first[-1][1].startswith("epoch 1/2: train loss")
+    assert "Finished in state Completed" in screen.getvalue()  # Prefect's lines: through the bar's console
+    assert "epoch 1/2: train loss" not in screen.getvalue()  # the run log's copy: for the API only
+    assert "model higgs_tabnet version" not in screen.getvalue()  # the command prints it
+
+
+def test_without_a_live_bar_the_flow_logs_one_line_per_epoch_as_before(
+        prefect_harness: None, higgs_features: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from shoal.flows.pipelines import on_terminal, train
+
+    bar = Recorder()
+    with on_terminal(bar, None), caplog.at_level("INFO"):
+        train(task_name="higgs", home=str(higgs_features), settings=TRAIN, retrain=True)
+    assert bar.events == []
+    assert sum(record.getMessage().startswith("epoch 1/2: train loss") for record in caplog.records) == 1
+
+
+def test_prefect_lines_print_above_a_live_bar_never_on_its_line_and_shown_ones_not_at_all() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from shoal.flows.pipelines import SHOWN, _console_handlers, on_terminal
+    from shoal.progress import RichReporter
+
+    console, screen = _terminal()
+    logger = logging.getLogger("prefect.shoal_test")
+    assert _console_handlers(), "Prefect's console handler is configured on import"
+    with RichReporter(console, terminal=True) as bar, on_terminal(bar, bar.live_console):
+        bar.start("epoch 1/3", total=10)
+        bar.advance(4)
+        logger.warning("a line of the flow's log")
+        logger.warning("a line the command prints itself", extra=SHOWN)
+        bar.advance(6, status="validating")
+        bar.finish("epoch 1/3: train loss 0.5")
+    lines = _shown(screen.getvalue())
+    (logged,) = [line for line in lines if "a line of the flow's log" in line]
+    assert "━" not in logged and "epoch 1/3" not in logged
+    assert "a line the command prints itself" not in screen.getvalue()
+    assert "epoch 1/3: train loss 0.5" in lines
+    assert all(isinstance(h, PrefectConsoleHandler) and not h.filters and "AboveBar" not in type(h.console.file).__name__
+               for h in _console_handlers())  # as they were

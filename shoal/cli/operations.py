@@ -78,18 +78,15 @@ def backfill(
         raise typer.BadParameter(f"{folder}: no such folder; pass the folder of sstYYYYMM.grb files",
                                  param_hint="--source")
     spec = _cluster(cluster, True, "backfill sst")
-    from shoal.flows.backfill import backfill_sst, reporter  # (Prefect: ~2 s, after the one-line errors)
+    from shoal.flows.backfill import backfill_sst  # (Prefect: ~2 s, after the one-line errors)
     from shoal.flows.ingest import on_cluster
+    from shoal.flows.pipelines import on_terminal
 
-    with connect(spec) as client, _reporter() as bar:
-        flow = on_cluster(backfill_sst, client)
-        token = reporter.set(bar)
-        try:
-            report = flow(source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
-                          concurrency=concurrency or (workers(client) if client else 2), force=force,
-                          features={} if features else None)
-        finally:
-            reporter.reset(token)
+    with connect(spec) as client, _reporter() as bar, on_terminal(bar, bar.live_console):
+        report = on_cluster(backfill_sst, client)(
+            source=folder, start=start, end=end, home=_catalog().home, chunk=chunk,
+            concurrency=concurrency or (workers(client) if client else 2), force=force,
+            features={} if features else None)
     _report(report, exit_on_failure=False)
     if report.failures:
         raise typer.Exit(1)

@@ -24,10 +24,11 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
-def _reporter():  # noqa: ANN202 (rich is imported lazily)
+def _reporter(*, enabled: bool = True):  # noqa: ANN202 (rich is imported lazily)
+    """A progress bar on the console: off with `enabled=False`, `--quiet`, or stdout not a terminal."""
     from shoal.progress import RichReporter
 
-    return RichReporter(_console(), enabled=not _State.quiet)
+    return RichReporter(_console(), enabled=enabled and not _State.quiet)
 
 
 def _report(report: IngestReport, *, exit_on_failure: bool = True) -> None:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from shoal.cli.operations import _cluster
-from shoal.cli.output import _console, _print_json, _print_predicted, _print_trained, _report, _trained_facts
+from shoal.cli.output import (_console, _print_json, _print_predicted, _print_trained, _report, _reporter,
+                              _trained_facts)
 from shoal.cli.root import _catalog
 from shoal.cli.step_commands import _check_nproc, _with_params
 from shoal.cli.steps import _step
@@ -96,7 +97,7 @@ def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, clie
 
     from shoal.contract import get_task
     from shoal.flows.ingest import on_cluster
-    from shoal.flows.pipelines import pipeline
+    from shoal.flows.pipelines import on_terminal, pipeline
     from shoal.staging import shown, shown_in, staged
 
     task = get_task(task_name)
@@ -105,8 +106,9 @@ def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, clie
         _check_nproc(settings, nproc)
     flow = on_cluster(pipeline, client)
     with staged(paths) as local:
-        result = flow(task_name=task_name, paths=local, home=_catalog().home, settings=given, retrain=retrain,
-                      feature_version=feature_version, run_id=run_id, restart=restart, nproc=nproc, force=force)
+        with _reporter(enabled=not as_json) as bar, on_terminal(bar, bar.live_console):  # `shoal train`'s bar
+            result = flow(task_name=task_name, paths=local, home=_catalog().home, settings=given, retrain=retrain,
+                          feature_version=feature_version, run_id=run_id, restart=restart, nproc=nproc, force=force)
         for report in result.ingests:
             if as_json:
                 for failure in report.failures:
