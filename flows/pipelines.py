@@ -27,6 +27,7 @@ from prefect.logging.handlers import PrefectConsoleHandler
 
 from shoal import cluster
 from shoal.catalog import Catalog
+from shoal.errors import ShoalError
 from shoal.flows.ingest import IngestFailed, _transient, flow_dask_client, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter, Reporter
@@ -82,8 +83,12 @@ class _AboveBar(io.TextIOBase):
 
 
 class _HideShown(logging.Filter):
+    """Hides what the command prints itself: records marked SHOWN, and the tracebacks Prefect logs for a
+    ShoalError (the command prints its one line; `--debug` its traceback)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "shoal_shown", False)
+        error = record.exc_info[1] if record.exc_info else None
+        return not (getattr(record, "shoal_shown", False) or isinstance(error, ShoalError))
 
 
 def _console_handlers() -> list[PrefectConsoleHandler]:
@@ -95,8 +100,8 @@ def _console_handlers() -> list[PrefectConsoleHandler]:
 
 @contextmanager
 def on_terminal(bar: Reporter, console: Console | None) -> Iterator[None]:
-    """While a command runs a flow here: records logged with `extra=SHOWN` stay off the console (the command
-    prints them); when `bar` is live on `console` (None: no live bar), the tasks report to it and Prefect's
+    """While a command runs a flow here: records logged with `extra=SHOWN` and Prefect's tracebacks of a
+    ShoalError stay off the console (the command prints them); when `bar` is live on `console` (None: no live bar), the tasks report to it and Prefect's
     console lines print above it."""
     handlers, hide = _console_handlers(), _HideShown()
     files = [handler.console.file for handler in handlers]

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from shoal.catalog import Catalog
 from shoal.datasets import cobe_sst
 from shoal.datasets.cobe_sst_sample import write_sample
+from shoal.errors import CatalogError
 
 COBE = Path(__file__).parent / "data" / "cobe_sst"
 
@@ -166,7 +167,7 @@ def test_without_a_live_bar_the_flow_logs_one_line_per_epoch_as_before(
     assert sum(record.getMessage().startswith("epoch 1/2: train loss") for record in caplog.records) == 1
 
 
-def test_prefect_lines_print_above_a_live_bar_never_on_its_line_and_shown_ones_not_at_all() -> None:
+def test_prefect_lines_print_above_a_live_bar_never_on_its_line_and_those_the_command_prints_not_at_all() -> None:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     from shoal.flows.pipelines import SHOWN, _console_handlers, on_terminal
@@ -180,12 +181,17 @@ def test_prefect_lines_print_above_a_live_bar_never_on_its_line_and_shown_ones_n
         bar.advance(4)
         logger.warning("a line of the flow's log")
         logger.warning("a line the command prints itself", extra=SHOWN)
+        try:
+            raise CatalogError("a one-line error the command prints")
+        except CatalogError:
+            logger.exception("Task run failed with exception")  # as Prefect logs a task's error
         bar.advance(6, status="validating")
         bar.finish("epoch 1/3: train loss 0.5")
     lines = _shown(screen.getvalue())
     (logged,) = [line for line in lines if "a line of the flow's log" in line]
     assert "━" not in logged and "epoch 1/3" not in logged
     assert "a line the command prints itself" not in screen.getvalue()
+    assert "Traceback" not in screen.getvalue() and "a one-line error" not in screen.getvalue()
     assert "epoch 1/3: train loss 0.5" in lines
     assert all(isinstance(h, PrefectConsoleHandler) and not h.filters and "AboveBar" not in type(h.console.file).__name__
                for h in _console_handlers())  # as they were
