@@ -223,7 +223,8 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
     with building(catalog, DATASET, key) as found:
         if found is not None:
             reporter.start("features speech", total=1)
-            reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
+            reporter.finish(f"{DATASET} version {found.version} (snapshot {found.snapshot}): unchanged inputs and parameters, "
+                            "reused")
             return found
         spec = config.spectrogram
         rows = read_speech(catalog, int(speech.version), spec.n_samples)
@@ -278,7 +279,7 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
         ))
         reporter.advance(status="committed")
         version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-        reporter.finish(f"{DATASET} version {version}: {len(split)} clips, {split_record(config, split)}, "
+        reporter.finish(f"{DATASET} version {version} (snapshot {snapshot}): {len(split)} clips, {split_record(config, split)}, "
                         f"{n_freq} x {n_frames}")
         return FeatureBuild(version=version, snapshot=snapshot, reused=False)
 

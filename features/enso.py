@@ -176,7 +176,8 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
     # Under the feature set's lock: an identical build running now is found once it commits.
     with building(catalog, DATASET, key) as found:
         if found is not None:
-            reporter.finish(f"enso_features version {found.version}: unchanged inputs and parameters, reused")
+            reporter.finish(f"enso_features version {found.version} (snapshot {found.snapshot}): unchanged inputs and "
+                            "parameters, reused")
             return found
         table = catalog.read_table("nino34", version=int(nino_input.version))
         nino34 = {
@@ -203,7 +204,7 @@ def build(catalog: Catalog, *, config: EnsoFeatureConfig, reporter: Reporter | N
         ))
         reporter.advance(status="committed")
         version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
-        reporter.finish(f"enso_features version {version}: {h} x {w}, {features.sizes['time']} months")
+        reporter.finish(f"enso_features version {version} (snapshot {snapshot}): {h} x {w}, {features.sizes['time']} months")
         return FeatureBuild(version=version, snapshot=snapshot, reused=False)
 
 
