@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from distributed import Client
 
 F = TypeVar("F", bound=Flow)
+# `extra=` of a record that the command running the flow prints itself: not on its console again (pipelines.on_terminal)
+SHOWN = {"shoal_shown": True}
 
 
 class IngestFailed(ShoalError):
@@ -57,9 +59,10 @@ def ingest_source(source: str, paths: list[Path], home: str | None) -> IngestRep
     logger.info(
         "%s -> %s version %s: %d committed, %d unchanged, %d failed",
         source, report.dataset, report.version, len(report.committed), len(report.unchanged), len(report.failures),
+        extra=SHOWN,
     )
     for failure in report.failures:
-        logger.error(failure)
+        logger.error(failure, extra=SHOWN)
     return report
 
 

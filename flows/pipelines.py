@@ -28,7 +28,7 @@ from prefect.logging.handlers import PrefectConsoleHandler
 from shoal import cluster
 from shoal.catalog import Catalog
 from shoal.errors import ShoalError
-from shoal.flows.ingest import IngestFailed, _transient, flow_dask_client, ingest_source
+from shoal.flows.ingest import SHOWN, IngestFailed, _transient, flow_dask_client, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
 from shoal.progress import NullReporter, Reporter
 from shoal.sources import IngestReport
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 # flow-run log), not this console a second time. A flow run started elsewhere (a deployment, the UI) has no bar
 # and hides nothing.
 
-SHOWN = {"shoal_shown": True}  # `extra=` of a record the command prints itself
 _bar: ContextVar[Reporter | None] = ContextVar("shoal_cli_bar", default=None)
 
 
