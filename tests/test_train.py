@@ -193,18 +193,18 @@ class _Recorder:
         self.calls.append(("start", description, total))
 
     def advance(self, steps: int = 1, status: str = "") -> None:
-        self.calls.append(("advance", steps))
+        self.calls.append(("advance", steps, status))
 
     def finish(self, message: str) -> None:
         self.calls.append(("finish", message))
 
 
-def test_the_reporter_sees_every_batch_and_one_line_per_epoch(tmp_path: Path) -> None:
+def test_the_reporter_sees_every_batch_the_validation_phase_and_one_line_per_epoch(tmp_path: Path) -> None:
     recorder = _Recorder()
     _run(tmp_path, epochs=2, max_batches=3, reporter=recorder)
-    assert [c[0] for c in recorder.calls] == ["start", "advance", "advance", "advance", "finish"] * 2
-    assert recorder.calls[0] == ("start", "epoch 1/2", 3)
-    assert recorder.calls[4][1].startswith("epoch 1/2: train loss ") and "samples/s" in recorder.calls[4][1]
+    assert [c[0] for c in recorder.calls] == ["start", "advance", "advance", "advance", "advance", "finish"] * 2
+    assert recorder.calls[0] == ("start", "epoch 1/2", 3) and recorder.calls[4] == ("advance", 0, "validating")
+    assert recorder.calls[5][1].startswith("epoch 1/2: train loss ") and "samples/s" in recorder.calls[5][1]
 
 
 class Opposite(Dataset):
