@@ -62,12 +62,12 @@ def _print_skill(task: Any, metrics: dict[str, Any]) -> None:
 
 
 def _print_trained(task: Any, trained: Any) -> None:
-    entry = trained.entry
     from shoal.lineage import version_label
 
+    entry = trained.entry
     console = _console()
-    if trained.reused:
     features = f"{entry.feature_dataset} {version_label(_catalog(), entry.feature)}"
+    if trained.reused:
         console.print(f"reused model {entry.name} version {entry.version} on {features}: run {trained.run_id} already "
                       "finished with these inputs and settings (--retrain trains a new version)",
                       markup=False, highlight=False)
