@@ -227,6 +227,24 @@ def _key(summary: Any) -> StudyKey | None:
     return StudyKey(**stored) if isinstance(stored, dict) else None
 
 
+def finished_studies(catalog: Catalog, task: Task) -> list[Any]:
+    """The summaries of the task's studies that have a finished trial.
+
+    Raises:
+        TrainingError: none (one line: run `shoal tune TASK` first).
+    """
+    import optuna
+
+    database = _database(catalog, task)
+    summaries = [] if not database.exists() else [  # reading never creates a folder or a database
+        one for one in optuna.get_all_study_summaries(f"sqlite:///{database}", include_best_trial=True)
+        if one.best_trial is not None]
+    if not summaries:
+        raise TrainingError(f"no finished trial of {task.name!r} in {catalog.home}; run `shoal tune {task.name}` "
+                            "first")
+    return summaries
+
+
 def best_params(catalog: Catalog, task: Task, *, feature: InputVersion,
                 given: Mapping[str, Any] | None = None) -> BestTrial:
     """The best trial of the task's study on `feature`: trials scored on other rows never compete with its own.
@@ -240,16 +258,9 @@ def best_params(catalog: Catalog, task: Task, *, feature: InputVersion,
         TrainingError: no study with a finished trial, or none on `feature` (the one line names the studies
             there are and the `shoal tune` command that makes one on the newest feature version).
     """
-    import optuna
-
     given = given or {}
     database = _database(catalog, task)
-    summaries = [] if not database.exists() else [  # reading never creates a folder or a database
-        one for one in optuna.get_all_study_summaries(f"sqlite:///{database}", include_best_trial=True)
-        if one.best_trial is not None]
-    if not summaries:
-        raise TrainingError(f"no finished trial of {task.name!r} in {catalog.home}; run `shoal tune {task.name}` "
-                            "first")
+    summaries = finished_studies(catalog, task)
     keyed = [(summary, key) for summary in summaries if (key := _key(summary)) is not None]
     matching = [(summary, key) for summary, key in keyed
                 if (key.features, key.feature_version) == (feature.name, str(feature.version))]

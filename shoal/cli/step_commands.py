@@ -65,9 +65,10 @@ def _with_params(task: Any, given: dict[str, Any], params: str | None,
     if params not in (None, "best"):
         _fail(f"--params: expected 'best' (the best `shoal tune {task.name}` trial), got {params!r}")
     if params == "best":
-        from shoal.models.tune import best_params
+        from shoal.models.tune import best_params, finished_studies
 
         catalog = _catalog()
+        finished_studies(catalog, task)  # no study at all is said as such, before the features are looked for
         feature = task.prepare(catalog, task.parse(given), feature_version).feature
         best = best_params(catalog, task, feature=feature, given=given)
         used = ", ".join(f"{key}={value:.4g}" for key, value in best.params.items() if key not in given)
