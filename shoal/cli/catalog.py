@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from shoal.cli.output import _console, _print_json
-from shoal.cli.root import _catalog, app
+from shoal.cli.root import PlainFlagsGroup, _catalog, app
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog, LineageNode
     from shoal.lineage import SourceFile
 
-catalog_app = typer.Typer(help="Inspect datasets, versions and lineage.", no_args_is_help=True)
+catalog_app = typer.Typer(cls=PlainFlagsGroup, help="Inspect datasets, versions and lineage.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]

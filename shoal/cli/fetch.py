@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 
 from shoal.cli.output import _console, _reporter
-from shoal.cli.root import _fail, _State, app
+from shoal.cli.root import PlainFlagsGroup, _fail, _State, app
 from shoal.errors import ShoalError
 
-fetch_app = typer.Typer(help="Download source files: retries, resume, sha256 (SHA256SUMS).", no_args_is_help=True)
+fetch_app = typer.Typer(cls=PlainFlagsGroup, help="Download source files: retries, resume, sha256 (SHA256SUMS).", no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
 
 RetriesOpt = Annotated[int, typer.Option(help="Retries per file after the first attempt (transient errors only).")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +18,29 @@ if TYPE_CHECKING:
 
 PREFECT_NO_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"  # prefect's RuntimeError
 
+def plain_flags(params: list[Any]) -> list[Any]:
+    """Flags without a type column: typer's rich help shows `<bool>` beside each, as if it took a value."""
+    for param in params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""  # rich help shows the metavar instead of the type
+    return params
+
+
+class PlainFlagsGroup(typer.core.TyperGroup):
+    """A command group whose help, and the help of every command it holds, shows flags as plain flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return plain_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            plain_flags([*command.params, command.get_help_option(ctx)])
+        return command
+
+
 app = typer.Typer(
+    cls=PlainFlagsGroup,
     help="shoal: a data pipeline and feature store for scientific ML.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -17,7 +17,7 @@ import typer
 import typer.core
 import typer.main
 
-from shoal.cli.root import app
+from shoal.cli.root import PlainFlagsGroup, app, plain_flags
 
 # Options of the step itself, not of the task.
 _STEP_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -52,15 +52,7 @@ class _Step:
 _STEPS: dict[str, _Step] = {}
 
 
-def _plain_flags(params: list[Any]) -> list[Any]:
-    """Flags without a type column: typer's rich help shows `<bool>` beside each, as if it took a value."""
-    for param in params:
-        if getattr(param, "is_flag", False):
-            param.metavar = ""  # rich help shows the metavar instead of the type
-    return params
-
-
-class _StepGroup(typer.core.TyperGroup):
+class _StepGroup(PlainFlagsGroup):
     """`shoal STEP TASK ...`: one command per registered task (and `all` for `run`), made when asked for.
 
     `shoal --help` loads no task; `shoal STEP --help` lists them; `shoal STEP TASK --help`
@@ -71,9 +63,6 @@ class _StepGroup(typer.core.TyperGroup):
         from shoal.contract import tasks
 
         return sorted(tasks()) + (["all"] if self.name == "run" else [])
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        return _plain_flags(super().get_params(ctx))
 
     def get_command(self, ctx: Any, name: str) -> Any:
         from shoal.contract import get_task, tasks
@@ -92,7 +81,7 @@ class _TaskCommand(typer.core.TyperCommand):
     """One step of one task: an option it does not take is one line naming those it does."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        return _plain_flags(super().get_params(ctx))
+        return plain_flags(super().get_params(ctx))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         from shoal.contract import SettingsError
