@@ -44,7 +44,10 @@ def test_flow_parameters_are_validated_at_the_boundary(home: Path) -> None:
         ingest_oni(path=home / "does-not-exist.txt", home=str(home))
 
 
-def test_demo_ingests_through_the_flow_and_reads_back_without_shoal(home: Path) -> None:
+DEMO_LINES = 160  # what the demo prints itself (Prefect's run logs aside): a summary, not a line per input file
+
+
+def test_demo_ingests_through_the_flow_reads_back_without_shoal_and_ends_with_next_steps(home: Path) -> None:
     from shoal.cli import app
 
     result = CliRunner().invoke(app, ["--home", str(home), "demo"])
@@ -55,6 +58,17 @@ def test_demo_ingests_through_the_flow_and_reads_back_without_shoal(home: Path) 
                  "_confusion.png", "enso_predictions version 0", "HIGGS signal vs background on the test rows",
                  "hist_gradient_boosting", "higgs_predictions version 0: 200000 rows", "_masks.png"):
         assert text in result.output
+    next_steps = result.output[result.output.index("next steps"):].splitlines()[1:]
+    assert next_steps == [
+        f"the demo's home: {home}; try, in the environment shoal is installed in:",
+        f"  shoal catalog list --home {home}",
+        f"  shoal catalog lineage enso_predictions --home {home}",
+        f"  python -c 'import shoal; f = shoal.open_features(\"higgs\", home=\"{home}\"); "
+        "print({name: a.shape for name, a in f.arrays(\"train\").items()})'",
+        f"plots: {home}/reports/*.png",
+    ]
+    assert len(result.output.splitlines()) <= DEMO_LINES, result.output
+    assert len(list((home / "reports").glob("*.png"))) >= 5  # hindcast, seasons, skill, confusion, masks
 
 
 def test_ingest_sst_flow_commits_good_files_and_fails_naming_the_bad_ones(home: Path) -> None:

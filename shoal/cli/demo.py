@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import typer
 from shoal.cli.catalog import catalog_lineage, catalog_ls
 from shoal.cli.output import _console, _report
 from shoal.cli.pipeline import _run
-from shoal.cli.root import _catalog, app
+from shoal.cli.root import _catalog, _State, app
 
 DEMO_SST = ("1960-01", "2020-12")
 DEMO_ENSO = {"coarsen": 8, "epochs": 3, "max_batches": 40, "leads": "1,3,6"}  # ~1.5 min on 2 CPU cores
@@ -69,3 +71,19 @@ def demo() -> None:
     catalog_ls()
     console.rule("7. lineage of the predictions, down to the source files")
     catalog_lineage("enso_predictions")
+    console.rule("next steps")
+    console.print(_next_steps(_State.home or catalog.home), markup=False, highlight=False)
+
+
+def _next_steps(home: str) -> str:
+    """Where the demo left its work and three commands to try on it, `home` as the user gave it."""
+    shown = shlex.quote(home)
+    opening = (f"import shoal; f = shoal.open_features(\"higgs\", home={json.dumps(home)}); "
+               "print({name: a.shape for name, a in f.arrays(\"train\").items()})")
+    return "\n".join([
+        f"the demo's home: {home}; try, in the environment shoal is installed in:",
+        f"  shoal catalog list --home {shown}",
+        f"  shoal catalog lineage enso_predictions --home {shown}",
+        f"  python -c '{opening}'" if "'" not in opening else f"  python -c {shlex.quote(opening)}",
+        f"plots: {Path(home, 'reports')}/*.png",
+    ])
