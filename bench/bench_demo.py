@@ -2,11 +2,11 @@
 
 Ours: `shoal --home H demo` as a user runs it (`make demo`), a fresh interpreter and home per run,
 with shoal's default threads (`shoal.threads.default_threads`: the cores this process may use
-minus the 1-minute load average of the other jobs, at least 1). Baseline: the same command with
+minus the other jobs' runnable tasks at its start, at least 1). Baseline: the same command with
 `--threads C`, C = those cores, which is what torch chose before shoal decided (one intra-op thread
 per core). Idle: the machine as it is; its load average when each run started is in the notes,
 as other jobs may share it. Under load: 2 x C busy-looping processes, started 45 s before the
-first run so that the load average the rule reads has risen. The whole demo with torch's default
+first run. The whole demo with torch's default
 under such a load took 31 min in issue 22, so under load each side runs the demo's ENSO training
 instead, the step that collapsed there (`shoal train enso --retrain` at the demo's settings, one
 epoch of 40 batches of 4, on the home an idle run left), in interleaved repeats (ours, baseline,

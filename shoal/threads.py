@@ -4,9 +4,9 @@ On a machine shared with other jobs, torch's default (one intra-op thread per co
 its OpenMP threads wait for each other at every operation, and each waits for a core the other
 jobs hold. The default rule therefore counts the cores this process may use that the other jobs
 leave free (`default_threads`), at least one. BENCHMARKS.md (`demo`) measures it against torch's
-default: on 2 cores under 4 busy loops the demo's ENSO training took 149 s with it, 660 s with 2
-threads. Its price: the load average lags a minute, so right after another command on an idle
-machine it may pick 1 thread where 2 were 1.4x faster (45 s vs 31 s); `--threads` overrides it.
+default. The other jobs are counted by the run queue now (`other_load`), not by the load average:
+that lags a minute behind a job that ended or started, and picked 1 thread right after another
+command on an idle machine, where 2 were faster; `--threads` overrides the rule.
 
 What overrides the rule, strongest first: the global option `--threads N`, then `SHOAL_THREADS`,
 then an `OMP_NUM_THREADS` the user set (respected as it is, per process). The decision is
@@ -26,14 +26,18 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from shoal.errors import ShoalError
 
 log = logging.getLogger(__name__)
 
 ENV = "SHOAL_THREADS"
+LOADAVG = Path("/proc/loadavg")  # Linux; its 4th field is "runnable/total" scheduling entities now
+QUEUE_SAMPLES, QUEUE_INTERVAL_S = 5, 0.01
 OPENMP = "OMP_NUM_THREADS"
 # Read by OpenBLAS and MKL when they load; OpenMP (torch's libgomp) reads OPENMP.
 _LIBRARY_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -61,12 +65,28 @@ def default_threads(*, cores: int, load: float) -> int:
 
     Args:
         cores: CPUs this process may run on (`os.sched_getaffinity`).
-        load: the 1-minute load average (`os.getloadavg`): runnable processes, ours not yet among them.
+        load: the other jobs' runnable tasks (`other_load`).
 
     Returns:
         `cores - round(load)`, at least 1: 2 threads on 2 idle cores, 1 under any load above 0.5 there.
     """
     return max(1, cores - math.floor(load + 0.5))
+
+
+def other_load(path: Path = LOADAVG) -> float:
+    """The other jobs' runnable tasks now: the run queue of `path` less this process, averaged over a few samples.
+
+    A job that holds a core is runnable in every sample; a short burst is in few. Where the run queue cannot be
+    read (not Linux), the 1-minute load average.
+    """
+    try:
+        queue = []
+        for _ in range(QUEUE_SAMPLES):
+            queue.append(int(path.read_text().split()[3].split("/")[0]) - 1)  # this process is runnable too
+            time.sleep(QUEUE_INTERVAL_S)
+    except (OSError, IndexError, ValueError):
+        return os.getloadavg()[0]
+    return max(0.0, sum(queue) / len(queue))
 
 
 def parse_count(text: str, *, name: str) -> int:
@@ -97,7 +117,7 @@ def decide(*, option: int | None, environ: Mapping[str, str], cores: int, load: 
         option: `--threads`, or None.
         environ: the environment (`SHOAL_THREADS`, `OMP_NUM_THREADS`).
         cores: CPUs this process may use.
-        load: the 1-minute load average.
+        load: the other jobs' runnable tasks (`other_load`).
 
     Raises:
         ThreadsError: `--threads` or `SHOAL_THREADS` is not a whole number >= 1.
@@ -141,7 +161,7 @@ def apply_threads(option: int | None = None) -> Threads:
     if _applied is not None and option is None:
         return _applied
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    decided = decide(option=option, environ=os.environ, cores=cores, load=os.getloadavg()[0])
+    decided = decide(option=option, environ=os.environ, cores=cores, load=other_load())
     if decided.source != OPENMP:
         os.environ[ENV] = os.environ[OPENMP] = str(decided.count)
         for name in _LIBRARY_ENV:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from shoal.threads import ThreadsError, decide, default_threads, user_fixed_openmp
+from shoal.threads import LOADAVG, ThreadsError, decide, default_threads, other_load, user_fixed_openmp
 from tests.test_cli import _one_error_line
 from tests.timeouts import scaled
 
@@ -23,6 +24,31 @@ IDLE = {"cores": 2, "load": 0.1}
 ])
 def test_the_rule_leaves_the_cores_that_other_jobs_hold(cores: int, load: float, threads: int) -> None:
     assert default_threads(cores=cores, load=load) == threads
+
+
+def test_the_other_jobs_are_the_run_queue_less_this_process(tmp_path: Path) -> None:
+    """The run queue, not the load average: a job that ended a second ago (a 1-minute average of 3.2) is not counted."""
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("3.20 2.10 1.00 1/412 31337\n")
+    assert other_load(loadavg) == 0.0
+    loadavg.write_text("0.10 0.30 0.20 3/412 31337\n")
+    assert other_load(loadavg) == 2.0
+
+
+def test_without_a_run_queue_the_load_average_counts_the_other_jobs(tmp_path: Path) -> None:
+    assert other_load(tmp_path / "missing") == os.getloadavg()[0]
+
+
+@pytest.mark.skipif(not LOADAVG.exists(), reason="the run queue is Linux's /proc/loadavg")
+def test_busy_jobs_are_counted_as_soon_as_they_run() -> None:
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        assert other_load() >= 1.5
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
 
 
 def test_the_option_beats_shoal_threads_which_beats_omp_num_threads_which_beats_the_rule() -> None:
