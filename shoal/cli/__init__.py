@@ -10,7 +10,7 @@ commands on it when imported.
 from shoal.cli.root import app, run
 
 # In the order `shoal --help` lists them: catalog; ingest, backfill, serve, backfill-slots; features, train,
-# tune, evaluate, predict; run; demo; fetch; reproduce.
-from shoal.cli import catalog, operations, step_commands, pipeline, demo, fetch, reproduce  # noqa: F401, I001
+# tune, evaluate, predict; run; demo; fetch; reproduce; drift.
+from shoal.cli import catalog, operations, step_commands, pipeline, demo, fetch, reproduce, drift  # noqa: F401, I001
 
 __all__ = ["app", "run"]

@@ -1,0 +1,123 @@
+"""`shoal drift`: a new SST month with a +3 °C patch is flagged and located, a month drawn from the training
+climatology is not; a HIGGS table with one column rescaled is flagged on that column only. Real small homes: the
+sample COBE-format GRIB files and the real HIGGS rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from shoal.catalog import Catalog
+from shoal.cli import app
+from shoal.drift import Thresholds, compare, drift, psi
+from tests.test_cli import shoal
+
+HIGGS_ROWS = Path(__file__).parent / "data" / "higgs" / "higgs_real_train.csv.gz"
+PATCH_TILE = "30..40,180..190"  # open North Pacific
+
+
+@pytest.fixture(scope="module")
+def enso_home(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """Four training years of sample SST (1985-1988) and the ENSO features fitted on them."""
+    from shoal.datasets import cobe_sst, oni
+    from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.features.enso import EnsoFeatureConfig, build
+
+    root = tmp_path_factory.mktemp("drift_enso")
+    home = Catalog(root / "home")
+    write_sample(root / "sst", start="1985-01", end="1989-06")
+    assert cobe_sst.ingest(home, [root / "sst"]).exit_code == 0 and oni.ingest(home, [oni.SAMPLE]).exit_code == 0
+    build(home, config=EnsoFeatureConfig(valid_start="1989-01", test_start="1989-04"))
+    return home
+
+
+def _climatology_draw(home: Catalog, month: str, seed: int) -> np.ndarray:
+    """(180, 360) lat ascending: the training mean of this calendar month plus noise with each cell's training std."""
+    sst = home.open_array("sst")
+    months = sst.time.values.astype("datetime64[M]")
+    same = (months < np.datetime64("1989-01", "M")) & (months.astype(np.int64) % 12 == np.datetime64(month, "M").astype(
+        np.int64) % 12)
+    values = sst.sst.values[same].astype(np.float64)
+    return values.mean(axis=0) + np.random.default_rng(seed).standard_normal(values.shape[1:]) * values.std(axis=0)
+
+
+def _ingest_month(home: Catalog, folder: Path, month: str, field: np.ndarray) -> None:
+    from shoal.datasets import cobe_sst
+    from shoal.datasets.cobe_sst_sample import write_grib
+
+    folder.mkdir(exist_ok=True)
+    path = write_grib(folder / f"sst{month.replace('-', '')}.grb", field.astype(np.float32), np.datetime64(month, "M"))
+    assert cobe_sst.ingest(home, [path]).exit_code == 0
+
+
+def test_a_month_drawn_from_the_training_climatology_is_not_drift(enso_home: Catalog, tmp_path: Path) -> None:
+    _ingest_month(enso_home, tmp_path / "new", "1989-07", _climatology_draw(enso_home, "1989-07", seed=1))
+    calm = drift(enso_home, "enso", since="1989-07")
+    assert calm.drifted == () and len(calm.findings) > 300, calm.markdown()
+    assert calm.new == "1 SST months 1989-07..1989-07"
+    shown = CliRunner().invoke(app, ["--home", enso_home.home, "drift", "enso", "--since", "1989-07"])
+    assert shown.exit_code == 0 and "no drift in" in shown.stdout, shown.output
+
+
+def test_a_3_degree_patch_in_one_tile_is_flagged_there_only_and_the_command_exits_1(enso_home: Catalog,
+                                                                                   tmp_path: Path) -> None:
+    from shoal.datasets.cobe_sst import LAT, LON
+
+    patched = _climatology_draw(enso_home, "1989-08", seed=2)
+    tile = ((LAT >= 30) & (LAT < 40))[:, None] & ((LON >= 180) & (LON < 190))[None, :]
+    patched[tile] += 3.0
+    _ingest_month(enso_home, tmp_path / "new", "1989-08", patched)
+    found = drift(enso_home, "enso", since="1989-08")
+    assert [(f.variable, f.region) for f in found.drifted] == [("sst", PATCH_TILE)], found.markdown()
+    assert found.drifted[0].shift > Thresholds().shift and found.drifted[0].psi is None  # one month: too few for PSI
+    result = CliRunner().invoke(app, ["--home", enso_home.home, "drift", "enso", "--since", "1989-08", "--json"])
+    assert result.exit_code == 1, result.output
+    facts = json.loads(result.stdout)
+    assert facts["drift"] is True and [f["region"] for f in facts["drifted"]] == [PATCH_TILE]
+
+
+def test_since_inside_the_training_period_is_one_line_naming_the_first_allowed_month(enso_home: Catalog) -> None:
+    result = shoal("drift", "enso", "--since", "1988-05", home=Path(enso_home.home))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "inside the training period" in result.stderr and "pass a month from 1989-01" in result.stderr
+
+
+def _higgs_file(path: Path, rescale: tuple[int, float] | None = None) -> Path:
+    with gzip.open(HIGGS_ROWS, "rt") as source:
+        rows = np.loadtxt(source, delimiter=",")
+    if rescale is not None:
+        column, factor = rescale
+        rows[:, 1 + column] *= factor  # column 0 is the label
+    np.savetxt(path, rows, delimiter=",", fmt="%.18e")
+    return path
+
+
+def test_a_higgs_table_with_one_column_rescaled_is_flagged_on_that_column_only(tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+    from shoal.features.higgs import build
+
+    home = Catalog(tmp_path / "home")
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "higgs.csv")]).exit_code == 0
+    build(home)
+    with pytest.raises(Exception, match="no `higgs` version after"):
+        drift(home, "higgs")
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "rescaled.csv", rescale=(5, 1.5))]).exit_code == 0
+    found = drift(home, "higgs")
+    assert [f.variable for f in found.drifted] == [higgs.FEATURES[5]], found.markdown()
+    assert found.drifted[0].psi > Thresholds().psi and len(found.findings) == 28
+    # the other 27 columns: the same rows, train vs all, are far below both thresholds
+    assert max(f.psi for f in found.findings if not f.drift) < 0.05
+
+
+def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shifted_one() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(20_000)
+    assert psi(reference, rng.standard_normal(5_000)) < 0.01
+    assert psi(reference, rng.standard_normal(5_000) + 1.0) > 0.25
+    finding = compare("x", "all", reference, rng.standard_normal(50) * 3, Thresholds())
+    assert finding.psi is None  # 50 values: PSI's bias would decide, so it is not computed
