@@ -28,8 +28,10 @@ smaller than summer ones). The shift is then in those seasonal standard deviatio
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -37,6 +39,7 @@ from shoal.errors import CatalogError
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
+    from shoal.lineage import Lineage
 
 BINS = 10  # training deciles
 PSI_FLOOR = 1e-4  # an empty bin counts as this fraction: PSI stays finite
@@ -217,106 +220,46 @@ def grid_findings(variable: str, values: np.ndarray, months: np.ndarray, train: 
     return findings
 
 
-def _ordered(findings: list[Finding]) -> tuple[Finding, ...]:
+def ordered(findings: list[Finding]) -> tuple[Finding, ...]:
+    """Findings as a report lists them: drifts first, then by shift, largest first."""
     return tuple(sorted(findings, key=lambda f: (not f.drift, -f.shift)))
 
 
-def enso_drift(catalog: Catalog, *, version: int | str | None = None, since: str | None = None,
-               thresholds: Thresholds = Thresholds()) -> DriftReport:
-    """The SST months from `since` (default: the first month after training) against an ENSO feature version's training months.
+class DriftReader(Protocol):
+    """What a feature set registers: its version's training reference and the new data, compared."""
 
-    Args:
-        version: the `enso_features` version (default: the newest).
-        since: 'YYYY-MM', the first month of new data; it must lie after the training period.
-
-    Raises:
-        CatalogError: no feature version, `since` inside the training period, or no SST month from `since`.
-    """
-    from shoal.arrays import resolve
-    from shoal.features.enso import DATASET, EnsoFeatureConfig
-
-    lineage = _lineage(catalog, DATASET, version, "enso")
-    config = EnsoFeatureConfig(**lineage.parameters["config"])
-    (sst_input,) = [item for item in lineage.inputs if item.name == "sst"]
-    start = np.datetime64(since or config.valid_start, "M")
-    if start < np.datetime64(config.valid_start, "M"):
-        raise CatalogError(f"--since {start} is inside the training period of {DATASET} (before {config.valid_start}); "
-                           f"pass a month from {config.valid_start}")
-    reference = catalog.open_array("sst", version=sst_input.version)
-    latest = catalog.open_array("sst")
-    found = resolve(catalog.uri("array", DATASET), DATASET, version)
-
-    def grid(dataset: object) -> tuple[np.ndarray, np.ndarray]:
-        sst = dataset.sst.sel(lat=slice(config.lat_min, config.lat_max))
-        present = dataset.source_sha256.values.any(axis=1)
-        return sst.values.astype(np.float64), present
-
-    ref_values, ref_present = grid(reference)
-    new_values, new_present = grid(latest)
-    ref_months = reference.time.values.astype("datetime64[M]")
-    new_months = latest.time.values.astype("datetime64[M]")
-    train = ref_present & (ref_months < np.datetime64(config.valid_start, "M"))
-    fresh = new_present & (new_months >= start)
-    if not fresh.any():
-        raise CatalogError(f"no SST month from {start} in the newest `sst`; ingest newer months "
-                           "(`shoal ingest sst FOLDER`)")
-    values = np.concatenate([ref_values[train], new_values[fresh]])
-    months = np.concatenate([ref_months[train], new_months[fresh]])
-    is_train = np.arange(len(months)) < int(train.sum())
-    lat = latest.sst.sel(lat=slice(config.lat_min, config.lat_max)).lat.values
-    findings = grid_findings("sst", values, months, is_train, ~is_train, lat, latest.lon.values, thresholds)
-    fresh_months = new_months[fresh]
-    return DriftReport(
-        task="enso", features=f"{DATASET} version {found.version}",
-        reference=f"{int(train.sum())} training SST months {ref_months[train].min()}..{ref_months[train].max()}",
-        new=f"{len(fresh_months)} SST months {fresh_months.min()}..{fresh_months.max()}",
-        thresholds=thresholds, findings=_ordered(findings))
+    def __call__(self, catalog: Catalog, *, version: int | str | None, since: str | None,
+                 thresholds: Thresholds) -> DriftReport: ...
 
 
-def higgs_drift(catalog: Catalog, *, version: int | str | None = None, since: str | None = None,
-                thresholds: Thresholds = Thresholds()) -> DriftReport:
-    """The newest `higgs` table against the training rows of a HIGGS feature version's input, per column.
+_READERS: dict[str, DriftReader] = {}
 
-    Args:
-        version: the `higgs_features` version (default: the newest).
-        since: not taken: the HIGGS table has no time.
+
+def register_drift(task: str) -> Callable[[DriftReader], DriftReader]:
+    """Register the decorated function as the drift reader of `task` (`shoal drift TASK`)."""
+
+    def decorate(reader: DriftReader) -> DriftReader:
+        if task in _READERS:
+            raise ValueError(f"drift of {task!r} is registered twice")
+        _READERS[task] = reader
+        return reader
+
+    return decorate
+
+
+def feature_lineage(catalog: Catalog, dataset: str, version: int | str | None, task: str) -> Lineage:
+    """The lineage of a feature version: the input versions and split its training reference is read from.
 
     Raises:
-        CatalogError: no feature version, or no `higgs` version newer than the features' input.
+        CatalogError: no such feature set in the home, or a version without lineage.
     """
-    from shoal.datasets.higgs import DATASET as INPUT
-    from shoal.datasets.higgs import FEATURES
-    from shoal.features.higgs import DATASET, HiggsSplit
-
-    if since is not None:
-        raise CatalogError("--since: the HIGGS table has no time; drift compares the newest `higgs` version with the "
-                           "features' training rows (pick the features with --version)")
-    lineage = _lineage(catalog, DATASET, version, "higgs")
-    (higgs_input,) = [item for item in lineage.inputs if item.name == INPUT]
-    split = lineage.parameters["split"]
-    rule = HiggsSplit(rule=split["rule"], **split.get("parameters", {}))
-    newest = catalog.latest_version(INPUT)
-    if newest == int(higgs_input.version):
-        raise CatalogError(f"no `higgs` version after version {higgs_input.version}, the input of these features; "
-                           "ingest the new rows (`shoal ingest higgs FILE`)")
-
-    def columns(table_version: int) -> tuple[np.ndarray, np.ndarray]:
-        frame = catalog.scan_table(INPUT, version=table_version).select("row_id", *FEATURES).collect()
-        return frame["row_id"].to_numpy(), frame.select(FEATURES).to_numpy().astype(np.float64)
-
-    row_id, reference = columns(int(higgs_input.version))
-    reference = reference[rule.codes(row_id, len(row_id)) == 0]
-    _, fresh = columns(newest)
-    findings = [compare(name, "all", reference[:, i][np.isfinite(reference[:, i])],
-                        fresh[:, i][np.isfinite(fresh[:, i])], thresholds) for i, name in enumerate(FEATURES)]
-    return DriftReport(task="higgs", features=f"{DATASET} version {catalog.version_id(DATASET, version)}",
-                       reference=f"{len(reference)} training rows of higgs version {higgs_input.version}",
-                       new=f"{len(fresh)} rows of higgs version {newest}", thresholds=thresholds,
-                       findings=_ordered(findings))
-
-
-DRIFT = {"enso": enso_drift, "higgs": higgs_drift}
-"""The tasks drift knows, and how each reads its reference and its new data."""
+    if not catalog.exists(dataset):
+        raise CatalogError(f"no {dataset} in {catalog.home}: drift compares against a feature version's training "
+                           f"data; build one (`shoal features {task}`)")
+    lineage = catalog.lineage(dataset, version=version)
+    if lineage is None:
+        raise CatalogError(f"{dataset} version {version} has no lineage to find its training data in")
+    return lineage
 
 
 def drift(catalog: Catalog, task: str, *, version: int | str | None = None, since: str | None = None,
@@ -326,21 +269,12 @@ def drift(catalog: Catalog, task: str, *, version: int | str | None = None, sinc
     Raises:
         CatalogError: a task drift does not know, or what its reader raises.
     """
-    if task not in DRIFT:
-        raise CatalogError(f"drift knows {', '.join(sorted(DRIFT))}, not {task!r}")
+    importlib.import_module("shoal.features")  # fills the registry
+    if task not in _READERS:
+        raise CatalogError(f"drift knows {', '.join(sorted(_READERS))}, not {task!r}")
     if since is not None:
         try:
             np.datetime64(since, "M")
         except ValueError:
             raise CatalogError(f"--since {since!r} is not a month; pass YYYY-MM, e.g. 2024-01") from None
-    return DRIFT[task](catalog, version=version, since=since, thresholds=thresholds)
-
-
-def _lineage(catalog: Catalog, dataset: str, version: int | str | None, task: str):  # noqa: ANN202
-    if not catalog.exists(dataset):
-        raise CatalogError(f"no {dataset} in {catalog.home}: drift compares against a feature version's training "
-                           f"data; build one (`shoal features {task}`)")
-    lineage = catalog.lineage(dataset, version=version)
-    if lineage is None:
-        raise CatalogError(f"{dataset} version {version} has no lineage to find its training data in")
-    return lineage
+    return _READERS[task](catalog, version=version, since=since, thresholds=thresholds)
