@@ -9,8 +9,8 @@ commands on it when imported.
 
 from shoal.cli.root import app, run
 
-# In the order `shoal --help` lists them: catalog; ingest, backfill, serve, backfill-slots; features, train,
+# In the order `shoal --help` lists them: catalog (and its site); ingest, backfill, serve, backfill-slots; features, train,
 # tune, evaluate, predict; run; demo; fetch; reproduce; drift.
-from shoal.cli import catalog, operations, step_commands, pipeline, demo, fetch, reproduce, drift  # noqa: F401, I001
+from shoal.cli import catalog, site, operations, step_commands, pipeline, demo, fetch, reproduce, drift  # noqa: F401, I001
 
 __all__ = ["app", "run"]
