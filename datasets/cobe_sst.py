@@ -29,9 +29,12 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from shoal import cluster
 from shoal.arrays import history, resolve
+from shoal.commit_stats import CommitStats
 from shoal.errors import ConcurrentCommit, SourceError
 from shoal.lineage import Provenance, SourceFile
+from shoal.rules import Rules, problems
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
+from shoal.stats import RunningStats
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -64,6 +67,9 @@ UNIT_RANGES = {"°C": (-5.0, 45.0, 0.0), "K": (268.0, 318.0, -273.15), "GDAL-shi
 # files were named, moved or fetched; the pair is not expected in a JMA file (no real
 # COBE-SST file could be read here to confirm it, SOURCES.md).
 SAMPLE_MARK = {"subCentre": 83, "generatingProcessIdentifier": 72}
+# What every month must be once decoded to °C. Land and sea ice are NaN: 46% of the COBE grid.
+RULES = Rules(ranges={"sst": UNIT_RANGES["°C"][:2]}, max_nan_fraction={"sst": 0.6}, grid=(NJ, NI),
+              fix="expected a COBE-SST month of sea-surface temperature; check the file, or fetch it again")
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class SstMonth:
     unit: str
     source: SourceFile
     sample: bool = False  # the file carries SAMPLE_MARK: written by the sample generator, not by JMA
+    stats: RunningStats | None = None  # of `values`, summarized while decoded: the commit's statistics, no second pass
 
 
 def month_of_name(path: Path) -> np.datetime64:
@@ -124,7 +131,7 @@ def _to_celsius(path: Path, grid: np.ndarray) -> str:
     """Convert `grid` (float32, NaN = missing) to °C in place, judging the unit by its range."""
     low, high = float(np.fmin.reduce(grid, axis=None)), float(np.fmax.reduce(grid, axis=None))
     if np.isnan(low):
-        raise SourceError(path, "the field has no sea points (all values missing)", fix="check the file", line=1)
+        return "°C"  # nothing to convert: the rules refuse a field without sea points
     for unit, (lowest, highest, offset) in UNIT_RANGES.items():
         if lowest <= low and high <= highest:
             if offset:
@@ -192,8 +199,11 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
         grid = grid[:, ::-1]
     grid = np.ascontiguousarray(grid)
     unit = _to_celsius(path, grid)
+    stats = RunningStats.from_values(grid, axis=None)
+    if broken := problems(RULES, stats={"sst": stats}, grid=grid.shape):  # one line: the month is refused
+        raise SourceError(path, "; ".join(broken), fix=RULES.fix, line=1)
     return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path),
-                    sample=all(keys[key] == value for key, value in SAMPLE_MARK.items()))
+                    sample=all(keys[key] == value for key, value in SAMPLE_MARK.items()), stats=stats)
 
 
 def _read_message(path: Path, handle: int) -> dict[str, object]:
@@ -440,6 +450,11 @@ def without_values(month: SstMonth) -> SstMonth:
     return replace(month, values=np.empty(0, np.float32))
 
 
+def month_stats(written: Sequence[SstMonth]) -> CommitStats:
+    """The statistics of written months, one part per month: a month written again replaces its part."""
+    return CommitStats(mode="replace", parts={str(d.month): {"sst": d.stats} for d in written})
+
+
 def _decoded_only(part: Decoded) -> Decoded:
     """What a worker sends the driver of its decoded part: the fields stay with it, for the writes."""
     decoded, failures = part
@@ -557,7 +572,7 @@ def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed
             parameters={"months": [str(d.month) for d in written], "replaced": replaced, "converted_from": converted,
                         "sample_months": sample_months_of(written)},
             message=message,
-        ))
+        ), stats=month_stats(written))
         # The number of OUR snapshot: other writers may have committed since.
         version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
         return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),

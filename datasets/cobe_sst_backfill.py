@@ -29,7 +29,7 @@ import numpy as np
 
 from shoal import cluster
 from shoal.arrays import resolve
-from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, SstMonth, _prepare_axis, _stored_digests, _write,
+from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, SstMonth, _prepare_axis, _stored_digests, _write, month_stats,
                                      _write_digests, decode_months, sample_months_of, without_values)
 from shoal.datasets.cobe_sst_fetch import month_urls
 from shoal.errors import SourceError
@@ -196,7 +196,8 @@ class Backfill:
                         "backfill": [str(self.plan.months[0]), str(self.plan.months[-1])],
                         "converted_from": {str(d.month): d.unit for d in written if d.unit != "°C"},
                         "sample_months": sample_months_of(written)},
-            message=f"backfill {len(written)} month(s) of {self.plan.months[0]}..{self.plan.months[-1]}"))
+            message=f"backfill {len(written)} month(s) of {self.plan.months[0]}..{self.plan.months[-1]}"),
+            stats=month_stats(written))
         version = resolve(self.catalog.uri("array", DATASET), DATASET, snapshot).version
         return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),
                             unchanged=self.plan.unchanged, failures=failed)

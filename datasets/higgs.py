@@ -44,6 +44,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from shoal.commit_stats import Columns, arrow_stats, columns_of_summary, merge_columns, polars_summary
 from shoal.errors import CatalogError, SchemaError, SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
 from shoal.splits import SPLITS
@@ -358,21 +359,26 @@ class _Stream:
             raise _too_few(self.path, self.rows)
 
 
-def _sink(path: Path, folder: Path) -> None:
-    """Parse, check and number every row of a plain file into Parquet files in `folder`.
+def _sink(path: Path, folder: Path) -> Columns:
+    """Parse, check and number every row of a plain file into Parquet files in `folder`; return their statistics.
 
     A row that is not a label of 0 or 1 and 28 finite numbers gets a null label (a count in
-    the files' statistics); a line that does not parse at all stops the query.
+    the files' statistics); a line that does not parse at all stops the query. The statistics
+    of every column are a second query over the same scan (`collect_all` shares it): the file
+    is parsed once.
     """
     import polars as pl
 
     schema = {"label": pl.Float64, **dict.fromkeys(FEATURES, pl.Float32)}
     finite = pl.all_horizontal([pl.col(name).is_finite() for name in FEATURES])
     good = (finite & pl.col("label").is_in([0.0, 1.0])).fill_null(False)  # a blank or short line has nulls
-    (pl.scan_csv(path, has_header=False, new_columns=list(COLUMNS), schema=schema).with_row_index("row_id")
-     .select(pl.col("row_id").cast(pl.Int64), pl.when(good).then(pl.col("label").cast(pl.Int8)).alias("label"),
-             *FEATURES)
-     .sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True))
+    rows = (pl.scan_csv(path, has_header=False, new_columns=list(COLUMNS), schema=schema).with_row_index("row_id")
+            .select(pl.col("row_id").cast(pl.Int64), pl.when(good).then(pl.col("label").cast(pl.Int8)).alias("label"),
+                    *FEATURES))
+    sink = rows.sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True,
+                             lazy=True)
+    _, summary = pl.collect_all([sink, polars_summary(rows, SCHEMA.names)])
+    return columns_of_summary(summary)
 
 
 def _first_bad(path: Path, found: str, limits: HiggsLimits) -> SourceError:
@@ -419,6 +425,7 @@ class _Query:
 
     def __init__(self, path: Path, limits: HiggsLimits) -> None:
         self.path, self.limits, self.rows, self.source = path, limits, 0, None
+        self.stats: Columns | None = None
 
     def write(self, folder: Path) -> list[Path]:
         """The checked files in row order; the file hashed meanwhile."""
@@ -435,7 +442,7 @@ class _Query:
         import pyarrow.parquet as pq
 
         try:
-            _sink(self.path, folder)
+            self.stats = _sink(self.path, folder)
         except pl.exceptions.PolarsError as error:
             raise _first_bad(self.path, str(error).splitlines()[0], self.limits) from None
         files = []
@@ -483,8 +490,12 @@ def _count_lines(path: Path, span: tuple[int, int]) -> int:
     return text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
 
 
-def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path, number: int) -> list[str]:
+def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path,
+                number: int) -> tuple[list[str], Columns]:
     """On a worker: parse and check a span of lines, write its rows (row ids from `first_row`) as Parquet files.
+
+    Returns:
+        The files written, and the statistics of the span's rows (summarized while they are in memory).
 
     Raises:
         SchemaError: the span's first bad line, numbered in the whole file.
@@ -499,7 +510,7 @@ def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path,
         target = folder / f"span-{number:05d}-{part:03d}.parquet"
         frame.slice(start, FILE_ROWS).write_parquet(target, compression="snappy")
         written.append(str(target))
-    return written
+    return written, arrow_stats(frame.to_arrow())
 
 
 class _Spread:
@@ -513,6 +524,7 @@ class _Spread:
 
     def __init__(self, path: Path, client: Client) -> None:
         self.path, self.client, self.rows, self.source = path, client, 0, None
+        self.stats: Columns | None = None
 
     def write(self, folder: Path) -> list[Path]:
         """The checked files in row order; the file hashed meanwhile."""
@@ -538,7 +550,11 @@ class _Spread:
                 if part.status == "error":
                     raise part.exception()
             self.source = hashed.result()
-        return [Path(file) for part in parts for file in part.result()]
+        results = [part.result() for part in parts]
+        self.stats = {}
+        for _, stats in results:  # in span order: a rerun stores the same bytes
+            self.stats = merge_columns(self.stats, stats)
+        return [Path(file) for files, _ in results for file in files]
 
 
 def _unchanged(catalog: Catalog, path: Path) -> int | None:
@@ -603,7 +619,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
             _check_lines(path, limits)
             query = _Spread(path, client) if client is not None else _Query(path, limits)
             version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
-                _provenance(path, query.source, query.rows)))
+                _provenance(path, query.source, query.rows)), stats=lambda: query.stats)
     except CatalogError:  # the home's own failure (full disk, read-only): never this file's
         raise
     except (SourceError, EOFError, OSError, zipfile.BadZipFile, isal_zlib.error) as error:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shoal.commit_stats import WHOLE, CommitStats
 from shoal.errors import CatalogError, ConcurrentCommit, HomeError, home_failure, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 from shoal.locks import dataset_lock
@@ -147,8 +148,13 @@ class ArraySession:
         """Merge forks the workers wrote back into this session, to be committed once."""
         self._session.merge(*forks)
 
-    def commit(self, provenance: Provenance) -> str:
+    def commit(self, provenance: Provenance, *, stats: CommitStats | None = None) -> str:
         """Commit, rebasing over commits made meanwhile (on object storage: there is no lock there).
+
+        Args:
+            provenance: what the lineage records.
+            stats: the statistics of what this session wrote, per part (`shoal.commit_stats`); None: this
+                commit has none, and the array's statistics are unknown until a whole write.
 
         Returns:
             The new snapshot id.
@@ -157,7 +163,8 @@ class ArraySession:
 
         current = self.current()
         shape = {str(k): int(v) for k, v in current.sizes.items()} if current is not None else {}
-        lineage = Lineage.complete(provenance, dataset=self.name, kind="array", shape=shape)
+        lineage = Lineage.complete(provenance, dataset=self.name, kind="array", shape=shape,
+                                   stats=stats.to_dict() if stats is not None else None)
         message = provenance.message or f"write {self.name}"
         metadata = {LINEAGE_KEY: lineage.to_dict()}
         try:
@@ -200,7 +207,21 @@ def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset
     """
     with ArraySession(uri, name, lock_path, home=home) as session:
         dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding)
-        return session.commit(provenance)
+        return session.commit(provenance, stats=dataset_stats(dataset))
+
+
+def dataset_stats(dataset: xr.Dataset) -> CommitStats | None:
+    """The statistics of every real-valued variable of a dataset held in memory, as a whole write's.
+
+    None when a variable is lazy (dask): summarizing it would compute it a second time.
+    """
+    from shoal.stats import RunningStats
+
+    real = {str(name): variable for name, variable in dataset.data_vars.items() if variable.dtype.kind in "biuf"}
+    if any(variable.chunks is not None for variable in real.values()):
+        return None
+    columns = {name: RunningStats.from_values(variable.values, axis=None) for name, variable in real.items()}
+    return CommitStats(mode="overwrite", parts={WHOLE: columns})
 
 
 def _open_dataset(store: zarr.storage.StoreLike) -> xr.Dataset | None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import xarray as xr
 
+    from shoal.commit_stats import Columns
     from shoal.tables import TableData, WriteMode
 
 Kind = Literal["table", "array"]
@@ -210,19 +211,23 @@ class Catalog:
                                 file_bytes=file_bytes)
 
     def write_files(self, name: str, write: Callable[[Path], Iterable[Path]], *, schema: pa.Schema,
-                    provenance: Callable[[], Provenance], mode: WriteMode = "append") -> int | None:
+                    provenance: Callable[[], Provenance], mode: WriteMode = "append",
+                    stats: Callable[[], Columns | None] | None = None) -> int | None:
         """Commit the Parquet files `write(folder)` writes (e.g. a polars sink) as ONE commit.
 
         `folder` is a new folder inside the table's; `write` returns the paths of the files to
         add, each of the table's `schema`. Whatever `write` raises, nothing is committed and
-        the folder is deleted. `provenance` is called once the files are written.
+        the folder is deleted. `provenance` is called once the files are written, and so is
+        `stats`: the column statistics of all the files' rows, computed while `write` wrote
+        them (without it, or when it gives None, the commit has no statistics).
 
         Returns:
             The new Delta version, or None when the files held no rows (no commit).
         """
         def fill(writer: tables.StreamedWrite, folder: Path) -> None:
             if not is_url(writer.uri):
-                writer.adopt(str(path.relative_to(writer.uri)) for path in write(folder))
+                paths = [str(path.relative_to(writer.uri)) for path in write(folder)]
+                writer.adopt(paths, stats=stats() if stats else None)
                 return
             import tempfile
 
@@ -230,7 +235,7 @@ class Catalog:
                 written = [(path, f"{folder.name}/{path.relative_to(local)}") for path in write(Path(local))]
                 for path, relative in written:
                     writer.upload(path, relative)
-                writer.adopt(relative for _, relative in written)
+                writer.adopt([relative for _, relative in written], stats=stats() if stats else None)
 
         return self._write_once(name, fill, schema=schema, provenance=provenance, mode=mode)
 
@@ -379,7 +384,36 @@ class Catalog:
         else:
             facts = arrays.describe(self.uri(kind, name), name, version)
         lineage = self.lineage(name, version=facts["version"])
-        return {"name": name, "kind": kind, **facts, "lineage": lineage.to_dict() if lineage else None}
+        shown = {key: value for key, value in lineage.to_dict().items() if key != "stats"} if lineage else None
+        return {"name": name, "kind": kind, **facts, "lineage": shown}  # the statistics: `catalog stats`
+
+    def stats(self, name: str, *, version: int | str | None = None) -> Columns:
+        """The statistics per column (table) or variable (array) of the data version `version` holds (default latest).
+
+        Folded from the statistics each commit stored (`shoal.commit_stats`): no data is read.
+
+        Raises:
+            CatalogError: no such version, or a commit up to it has no statistics (written before shoal kept
+                them, or by another tool).
+        """
+        from shoal.commit_stats import combine, fold
+
+        kind = self.kind(name)
+        if kind == "array":
+            wanted = arrays.resolve(self.uri(kind, name), name, version).version
+        else:
+            wanted = _table_version(name, version)
+            wanted = self.latest_version(name) if wanted is None else wanted
+        history = [entry for entry in reversed(self.history(name)) if entry.version <= wanted]
+        if not history or history[-1].version != wanted:
+            raise CatalogError(f"{kind} {name!r} has no version {version}; see `shoal catalog history {name}`")
+        commits = [_commit_stats(entry) for entry in history]
+        parts = fold(commit for commit in commits if commit is not _NO_CHANGE)
+        if parts is None:
+            missing = max(entry.version for entry, commit in zip(history, commits, strict=True) if commit is None)
+            raise CatalogError(f"{kind} {name!r} version {wanted}: version {missing} has no statistics (written before "
+                               f"shoal kept them, or by another tool); write {name} again (ingest or build it) to have them")
+        return combine(parts)
 
     def lineage(self, name: str, *, version: int | str | None = None) -> Lineage | None:
         """The lineage recorded with one version (default latest)."""
@@ -410,6 +444,23 @@ class Catalog:
             return self.lineage_tree(item.name, version=item.version)
         except CatalogError:  # the input was deleted or vacuumed: show it, unresolved
             return LineageNode(name=item.name, kind=item.kind, version=item.version, lineage=None)  # type: ignore[arg-type]
+
+
+# Delta operations that change no rows: a commit of them (by another tool) leaves the statistics as they were.
+_KEEPS_ROWS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "ADD CONSTRAINT",
+                         "DROP CONSTRAINTS", "ADD FEATURE"})
+_NO_CHANGE = object()
+
+
+def _commit_stats(entry: tables.TableVersion | arrays.ArrayVersion) -> object:
+    """A commit's `CommitStats`; None when it changed data without them; `_NO_CHANGE` when it changed none."""
+    from shoal.commit_stats import CommitStats
+
+    if entry.lineage is None and getattr(entry, "operation", "") in _KEEPS_ROWS:
+        return _NO_CHANGE
+    if entry.lineage is None or entry.lineage.stats is None:
+        return None
+    return CommitStats.from_dict(entry.lineage.stats)
 
 
 def _table_version(name: str, version: int | str | None) -> int | None:

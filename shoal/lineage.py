@@ -127,6 +127,7 @@ class Lineage:
     shoal_version: str
     git_sha: str | None
     created_at: str
+    stats: Mapping[str, Any] | None = None  # `shoal.commit_stats.CommitStats.to_dict()`: what this commit wrote
 
     @classmethod
     def complete(
@@ -137,6 +138,7 @@ class Lineage:
         kind: str,
         rows: int | None = None,
         shape: Mapping[str, int] | None = None,
+        stats: Mapping[str, Any] | None = None,
     ) -> Lineage:
         """Fill in what the catalog knows at commit time.
 
@@ -154,6 +156,7 @@ class Lineage:
             shoal_version=shoal.__version__,
             git_sha=git_sha(),
             created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            stats=stats,
         )
 
     def to_dict(self) -> dict[str, Any]:

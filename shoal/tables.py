@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import pyarrow as pa
 
+from shoal.commit_stats import WHOLE, Columns, CommitStats, arrow_stats, merge_columns
 from shoal.errors import CatalogError, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
 
@@ -84,20 +85,22 @@ def write_table(
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
     arrow = _as_arrow(data)
-    rows = arrow.num_rows if isinstance(arrow, pa.Table) else None
-    lineage = Lineage.complete(provenance, dataset=name, kind="table", rows=rows)
     if predicate is not None and mode != "overwrite":
         raise CatalogError(f"table {name!r}: a predicate needs mode='overwrite' (replace where)")
+    if isinstance(arrow, pa.RecordBatchReader) and _existing_table(uri) is None:
+        # A create that loses the race is written again (below), and a stream read once is empty the second
+        # time: that retry committed no rows and said success (4 writers on S3 kept 200 of 400 rows). So the
+        # first write of a table is held in memory; writes into an existing table still stream.
+        arrow = arrow.read_all()
+    rows = arrow.num_rows if isinstance(arrow, pa.Table) else None
+    # The statistics go into the commit itself, so they are known before it: a stream into an existing table
+    # (read once, while it is written) commits without them; write_streamed keeps them for streams.
+    stats = None if rows is None else _table_commit_stats(arrow, mode=mode, predicate=predicate)
+    lineage = Lineage.complete(provenance, dataset=name, kind="table", rows=rows, stats=stats)
     stamp = json.dumps(lineage.to_dict())
 
     def write() -> DeltaTable | None:
-        nonlocal arrow
         table = _existing_table(uri)
-        if table is None and isinstance(arrow, pa.RecordBatchReader):
-            # A create that loses the race is written again (below), and a stream read once is empty the second
-            # time: that retry committed no rows and said success (4 writers on S3 kept 200 of 400 rows). So the
-            # first write of a table is held in memory; writes into an existing table still stream.
-            arrow = arrow.read_all()
         try:
             # Given a DeltaTable, delta-rs moves it to the snapshot of its own commit, retries
             # over concurrent appends included: its version() is then ours, whatever landed since.
@@ -123,6 +126,13 @@ def write_table(
             f"table {name!r}: the write landed (it is committed), but its version could not be read "
             f"back ({error}); see `shoal catalog history {name}` for it, and do not write it again"
         ) from error
+
+
+def _table_commit_stats(table: pa.Table, *, mode: WriteMode, predicate: str | None) -> dict[str, object]:
+    """The statistics of rows written by one commit: appended, all the table holds, or the rows `predicate` replaces."""
+    if predicate is not None:
+        return CommitStats(mode="replace", parts={predicate: arrow_stats(table)}).to_dict()
+    return CommitStats(mode=mode, parts={WHOLE: arrow_stats(table)}).to_dict()
 
 
 def write_parquet(table: pa.Table, path: str, *, filesystem: object | None = None) -> None:
@@ -162,6 +172,8 @@ class StreamedWrite:
         self.rows, self._batches, self._size = 0, [], 0
         self._pool, self._pending, self._actions, self._paths = ThreadPoolExecutor(workers), [], [], []
         self._workers = workers
+        # Each file's column statistics, by path: merged in the order of the files, so a rerun stores the same bytes.
+        self._stats: dict[str, Columns | None] = {}
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Add a batch; a file's worth of batches goes to a worker."""
@@ -186,13 +198,22 @@ class StreamedWrite:
     def _write_file(self, path: str, batches: list[pa.RecordBatch]):  # noqa: ANN202 (deltalake is lazy)
         table = pa.Table.from_batches(batches, schema=self.schema)
         write_parquet(table, f"{self._root}/{path}", filesystem=self._fs)
+        self._stats[path] = arrow_stats(table)  # on this worker, while the rows are in memory: no second pass
         return self._add_action(path, table.num_rows)
 
-    def adopt(self, paths: Iterable[str]) -> None:
-        """Add Parquet files already written into the table's folder (paths relative to it), e.g. by a polars sink."""
+    def adopt(self, paths: Iterable[str], *, stats: Columns | None = None) -> None:
+        """Add Parquet files already written into the table's folder (paths relative to it), e.g. by a polars sink.
+
+        Args:
+            paths: the files, relative to the table's folder.
+            stats: the column statistics of all these files' rows, computed by whoever wrote them; without
+                them the commit has no statistics.
+        """
         import pyarrow.parquet as pq
 
-        for path in paths:
+        paths = list(paths)
+        for number, path in enumerate(paths):
+            self._stats[path] = stats if number == 0 else {}
             self._paths.append(path)
             rows = pq.read_metadata(f"{self._root}/{path}", filesystem=self._fs).num_rows
             self._actions.append(self._add_action(path, rows))
@@ -226,13 +247,14 @@ class StreamedWrite:
         from deltalake.exceptions import DeltaError
         from deltalake.transaction import create_table_with_add_actions
 
-        lineage = Lineage.complete(provenance, dataset=self.name, kind="table", rows=self.rows)
-        stamp = json.dumps(lineage.to_dict())
-        properties = CommitProperties(custom_metadata={LINEAGE_KEY: stamp})
         try:
             self._flush()
             self._actions += [future.result() for future in self._pending]
             self._pending = []
+            lineage = Lineage.complete(provenance, dataset=self.name, kind="table", rows=self.rows,
+                                       stats=self._commit_stats(mode))
+            stamp = json.dumps(lineage.to_dict())
+            properties = CommitProperties(custom_metadata={LINEAGE_KEY: stamp})
             table = _existing_table(self.uri)
             if table is None:
                 create_table_with_add_actions(self.uri, Schema.from_arrow(self.schema), self._actions, mode="append",
@@ -246,6 +268,16 @@ class StreamedWrite:
         finally:
             self._pool.shutdown()
         return _committed_version(self.uri, None, stamp)
+
+    def _commit_stats(self, mode: WriteMode) -> dict[str, object] | None:
+        """The statistics of every file's rows merged, or None when a file came without them."""
+        merged: Columns = {}
+        for path in dict.fromkeys(self._paths):  # an uploaded file is listed twice: uploaded, then adopted
+            columns = self._stats.get(path)
+            if columns is None:
+                return None
+            merged = merge_columns(merged, columns)
+        return CommitStats(mode=mode, parts={WHOLE: merged}).to_dict()
 
     def abort(self, *, remove_folder: bool = False) -> None:
         """Drop what was written: the files are not in the table; delete them.

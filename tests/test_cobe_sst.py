@@ -180,8 +180,8 @@ def test_the_report_gives_the_version_of_its_own_commit_when_another_lands_right
     real = ArraySession.commit
     others: list[str] = []
 
-    def then_another_writer(self: ArraySession, provenance) -> str:  # noqa: ANN001
-        snapshot = real(self, provenance)
+    def then_another_writer(self: ArraySession, provenance, *, stats=None) -> str:  # noqa: ANN001
+        snapshot = real(self, provenance, stats=stats)
         if not others:  # once: the other writer's own commit goes through this wrapper too
             others.append("running")
             assert _ingest(catalog, GOOD[2]).version == 1

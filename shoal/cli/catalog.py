@@ -1,4 +1,4 @@
-"""`shoal catalog list|describe|history|check|lineage`: datasets, registered models, versions and lineage."""
+"""`shoal catalog list|describe|history|stats|check|lineage`: datasets, registered models, versions and lineage."""
 
 from __future__ import annotations
 
@@ -100,6 +100,24 @@ def catalog_show(name: str, version: VersionOpt = None, as_json: JsonFlag = Fals
     console = _console()
     for line in lines:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+@catalog_app.command("stats")
+def catalog_stats(name: str, version: VersionOpt = None, as_json: JsonFlag = False) -> None:
+    """Count, NaN count, mean, std, min and max of every numeric column or variable the version holds."""
+    from rich.table import Table
+
+    catalog = _catalog().must_exist()
+    chosen = catalog.latest_version(name) if version is None else version
+    columns = catalog.stats(name, version=chosen)
+    if as_json:
+        _print_json({"name": name, "version": chosen, "stats": {key: s.to_dict() for key, s in columns.items()}})
+        return
+    table = Table("column", "count", "NaN", "mean", "std", "min", "max", title=f"{name} version {chosen}: what it holds")
+    for key, s in columns.items():
+        table.add_row(key, f"{int(s.count):,}", f"{int(s.nan_count):,}",
+                      *(f"{float(value):.6g}" for value in (s.mean, s.std, s.min, s.max)))
+    _console().print(table)
 
 
 MAX_LISTED = 6  # a longer list is shown as its length, first and last item

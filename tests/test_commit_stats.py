@@ -1,0 +1,154 @@
+"""Every commit stores the statistics of what it wrote; a version's statistics describe what it holds."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import xarray as xr
+
+from shoal.catalog import Catalog
+from shoal.datasets import cobe_sst, higgs
+from shoal.errors import CatalogError
+from shoal.lineage import Provenance
+from shoal.stats import RunningStats
+from tests.test_cli import shoal
+
+SST = Path(__file__).parent / "data" / "cobe_sst"
+FIRST5 = Path(__file__).parent / "data" / "higgs" / "higgs_first5.csv"
+RTOL = 1e-12
+
+
+def _rows(seed: int, n: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(1e3, 2.0, n)
+    x[::7] = np.nan
+    return pa.table({"x": x, "k": pa.array(rng.integers(0, 9, n), pa.int32()),
+                     "tag": pa.array([f"t{i}" for i in range(n)]), "flag": pa.array(rng.random(n) > 0.5)})
+
+
+def _assert_numpy(summary: RunningStats, values: np.ndarray) -> None:
+    """The summary equals numpy's float64 two-pass computation over `values` (NaN: missing)."""
+    values = np.asarray(values, np.float64).ravel()
+    kept = values[~np.isnan(values)]
+    assert int(summary.count) == kept.size and int(summary.nan_count) == values.size - kept.size
+    np.testing.assert_allclose(summary.mean, kept.mean(), rtol=RTOL)
+    np.testing.assert_allclose(summary.m2, ((kept - kept.mean()) ** 2).sum(), rtol=1e-10)
+    assert float(summary.min) == kept.min() and float(summary.max) == kept.max()
+
+
+def _assert_table(catalog: Catalog, name: str, version: int | None = None) -> None:
+    stats = catalog.stats(name, version=version)
+    data = catalog.read_table(name, version=version)
+    assert sorted(stats) == ["flag", "k", "x"]  # numeric columns only: the text column has none
+    for column in stats:
+        _assert_numpy(stats[column], data.column(column).cast(pa.float64()).to_numpy(zero_copy_only=False))
+
+
+def test_a_table_version_holds_the_statistics_numpy_computes_over_its_rows(catalog: Catalog) -> None:
+    catalog.write_table("t", _rows(0, 1000), provenance=Provenance())
+    _assert_table(catalog, "t")
+
+
+def test_an_append_merges_exactly_and_an_overwrite_replaces(catalog: Catalog) -> None:
+    first = catalog.write_table("t", _rows(0, 500), provenance=Provenance())
+    appended = catalog.write_table("t", _rows(1, 300), provenance=Provenance())
+    _assert_table(catalog, "t", appended)
+    # statistics of versions merge exactly: the appended version is the first merged with what the append wrote
+    added = RunningStats.from_values(_rows(1, 300).column("x"), axis=None)
+    assert catalog.stats("t", version=appended)["x"] == catalog.stats("t", version=first)["x"].merge(added)
+    replaced = catalog.write_table("t", _rows(2, 50), mode="overwrite", provenance=Provenance())
+    _assert_table(catalog, "t", replaced)
+    _assert_table(catalog, "t", appended)  # an older version still says what it held
+
+
+def test_a_replace_where_replaces_the_rows_its_predicate_selects(catalog: Catalog) -> None:
+    def model(version: int, seed: int) -> pa.Table:
+        rows = _rows(seed, 100)
+        return rows.append_column("model_version", pa.array([version] * rows.num_rows, pa.int64()))
+
+    for version, seed in ((1, 0), (2, 1), (1, 2)):  # model 1's rows are written again
+        catalog.write_table("p", model(version, seed), mode="overwrite", predicate=f"model_version = {version}",
+                            provenance=Provenance())
+    stats = catalog.stats("p")
+    data = catalog.read_table("p")
+    assert data.num_rows == 200
+    _assert_numpy(stats["x"], data.column("x").to_numpy())
+
+
+def test_a_streamed_write_stores_the_statistics_of_all_its_files(catalog: Catalog) -> None:
+    rows = _rows(3, 4000)
+    version = catalog.write_streamed("s", rows.to_batches(max_chunksize=500), schema=rows.schema,
+                                     provenance=Provenance, file_bytes=8 << 10)
+    assert len(list(Path(catalog.uri("table", "s")).glob("*.parquet"))) > 1
+    _assert_table(catalog, "s", version)
+
+
+def test_a_commit_without_statistics_is_named_and_an_overwrite_makes_them_known_again(catalog: Catalog) -> None:
+    from deltalake import write_deltalake
+
+    catalog.write_table("t", _rows(0, 10), provenance=Provenance())
+    write_deltalake(catalog.uri("table", "t"), _rows(1, 10), mode="append")  # another tool's commit
+    with pytest.raises(CatalogError, match=r"table 't' version 1: version 1 has no statistics"):
+        catalog.stats("t")
+    catalog.write_table("t", _rows(2, 10), mode="overwrite", provenance=Provenance())
+    _assert_table(catalog, "t")
+
+
+def test_a_whole_array_write_stores_every_real_variables_statistics(catalog: Catalog) -> None:
+    values = np.random.default_rng(0).normal(20, 3, (4, 5, 6)).astype(np.float32)
+    values[0, 0] = np.nan
+    dataset = xr.Dataset({"sst": (("t", "y", "x"), values), "label": (("t",), np.arange(4)),
+                          "name": (("t",), np.array(["a", "b", "c", "d"], dtype=object))})
+    catalog.write_array("a", dataset, provenance=Provenance())
+    stats = catalog.stats("a")
+    assert sorted(stats) == ["label", "sst"]
+    _assert_numpy(stats["sst"], values)
+    _assert_numpy(stats["label"], np.arange(4))
+
+
+def test_sst_statistics_follow_its_months_and_a_month_ingested_again_replaces_its_own(catalog: Catalog,
+                                                                                      tmp_path: Path) -> None:
+    good = sorted((SST / "good").glob("*.grb"))
+    cobe_sst.ingest(catalog, good[:2])
+    cobe_sst.ingest(catalog, good[2:])
+    _assert_numpy(catalog.stats("sst")["sst"], catalog.open_array("sst").sst.values)
+    revised = tmp_path / "revised"
+    revised.mkdir()
+    shutil.copy(SST / "revised" / "sst198202.grb", revised)
+    cobe_sst.ingest(catalog, [revised / "sst198202.grb"])
+    latest = catalog.open_array("sst").sst.values
+    assert not np.array_equal(latest, catalog.open_array("sst", version=1).sst.values, equal_nan=True)
+    _assert_numpy(catalog.stats("sst")["sst"], latest)
+    _assert_numpy(catalog.stats("sst", version=0)["sst"], catalog.open_array("sst", version=0).sst.values)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "gzip"])
+def test_higgs_ingest_stores_the_statistics_of_every_column_without_a_second_pass(catalog: Catalog, tmp_path: Path,
+                                                                                  wrap: str) -> None:
+    path = tmp_path / "HIGGS.csv"
+    path.write_bytes(FIRST5.read_bytes() * 4)
+    if wrap == "gzip":
+        path = tmp_path / "HIGGS.csv.gz"
+        path.write_bytes(gzip.compress(FIRST5.read_bytes() * 4))
+    higgs.ingest(catalog, [path])
+    stats, data = catalog.stats("higgs"), catalog.read_table("higgs")
+    assert sorted(stats) == sorted(data.column_names)
+    for column in data.column_names:
+        _assert_numpy(stats[column], data.column(column).cast(pa.float64()).to_numpy())
+
+
+def test_catalog_stats_prints_a_table_and_json_of_the_version_asked_for(catalog: Catalog) -> None:
+    catalog.write_table("t", _rows(0, 100), provenance=Provenance())
+    catalog.write_table("t", _rows(1, 100), provenance=Provenance())
+    shown = shoal("catalog", "stats", "t", "--version", "0", home=Path(catalog.home))
+    assert shown.returncode == 0, shown.stderr
+    assert "t version 0" in shown.stdout and "85" in shown.stdout  # 100 rows, every 7th x NaN: 85 counted
+    data = json.loads(shoal("catalog", "stats", "t", "--json", home=Path(catalog.home)).stdout)
+    assert data["version"] == 1
+    assert RunningStats.from_dict(data["stats"]["x"]) == catalog.stats("t")["x"]
