@@ -3,7 +3,9 @@
 - `refresh-sst/newest-sst` (cron `[serve.sst] cron`): the Niño 3.4 table, then (with `fetch = true`)
   the months after the newest stored downloaded into the source folder, then every SST month
   from the one after the newest stored (or `start`) to the newest file of the source folder,
-  as one `backfill-sst` subflow, then the ENSO features once.
+  as one `backfill-sst` subflow, then the ENSO features once, then the drift of the new months
+  against the features' training months (`shoal drift enso`): the artifact `enso-drift`, and on a
+  drift the event DRIFT_DETECTED.
 - `train-predict/TASK` for each `[serve.train] tasks` (cron `[serve.train] cron`): train (or
   reuse) and predict. It is also TRIGGERED by the event NEW_FEATURES, which the feature task
   emits only when it built a new version (never when the build was skipped as unchanged), so
@@ -27,8 +29,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.deployments.runner import EntrypointType
-from prefect.events import DeploymentEventTrigger
+from prefect.events import DeploymentEventTrigger, emit_event
 from pydantic import DirectoryPath, FilePath
 
 from shoal.catalog import Catalog
@@ -38,12 +41,19 @@ from shoal.datasets.cobe_sst import month_of_name
 from shoal.datasets.cobe_sst_fetch import COBE_SST_BASE_URL, FIRST_MONTH, fetch_sst
 from shoal.datasets.oni import SAMPLE
 from shoal.download import DownloadReport
-from shoal.errors import ShoalError
+from shoal.drift import drift
+from shoal.errors import CatalogError, ShoalError
+from shoal.features.enso import DATASET as ENSO_FEATURES
 from shoal.flows.backfill import backfill_sst
 from shoal.flows.ingest import finish, ingest_source
 from shoal.flows.pipelines import NEW_FEATURES, predict_task, train_task
 from shoal.sources import IngestReport
 from shoal.contract import Predicted, get_task
+
+
+# The event the refresh emits when the new SST months drift from the ENSO features' training months
+# (`shoal drift enso`); its payload is the report's drifts. docs/operations.md has an automation on it.
+DRIFT_DETECTED = "shoal.drift.detected"
 
 
 class ServeRefused(ShoalError):
@@ -92,7 +102,44 @@ def refresh_sst(source: DirectoryPath, home: str | None = None, oni: FilePath = 
     if first > max(found):
         logger.info("sst: nothing newer than %s in %s", first - 1, source)
         return None
-    return backfill_sst(source=source, start=str(first), end=str(max(found)), home=home, features=features or {})
+    report = backfill_sst(source=source, start=str(first), end=str(max(found)), home=home, features=features or {})
+    if report.committed:
+        drift_task(home, str(first))
+    return report
+
+
+@task
+def drift_task(home: str | None, since: str) -> dict[str, Any] | None:
+    """Compare the SST months from `since` with the newest ENSO features' training months (`shoal drift enso`).
+
+    The report becomes the markdown artifact `enso-drift`; a drift is also the event DRIFT_DETECTED,
+    whose payload is the report without the comparisons that are not drifts. New months inside
+    the features' training period are left out (they are the reference); a home whose features
+    drift cannot compare (too short a training period) is one warning, not a failed refresh.
+    """
+    logger = get_run_logger()
+    catalog = Catalog(home)
+    if not catalog.exists(ENSO_FEATURES):
+        return None
+    valid_start = catalog.lineage(ENSO_FEATURES).parameters["config"]["valid_start"]
+    start = max(since, valid_start)  # 'YYYY-MM' strings order as months
+    try:
+        report = drift(catalog, "enso", since=start)
+    except CatalogError as error:
+        logger.warning("drift: not checked: %s", error)
+        return None
+    create_markdown_artifact(key="enso-drift", markdown=report.markdown(),
+                             description=f"Drift of the SST months from {start} against the training months")
+    facts = {key: value for key, value in report.to_dict().items() if key != "findings"}
+    if report.drifted:
+        logger.warning("drift: %d of %d comparisons over a threshold, the largest %s %s (shift %.2f)",
+                       len(report.drifted), len(report.findings), report.drifted[0].variable,
+                       report.drifted[0].region, report.drifted[0].shift)
+        emit_event(event=DRIFT_DETECTED, resource={"prefect.resource.id": "shoal.drift.enso", "shoal.home": catalog.home},
+                   payload=facts)
+    else:
+        logger.info("drift: none in %d comparisons of %s", len(report.findings), report.new)
+    return facts
 
 
 @flow(name="train-predict", flow_run_name="{task_name}-train-predict")

@@ -46,13 +46,17 @@ def _climatology_draw(home: Catalog, month: str, seed: int) -> np.ndarray:
     return values.mean(axis=0) + np.random.default_rng(seed).standard_normal(values.shape[1:]) * values.std(axis=0)
 
 
-def _ingest_month(home: Catalog, folder: Path, month: str, field: np.ndarray) -> None:
-    from shoal.datasets import cobe_sst
+def _month_file(folder: Path, month: str, field: np.ndarray) -> Path:
     from shoal.datasets.cobe_sst_sample import write_grib
 
     folder.mkdir(exist_ok=True)
-    path = write_grib(folder / f"sst{month.replace('-', '')}.grb", field.astype(np.float32), np.datetime64(month, "M"))
-    assert cobe_sst.ingest(home, [path]).exit_code == 0
+    return write_grib(folder / f"sst{month.replace('-', '')}.grb", field.astype(np.float32), np.datetime64(month, "M"))
+
+
+def _ingest_month(home: Catalog, folder: Path, month: str, field: np.ndarray) -> None:
+    from shoal.datasets import cobe_sst
+
+    assert cobe_sst.ingest(home, [_month_file(folder, month, field)]).exit_code == 0
 
 
 def test_a_month_drawn_from_the_training_climatology_is_not_drift(enso_home: Catalog, tmp_path: Path) -> None:
@@ -121,3 +125,50 @@ def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shifted_one(
     assert psi(reference, rng.standard_normal(5_000) + 1.0) > 0.25
     finding = compare("x", "all", reference, rng.standard_normal(50) * 3, Thresholds())
     assert finding.psi is None  # 50 values: PSI's bias would decide, so it is not computed
+
+
+def _drift_events(since: str) -> list[dict]:
+    """The DRIFT_DETECTED events the Prefect server (the session's test harness) stored, through its API."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    from shoal.flows.deployments import DRIFT_DETECTED
+
+    body = {"filter": {"event": {"name": [DRIFT_DETECTED]}, "occurred": {"since": since}}, "limit": 10}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_refresh_checks_each_new_month_and_a_drift_is_an_event_and_an_artifact(tmp_path: Path) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    from prefect.events.worker import EventsWorker
+
+    from shoal.datasets.cobe_sst import LAT, LON
+    from shoal.datasets.cobe_sst_sample import write_sample
+    from shoal.flows.deployments import refresh_sst
+    from tests.test_flows import _artifact
+
+    started = datetime.now(UTC).isoformat()
+    source, home = tmp_path / "sst", Catalog(tmp_path / "home")
+    write_sample(source, start="1985-01", end="1989-06")
+    settings = {"valid_start": "1989-01", "test_start": "1989-04"}
+    refresh_sst(source=source, home=home.home, features=settings)
+    assert "no drift in" in _artifact("enso-drift")  # the sample's own months 1989-01..06
+    patched = _climatology_draw(home, "1989-07", seed=3)
+    patched[((LAT >= 30) & (LAT < 40))[:, None] & ((LON >= 180) & (LON < 190))[None, :]] += 3.0
+    _month_file(source, "1989-07", patched)
+    refresh_sst(source=source, home=home.home, features=settings)
+    published = _artifact("enso-drift")
+    assert "**drift** in 1 of" in published and f"| sst | {PATCH_TILE} |" in published, published
+    EventsWorker.drain_all()
+    deadline = time.monotonic() + 30
+    while not (events := _drift_events(started)) and time.monotonic() < deadline:
+        time.sleep(1)
+    (event,) = events
+    assert event["resource"]["prefect.resource.id"] == "shoal.drift.enso"
+    assert [f["region"] for f in event["payload"]["drifted"]] == [PATCH_TILE]
+    assert event["payload"]["new"] == "1 SST months 1989-07..1989-07"
