@@ -27,7 +27,6 @@ the same numbers.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -307,6 +306,7 @@ class SpeechFeatures:
         self.config = AudioFeatureConfig.from_dict(self.parameters["config"])
         self.speech_version = int(self.parameters["speech_version"])
         data = catalog.open_array(DATASET, version=entry.snapshot)
+        self.home = catalog.home
         self.clip_id = np.array(data.clip_id.values.tolist(), dtype=str)
         rows = read_speech(catalog, self.speech_version, self.config.spectrogram.n_samples)
         if not np.array_equal(rows.clip_id, self.clip_id):
@@ -332,6 +332,8 @@ class SpeechClips:
     `to(device)` copies only these clips' waveforms (or stored spectrograms) to the device;
     `gather(indices)` then builds a batch there, the spectrograms computed on the device
     unless they were materialized. Items and gathered batches go through the same code.
+    It pickles as a reference (home, snapshot, rows): unpickling opens the feature version again
+    (on the CPU), so a DataLoader worker reads the store itself instead of receiving the clips.
     """
 
     def __init__(self, features: SpeechFeatures, rows: np.ndarray) -> None:
@@ -347,6 +349,15 @@ class SpeechClips:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __getstate__(self) -> dict[str, object]:
+        return {"source": (self.features.home, self.features.snapshot, self.rows)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        from shoal.catalog import Catalog
+
+        home, snapshot, rows = state["source"]
+        self.__init__(SpeechFeatures(Catalog(home), version=snapshot), rows)
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         batch = self._batch(self._index[item].reshape(1))
         return {"x": batch["x"][0], "label": batch["label"][0]}
@@ -355,7 +366,8 @@ class SpeechClips:
         """The same clips with their tensors on `device` (copied once)."""
         import torch
 
-        moved = copy.copy(self)
+        moved = object.__new__(SpeechClips)  # not copy.copy: that would pickle, and reopen the store
+        moved.__dict__.update(self.__dict__)
         moved._clips = {key: value[self._index].to(device) for key, value in self._clips.items()}
         moved._index = torch.arange(len(self), device=device)
         moved._mean, moved._std = self._mean.to(device), self._std.to(device)

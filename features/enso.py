@@ -268,6 +268,7 @@ class EnsoFeatures:
             raise CatalogError(f"enso_features version {entry.version} was built by an older shoal; "
                                "rebuild it with `shoal features enso`")
         data = catalog.open_array(DATASET, version=entry.snapshot).load()
+        self.home = catalog.home
         self.config = EnsoFeatureConfig(**self.parameters["config"])
         self.months = data.time.values.astype("datetime64[M]")
         self.sst = torch.from_numpy(data.sst.values).unsqueeze(1)  # (T, 1, H, W)
@@ -303,7 +304,9 @@ class EnsoWindows:
 
     With no leads, items hold the inputs alone. `gather` builds a whole batch from an index tensor on the device the series was moved to
     (`to(device)`), so the train loop can stage the series on a GPU once and never copy
-    windows from the host.
+    windows from the host. It pickles as a reference (home, snapshot, origins, leads): unpickling
+    opens the feature version again (on the CPU), so a DataLoader worker reads the store
+    itself instead of receiving the grid series.
     """
 
     def __init__(self, features: EnsoFeatures, origins: np.ndarray, leads: tuple[int, ...]) -> None:
@@ -317,6 +320,15 @@ class EnsoWindows:
 
     def __len__(self) -> int:
         return len(self.origins)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"source": (self.features.home, self.features.snapshot, self.origins, self.leads)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        from shoal.catalog import Catalog
+
+        home, snapshot, origins, leads = state["source"]
+        self.__init__(EnsoFeatures(Catalog(home), version=snapshot), origins, leads)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         f, t = self.features, int(self.origins[item])

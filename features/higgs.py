@@ -213,8 +213,8 @@ class HiggsFeatures:
         return self._arrays[split]
 
     def rows(self, split: Split) -> HiggsRows:
-        """The split as a torch Dataset (tensors share the arrays' memory)."""
-        return HiggsRows(self.arrays(split))
+        """The split as a torch Dataset (tensors share the arrays' memory); it pickles as a reference to this split."""
+        return HiggsRows(self.arrays(split), source=(self.catalog.home, self.version, split))
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Arrays]:
         """Batches of a split streamed from the table: memory holds one record batch, not the split.
@@ -237,11 +237,18 @@ class HiggsRows:
 
     Offers the staging interface of the generic train loop: `to(device)` copies the split to
     the device once, and `gather(indices)` builds a batch there, with no per-row Python.
+
+    Args:
+        arrays: the split.
+        source: (home, version, split) it was read from, if any. Then the dataset pickles as
+            that reference, and unpickling reads the split again from the store (on the CPU):
+            a DataLoader worker opens the store itself instead of receiving the rows.
     """
 
-    def __init__(self, arrays: Arrays) -> None:
+    def __init__(self, arrays: Arrays, *, source: tuple[str, int, str] | None = None) -> None:
         import torch
 
+        self.source = source
         self.row_id = arrays.row_id
         with warnings.catch_warnings():  # Arrow's buffer is read-only, and nothing here writes to it
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -254,10 +261,21 @@ class HiggsRows:
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return {"x": self.x[item], "label": self.label[item]}
 
+    def __getstate__(self) -> dict[str, object]:
+        return {"source": self.source} if self.source is not None else self.__dict__
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        if set(state) == {"source"}:
+            from shoal.catalog import Catalog
+
+            home, version, split = state["source"]
+            state = HiggsFeatures(Catalog(home), version=version).rows(split).__dict__
+        self.__dict__.update(state)
+
     def to(self, device: torch.device) -> HiggsRows:
         """The same rows with their tensors on `device`."""
         moved = object.__new__(HiggsRows)
-        moved.row_id, moved.x, moved.label = self.row_id, self.x.to(device), self.label.to(device)
+        moved.source, moved.row_id, moved.x, moved.label = self.source, self.row_id, self.x.to(device), self.label.to(device)
         return moved
 
     def gather(self, items: torch.Tensor) -> dict[str, torch.Tensor]:

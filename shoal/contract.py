@@ -258,14 +258,77 @@ class FeatureSet:
         """The split as a torch Dataset."""
         return self.dataset_of(self._check(split))
 
-    def loader(self, split: str, *, batch_size: int = 256, shuffle: bool = False, seed: int = 0,
-               **options: Any) -> Any:
-        """A torch DataLoader over the split; `shuffle` is seeded, so the order repeats. `options` go to DataLoader."""
+    def loader(self, split: str, *, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
+               pin_memory: bool = False, drop_last: bool = False) -> Any:
+        """A torch DataLoader over the split, built a whole batch at a time.
+
+        The batches are those of `DataLoader(torch_dataset(split), batch_size, shuffle, generator)`
+        — the same items in the first epoch's seeded order, collated the same way — but each is
+        gathered in one indexing operation (the dataset's `gather`), not item by item in Python.
+
+        Args:
+            split: train, valid or test.
+            batch_size: items per batch; the last batch is shorter unless `drop_last`.
+            shuffle: a new seeded permutation each epoch (the order repeats for the same seed).
+            seed: the shuffle's seed.
+            num_workers: worker processes; each opens the store itself (the dataset pickles as
+                a reference to its feature version, never as its data) and keeps it open
+                across epochs.
+            pin_memory: batches in page-locked memory, for faster copies to a GPU (ignored
+                where torch finds no accelerator).
+            drop_last: drop the last, shorter batch.
+        """
         import torch
 
         generator = torch.Generator().manual_seed(seed)
-        return torch.utils.data.DataLoader(self.torch_dataset(split), batch_size=batch_size, shuffle=shuffle,
-                                           generator=generator, **options)
+        dataset = self.torch_dataset(split)
+        # No accelerator: torch would warn on every iteration that pinning does nothing.
+        pin = pin_memory and torch.accelerator.is_available()
+        return torch.utils.data.DataLoader(
+            WholeBatches(dataset), batch_size=None, num_workers=num_workers, pin_memory=pin,
+            sampler=BatchOrder(len(dataset), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                               generator=generator),
+            generator=generator, persistent_workers=num_workers > 0)
+
+
+class BatchOrder:
+    """The index batches (int64 tensors) of one epoch: `DataLoader(shuffle=...)`'s order, cut into batches.
+
+    With `shuffle`, each epoch is `torch.randperm(items, generator=generator)`, as torch's
+    `RandomSampler` draws it: a seeded loader's first epoch is an item-by-item one's. (torch
+    then draws an unused permutation at each epoch's end, so later epochs differ from its own,
+    while they still repeat for a seed.)
+    """
+
+    def __init__(self, items: int, *, batch_size: int, shuffle: bool, drop_last: bool, generator: Any) -> None:
+        if batch_size < 1:
+            raise CatalogError(f"batch_size must be at least 1, got {batch_size}")
+        self.items, self.batch_size, self.shuffle, self.drop_last = items, batch_size, shuffle, drop_last
+        self.generator = generator
+
+    def __len__(self) -> int:
+        whole, rest = divmod(self.items, self.batch_size)
+        return whole + (rest > 0 and not self.drop_last)
+
+    def __iter__(self) -> Iterator[Any]:
+        import torch
+
+        order = torch.randperm(self.items, generator=self.generator) if self.shuffle else torch.arange(self.items)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+
+class WholeBatches:
+    """A map-style dataset whose items are whole batches: `batches[indices]` is `dataset.gather(indices)`."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, indices: Any) -> Mapping[str, Any]:
+        return self.dataset.gather(indices)
 
 
 class Task(ABC):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,69 @@ def test_a_version_and_a_split_that_do_not_exist_are_refused(home: str) -> None:
         shoal.open_features("higgs", home=home).arrays("holdout")
     with pytest.raises(CatalogError):
         shoal.open_features("enso", version=7, home=home)
+
+
+def _same_batches(ours: list[dict[str, torch.Tensor]], theirs: list[dict[str, torch.Tensor]]) -> bool:
+    return len(ours) == len(theirs) and all(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+                                            for a, b in zip(ours, theirs, strict=True))
+
+
+class _Crossing(pickle.Pickler):
+    """A pickler that records every tensor and array that crosses the pickle boundary."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file)
+        self.tensors, self.array_bytes = 0, 0
+
+    def persistent_id(self, obj: object) -> None:
+        self.tensors += isinstance(obj, torch.Tensor)
+        self.array_bytes += obj.nbytes if isinstance(obj, np.ndarray) else 0
+
+
+@pytest.mark.parametrize("task", sorted(SETTINGS))
+def test_the_loader_gathers_the_batches_of_an_item_by_item_dataloader_with_the_same_seed(home: str,
+                                                                                               task: str) -> None:
+    features = shoal.open_features(task, home=home)
+    dataset = features.torch_dataset("train")
+    for shuffle, drop_last in ((False, False), (True, False), (True, True)):
+        loader = features.loader("train", batch_size=3, shuffle=shuffle, seed=5, drop_last=drop_last)
+        items = torch.utils.data.DataLoader(dataset, batch_size=3, shuffle=shuffle, drop_last=drop_last,
+                                            generator=torch.Generator().manual_seed(5))
+        assert len(loader) == len(items) and _same_batches(list(loader), list(items))
+
+
+@pytest.mark.parametrize("task", ["enso", "higgs"])  # the speech fixture's 3 training clips make too few orders
+def test_each_epoch_of_a_shuffled_loader_is_a_new_permutation_and_the_sequence_repeats_for_a_seed(home: str,
+                                                                                                   task: str) -> None:
+    features = shoal.open_features(task, home=home)
+    loader = features.loader("train", batch_size=3, shuffle=True, seed=5)
+    first, second = list(loader), list(loader)
+    assert not _same_batches(first, second)
+    again = features.loader("train", batch_size=3, shuffle=True, seed=5)
+    assert _same_batches(list(again), first) and _same_batches(list(again), second)
+
+
+@pytest.mark.parametrize("task", sorted(SETTINGS))
+def test_a_dataset_pickles_as_a_reference_to_its_feature_version_and_reopens_the_store(home: str, task: str) -> None:
+    dataset = shoal.open_features(task, home=home).torch_dataset("train")
+    buffer = io.BytesIO()
+    crossing = _Crossing(buffer)
+    crossing.dump(dataset)
+    assert crossing.tensors == 0  # no data crosses: only the home, the version and at most the item indices
+    assert crossing.array_bytes <= 8 * len(dataset)
+    again = pickle.loads(buffer.getvalue())
+    every = torch.arange(len(dataset))
+    assert _same_batches([again.gather(every)], [dataset.gather(every)])
+
+
+@pytest.mark.parametrize("task", sorted(SETTINGS))
+def test_two_workers_give_the_batches_of_one_process_forked_or_spawned(home: str, task: str) -> None:
+    features = shoal.open_features(task, home=home)
+    alone = list(features.loader("train", batch_size=2, shuffle=True, seed=1))
+    forked = features.loader("train", batch_size=2, shuffle=True, seed=1, num_workers=2)
+    assert len(alone) >= 2 and _same_batches(list(forked), alone)
+    # A spawned worker (macOS' and Windows' default) gets the dataset through pickle and opens the store itself.
+    fresh = features.loader("train", batch_size=2, shuffle=True, seed=1)
+    spawned = torch.utils.data.DataLoader(fresh.dataset, batch_size=None, sampler=fresh.sampler, num_workers=2,
+                                          multiprocessing_context="spawn", generator=fresh.generator)
+    assert _same_batches(list(spawned), alone)
