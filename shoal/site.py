@@ -4,10 +4,10 @@
 offline) through the Jinja templates in `shoal/site_templates/`, and copies `HOME/reports/*.png`
 beside the pages. `serve_site` serves such a folder read-only on 127.0.0.1.
 
-Statistics: a version whose commit metadata carries per-column statistics (a `statistics`
-mapping, column -> RunningStats JSON, optionally with a `histogram` of `edges` and `counts`)
-shows those; a table without them has its latest version summarized here, in one polars pass.
-A `drift` mapping in the commit metadata is shown as the version's drift report.
+Statistics: a dataset's latest version is summarized by the statistics its commits store
+(`Catalog.stats`, folded from each commit's `RunningStats`, no data read); a table's histograms, and every figure of a table without stored statistics, come from one
+or two streamed polars passes over that version. Drift: `shoal.drift.drift` of every task, the
+newest feature version against its training data, as `shoal drift TASK` reports it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import math
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
     from shoal.catalog import Catalog, LineageNode
-    from shoal.lineage import Lineage
     from shoal.models.registry import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -162,42 +161,31 @@ def histogram_svg(histogram: tuple[Sequence[float], Sequence[int]] | None, width
 # -- statistics ---------------------------------------------------------------------------------
 
 
-def statistics_from_metadata(lineage: Lineage | None) -> list[ColumnStatistics]:
-    """The per-column statistics a commit's metadata carries (`statistics`: column -> RunningStats JSON), or [].
+def stored_statistics(catalog: Catalog, name: str) -> dict[str, ColumnStatistics]:
+    """The statistics the commits of `name` store for its latest version, per column or variable; {} without them.
 
-    Read from the lineage's `statistics` field, or from its `parameters["statistics"]`; each
-    entry may add `histogram: {"edges": [...], "counts": [...]}`. Summaries of more than one
-    element (a column of vectors) are left out.
+    A summary of more than one element (a variable kept per grid cell) has no one-line row and is left out.
     """
-    if lineage is None:
-        return []
-    stored = getattr(lineage, "statistics", None) or lineage.parameters.get("statistics")
-    if not isinstance(stored, Mapping):
-        return []
-    from shoal.stats import RunningStats
+    from shoal.errors import CatalogError
 
-    found = []
-    for column, data in stored.items():
-        try:
-            stats = RunningStats.from_dict(dict(data))
-        except (ValueError, TypeError):
-            continue
-        if stats.count.size != 1:  # a column of vectors (a grid, a spectrum) has no one-line summary
-            continue
-        histogram = data.get("histogram")
-        found.append(ColumnStatistics(
-            name=str(column), count=int(stats.count.item()), nulls=int(stats.nan_count.item()),
-            mean=float(stats.mean.item()), std=float(stats.std.item()), minimum=float(stats.min.item()),
-            maximum=float(stats.max.item()),
-            histogram=(tuple(histogram["edges"]), tuple(histogram["counts"])) if isinstance(histogram, Mapping)
-            else None, source="commit"))
-    return found
+    try:
+        columns = catalog.stats(name)
+    except CatalogError:  # a commit up to it was written without statistics
+        return {}
+    return {column: ColumnStatistics(name=column, count=int(stats.count.item()), nulls=int(stats.nan_count.item()),
+                                     mean=float(stats.mean.item()), std=float(stats.std.item()),
+                                     minimum=float(stats.min.item()), maximum=float(stats.max.item()),
+                                     source="commit")
+            for column, stats in columns.items() if stats.count.size == 1}
 
 
-def table_statistics(catalog: Catalog, name: str, version: int) -> list[ColumnStatistics]:
+def table_statistics(catalog: Catalog, name: str, version: int,
+                     stored: Mapping[str, ColumnStatistics]) -> list[ColumnStatistics]:
     """Count, nulls, mean, standard deviation, range and a histogram of each numeric column of one table version.
 
-    Two polars passes over the version (summaries, then the histogram counts), streamed.
+    With the `stored` statistics of every column, one streamed polars pass counts the histograms
+    between their ranges; else a first pass summarizes the columns too. The standard deviation is
+    the population's (ddof 0), as `RunningStats.std`.
     """
     import polars as pl
 
@@ -205,11 +193,17 @@ def table_statistics(catalog: Catalog, name: str, version: int) -> list[ColumnSt
     numeric = [column for column, dtype in frame.collect_schema().items() if dtype.is_numeric()]
     if not numeric:
         return []
+    if all(column in stored for column in numeric):
+        ranges = {f"{c}\0{key}": getattr(stored[c], field) for c in numeric
+                  for key, field in (("min", "minimum"), ("max", "maximum"))}
+        counts = _histogram_counts(frame, numeric, {k: None if math.isnan(v) else v for k, v in ranges.items()})
+        return [replace(stored[c], histogram=(_edges(stored[c].minimum, stored[c].maximum), counts[c])
+                        if c in counts else None) for c in numeric]
     summary = frame.select(
         *(pl.col(c).cast(pl.Float64).count().alias(f"{c}\0count") for c in numeric),
         *(pl.col(c).null_count().alias(f"{c}\0nulls") for c in numeric),
         *(pl.col(c).cast(pl.Float64).mean().alias(f"{c}\0mean") for c in numeric),
-        *(pl.col(c).cast(pl.Float64).std().alias(f"{c}\0std") for c in numeric),
+        *(pl.col(c).cast(pl.Float64).std(ddof=0).alias(f"{c}\0std") for c in numeric),
         *(pl.col(c).cast(pl.Float64).min().alias(f"{c}\0min") for c in numeric),
         *(pl.col(c).cast(pl.Float64).max().alias(f"{c}\0max") for c in numeric),
     ).collect(engine="streaming").row(0, named=True)
@@ -217,12 +211,16 @@ def table_statistics(catalog: Catalog, name: str, version: int) -> list[ColumnSt
     found = []
     for column in numeric:
         low, high = summary[f"{column}\0min"], summary[f"{column}\0max"]
-        edges = None if low is None else tuple(low + (high - low) * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1))
+        edges = None if low is None else _edges(low, high)
         found.append(ColumnStatistics(
             name=column, count=int(summary[f"{column}\0count"]), nulls=int(summary[f"{column}\0nulls"]),
             mean=_float(summary[f"{column}\0mean"]), std=_float(summary[f"{column}\0std"]), minimum=_float(low),
             maximum=_float(high), histogram=(edges, counts[column]) if edges and column in counts else None))
     return found
+
+
+def _edges(low: float, high: float) -> tuple[float, ...]:
+    return tuple(low + (high - low) * i / HISTOGRAM_BINS for i in range(HISTOGRAM_BINS + 1))
 
 
 def _float(value: float | None) -> float:
@@ -247,12 +245,28 @@ def _histogram_counts(frame: Any, columns: list[str], summary: Mapping[str, Any]
     return {column: tuple(int(row[f"{column}\0{b}"]) for b in range(HISTOGRAM_BINS)) for column in bins}
 
 
-def drift_from_metadata(lineage: Lineage | None) -> dict[str, Any]:
-    """The drift report a commit's metadata carries (`drift`: a mapping), or {}."""
-    if lineage is None:
-        return {}
-    stored = getattr(lineage, "drift", None) or lineage.parameters.get("drift")
-    return dict(stored) if isinstance(stored, Mapping) else {}
+@dataclass(frozen=True)
+class DriftView:
+    """One task's drift report for the site, or why there is none (`missing`)."""
+
+    task: str
+    report: Any = None  # a shoal.drift.DriftReport
+    missing: str = ""
+
+
+def drift_views(catalog: Catalog) -> list[DriftView]:
+    """`shoal drift TASK` of every task: its newest feature version against its training data, or why not."""
+    from shoal.contract import tasks
+    from shoal.drift import drift
+    from shoal.errors import CatalogError
+
+    views = []
+    for name in sorted(tasks()):
+        try:
+            views.append(DriftView(name, report=drift(catalog, name)))
+        except CatalogError as error:
+            views.append(DriftView(name, missing=str(error)))
+    return views
 
 
 def _rows(count: int) -> str:
@@ -370,12 +384,13 @@ def _model_view(catalog: Catalog, entry: ModelVersion, reports: Sequence[str]) -
 # -- the site -----------------------------------------------------------------------------------
 
 
-def build_site(catalog: Catalog, out: Path) -> SiteReport:
+def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteReport:
     """Write the static site of `catalog` into the folder `out` (created; pages in it replaced).
 
     Args:
         catalog: the catalog home to show (it is only read).
         out: the site's folder; `out/index.html` is its first page.
+        with_drift: compute each task's drift report (it reads the new data and the training data).
 
     Returns:
         What was written.
@@ -410,10 +425,9 @@ def build_site(catalog: Catalog, out: Path) -> SiteReport:
         shown.update(plot for view in views for plot in view.plots)
         pages[page_name("model", name)] = environment.get_template("model.html").render(
             title=f"model {name}", name=name, views=views)
-    drift = {info.name: report for info in datasets
-             if (report := drift_from_metadata(catalog.lineage(info.name)))}
+    drift = drift_views(catalog) if with_drift else []
     pages["index.html"] = environment.get_template("index.html").render(
-        title="catalog", home=catalog.home, datasets=datasets, models=by_model, drift=drift,
+        title="catalog", home=catalog.home, datasets=datasets, models=by_model, drift=drift, with_drift=with_drift,
         reports=[r for r in images if r not in shown], page_name=page_name)
     pages["sources.html"] = environment.get_template("sources.html").render(
         title="source files", groups=sources.groups)
@@ -442,10 +456,12 @@ def _dataset_page(environment: Any, catalog: Catalog, info: Any, sources: _Sourc
 
     history = catalog.history(info.name)
     facts = catalog.describe(info.name)
-    latest = history[0].lineage
-    statistics = statistics_from_metadata(latest)
-    if not statistics and info.kind == "table":
-        statistics = table_statistics(catalog, info.name, int(history[0].version))
+    if isinstance(facts.get("variables"), dict):  # "float32 ('time', 'lat')" as people write it: "float32 (time, lat)"
+        facts["variables"] = {key: str(value).replace("'", "").replace(",)", ")")
+                              for key, value in facts["variables"].items()}
+    stored = stored_statistics(catalog, info.name)
+    statistics = (table_statistics(catalog, info.name, int(history[0].version), stored) if info.kind == "table"
+                  else list(stored.values()))
     graph = lineage_graph(catalog.lineage_tree(info.name), sources)
     versions = []
     for entry in history:
@@ -459,8 +475,7 @@ def _dataset_page(environment: Any, catalog: Catalog, info: Any, sources: _Sourc
                                                              else " × ".join(f"{k} {v}" for k, v in
                                                                              (lineage.shape or {}).items())),
                          "inputs": [] if lineage is None else [(i.name, version_label(catalog, i)) for i in lineage.inputs],
-                         "files": len(files), "sources_href": href,
-                         "drift": drift_from_metadata(lineage)})
+                         "files": len(files), "sources_href": href})
     return environment.get_template("dataset.html").render(
         title=info.name, info=info, facts=facts, versions=versions, statistics=statistics, graph=graph,
         page_name=page_name)

@@ -25,7 +25,7 @@ from shoal.catalog import Catalog
 from shoal.evaluation import MODEL, score
 from shoal.lineage import InputVersion, Provenance
 from shoal.models.registry import register_model
-from shoal.site import build_site, lineage_graph, statistics_from_metadata
+from shoal.site import build_site, lineage_graph, stored_statistics, table_statistics
 from shoal.stats import RunningStats
 from tests.timeouts import scaled
 
@@ -58,7 +58,7 @@ def built(catalog: Catalog, tmp_path: Path) -> Catalog:
     months = catalog.read_table("nino34").num_rows
     features = xr.Dataset({"index": (("time",), np.linspace(-1, 1, months, dtype="float32"))},
                           coords={"time": np.arange(months)})
-    snapshot = catalog.write_array("enso_features", features, provenance=Provenance(
+    snapshot = catalog.write_array("index_features", features, provenance=Provenance(
         inputs=(InputVersion("nino34", "table", 0),), message="normalized index"))
     rng = np.random.default_rng(0)
     label = rng.integers(0, 2, 300)
@@ -67,12 +67,12 @@ def built(catalog: Catalog, tmp_path: Path) -> Catalog:
     checkpoint = tmp_path / "best.pt"
     checkpoint.write_bytes(b"weights")
     entry = register_model(catalog, name="higgs_tabnet", architecture="tabnet", config={"width": 8},
-                           feature=InputVersion("enso_features", "array", snapshot),
+                           feature=InputVersion("index_features", "array", snapshot),
                            metrics={"split": "official", "skill": skill, "best_epoch_number": 3}, checkpoint=checkpoint,
                            run_id="run-a")
     catalog.write_table("higgs_predictions", pl.DataFrame({"row_id": [0, 1, 2], "probability": [0.2, 0.9, 0.4]}),
                         provenance=Provenance(inputs=(InputVersion("model_registry", "table", entry.registry_version),
-                                                      InputVersion("enso_features", "array", snapshot)),
+                                                      InputVersion("index_features", "array", snapshot)),
                                               message="higgs_tabnet v0: 3 rows"))
     _plot(Path(catalog.home, "reports", "higgs_tabnet_v0_run-a_masks.png"), "masks")
     _plot(Path(catalog.home, "reports", "enso_skill_by_lead.png"), "skill")
@@ -80,9 +80,9 @@ def built(catalog: Catalog, tmp_path: Path) -> Catalog:
 
 
 def test_the_site_lists_every_dataset_and_model_and_copies_the_plots(built: Catalog, tmp_path: Path) -> None:
-    report = build_site(built, tmp_path / "site")
+    report = build_site(built, tmp_path / "site", with_drift=False)
     index = report.index.read_text()
-    for name in ("nino34", "enso_features", "model_registry", "higgs_predictions"):
+    for name in ("nino34", "index_features", "model_registry", "higgs_predictions"):
         assert f'href="dataset-{name}.html">{name}</a>' in index
         assert (tmp_path / "site" / f"dataset-{name}.html").is_file()
     assert 'href="model-higgs_tabnet.html"' in index and (report.datasets, report.models, report.images) == (4, 1, 2)
@@ -99,14 +99,14 @@ def test_a_model_page_shows_its_skill_table_with_intervals_the_verdict_and_its_p
     assert "ROC AUC [95% interval]" in page and "The model is better than majority" in page
     assert re.search(r"<td>0\.\d+ \[0\.\d+, 0\.\d+\]</td>", page)  # a value with its interval
     assert '<tr class="model">' in page and 'src="reports/higgs_tabnet_v0_run-a_masks.png"' in page
-    assert 'href="dataset-enso_features.html"' in page
+    assert 'href="dataset-index_features.html"' in page
 
 
 def test_the_lineage_graph_of_predictions_reaches_the_source_file(built: Catalog, tmp_path: Path) -> None:
     build_site(built, tmp_path / "site")
     page = (tmp_path / "site/dataset-higgs_predictions.html").read_text()
     graph = page[page.index('<svg class="lineage"'):page.index("</svg>", page.index('<svg class="lineage"'))]
-    for box in ("higgs_predictions v0", "model_registry v0", "enso_features v0", "nino34 v0", "oni_small.txt"):
+    for box in ("higgs_predictions v0", "model_registry v0", "index_features v0", "nino34 v0", "oni_small.txt"):
         assert box in graph
     source = built.lineage("nino34").sources[0]
     link = f'sources.html#nino34-v0-{source.sha256[:16]}'
@@ -121,35 +121,61 @@ def test_a_version_reached_by_two_paths_is_drawn_once_below_both(built: Catalog)
 
     graph = lineage_graph(built.lineage_tree("higgs_predictions"), _Sources())
     nodes = {node.label: node for node in graph.nodes}
-    assert sum(node.label == "enso_features v0" for node in graph.nodes) == 1
-    assert nodes["enso_features v0"].y > nodes["model_registry v0"].y > nodes["higgs_predictions v0"].y
+    assert sum(node.label == "index_features v0" for node in graph.nodes) == 1
+    assert nodes["index_features v0"].y > nodes["model_registry v0"].y > nodes["higgs_predictions v0"].y
     assert nodes["oni_small.txt"].y > nodes["nino34 v0"].y
     assert all(parent.y > child.y for child, parent in graph.edges)
 
 
-def test_a_table_without_stored_statistics_is_summarized_with_a_histogram(built: Catalog, tmp_path: Path) -> None:
-    build_site(built, tmp_path / "site")
-    page = (tmp_path / "site/dataset-higgs_predictions.html").read_text()
-    row = page[page.index('<tr class="column"><td>probability</td>'):]
+def test_a_table_another_tool_wrote_is_summarized_from_its_rows_with_a_histogram(catalog: Catalog,
+                                                                                tmp_path: Path) -> None:
+    import deltalake
+
+    values = [0.2, 0.9, 0.4, None]
+    deltalake.write_deltalake(catalog.uri("table", "outside"), pl.DataFrame({"value": values}).to_arrow())
+    build_site(catalog, tmp_path / "site", with_drift=False)
+    page = (tmp_path / "site/dataset-outside.html").read_text()
+    assert "every row read now" in page
+    row = page[page.index('<tr class="column"><td>value</td>'):]
     row = row[:row.index("</tr>")]
     cells = re.findall(r'<td class="num">([^<]+)</td>', row)
-    assert cells == ["3", "0", "0.5", f"{np.std([0.2, 0.9, 0.4], ddof=1):.6g}", "0.2", "0.9"]
-    assert row.count("<rect") == 20 and "0.9 .. " not in row.split("<rect")[1]
+    assert cells == ["3", "1", "0.5", f"{np.std([0.2, 0.9, 0.4]):.6g}", "0.2", "0.9"]
+    bars = re.findall(r'height="([0-9.]+)"><title>([^<]+)</title>', row)
+    assert len(bars) == 20 and [title for height, title in bars if float(height) > 0] == [
+        "0.2 .. 0.235: 1", "0.375 .. 0.41: 1", "0.865 .. 0.9: 1"]
 
 
-def test_statistics_and_drift_in_the_commit_metadata_are_shown_instead(catalog: Catalog, tmp_path: Path) -> None:
+def test_statistics_the_commits_stored_are_shown_and_the_histogram_is_counted_between_their_range(
+        catalog: Catalog, tmp_path: Path) -> None:
     values = np.array([1.0, 2.0, 4.0, math.nan])
-    stored = {**RunningStats.from_values(values).to_dict(), "histogram": {"edges": [1.0, 2.5, 4.0], "counts": [2, 1]}}
-    catalog.write_table("notes", pl.DataFrame({"value": values}), provenance=Provenance(
-        parameters={"statistics": {"value": stored}, "drift": {"value": {"psi": 0.31}}}, message="noted"))
-    (column,) = statistics_from_metadata(catalog.lineage("notes"))
-    assert (column.count, column.nulls, column.mean, column.source) == (3, 1, 7 / 3, "commit")
-    assert column.histogram == ((1.0, 2.5, 4.0), (2, 1))
-    build_site(catalog, tmp_path / "site")
-    page = (tmp_path / "site/dataset-notes.html").read_text()
-    histogram = page[page.index('<svg class="histogram"'):]
-    assert "as recorded with the latest commit" in page and histogram[:histogram.index("</svg>")].count("<rect") == 2
-    assert "psi 0.31" in (tmp_path / "site/index.html").read_text() and "psi 0.31" in page
+    catalog.write_table("notes", pl.DataFrame({"value": values}), provenance=Provenance(message="noted"))
+    (column,) = stored_statistics(catalog, "notes").values()
+    expected = RunningStats.from_values(values)
+    assert (column.count, column.nulls, column.mean, column.std, column.source) == (
+        3, 1, float(expected.mean), float(expected.std), "commit")
+    (shown,) = table_statistics(catalog, "notes", 0, stored_statistics(catalog, "notes"))
+    assert shown.histogram[0][0] == 1.0 and shown.histogram[0][-1] == 4.0 and sum(shown.histogram[1]) == 3
+    assert shown.histogram[1][0] == 1 and shown.histogram[1][-1] == 1  # 1.0 in the first bin, 4.0 in the last
+    build_site(catalog, tmp_path / "site", with_drift=False)
+    assert "as its commits recorded them" in (tmp_path / "site/dataset-notes.html").read_text()
+
+
+def test_a_higgs_column_rescaled_after_the_features_is_the_drift_on_the_first_page(tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+    from shoal.features.higgs import build
+    from tests.test_drift import _higgs_file
+
+    home = Catalog(tmp_path / "home")
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "higgs.csv")]).exit_code == 0
+    build(home)
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "rescaled.csv", rescale=(5, 1.5))]).exit_code == 0
+    index = build_site(home, tmp_path / "site").index.read_text()
+    drift = index[index.index('<h3 id="drift-higgs">'):index.index('<h3 id="drift-speech">')]
+    assert "<strong>drift</strong> in 1 of 28 comparisons" in drift
+    first = drift[drift.index("<td>"):drift.index("</tr>", drift.index("<td>"))]
+    assert f"<td>{higgs.FEATURES[5]}</td>" in first and "<td>yes</td>" in first  # the largest shift comes first
+    assert "No report: " in index[index.index('<h3 id="drift-enso">'):index.index('<h3 id="drift-higgs">')]
+    assert "without drift" not in index and "Not computed" not in index
 
 
 def test_an_empty_home_and_a_file_as_the_site_folder(home: Path, tmp_path: Path) -> None:
@@ -262,7 +288,7 @@ def test_in_a_real_browser_datasets_are_listed_a_lineage_link_reaches_the_files_
     try:
         browser.open(report.index.as_uri())
         listed = browser.evaluate("[...document.querySelectorAll('tr.dataset td:first-child a')].map(a => a.textContent)")
-        assert listed == ["higgs_predictions", "model_registry", "nino34", "enso_features"]
+        assert listed == ["higgs_predictions", "model_registry", "nino34", "index_features"]
         images = browser.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         assert images == [["reports/enso_skill_by_lead.png", True, 180]]  # 3 x 2 inches at 60 dpi: it decoded
         _screenshot(browser, tmp_path / "index.png")

@@ -17,6 +17,8 @@ def catalog_site(
                                                     "then writes it to a temporary folder.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Serve the site read-only on 127.0.0.1 until Ctrl-C.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="With --serve: the port (0: a free one, printed).")] = 0,
+    no_drift: Annotated[bool, typer.Option("--no-drift", help="Leave out the drift reports (they read each task's "
+                                                                "new data and training data).")] = False,
 ) -> None:
     """Write the catalog as a static HTML site: datasets, versions, statistics, lineage graphs, models, plots."""
     import tempfile
@@ -27,7 +29,7 @@ def catalog_site(
         raise typer.BadParameter("pass the site's folder, e.g. `shoal catalog site site/`, or --serve",
                                  param_hint="OUT")
     with tempfile.TemporaryDirectory(prefix="shoal-site-") as scratch:
-        report = build_site(_catalog(), Path(scratch) if out is None else out)
+        report = build_site(_catalog(), Path(scratch) if out is None else out, with_drift=not no_drift)
         typer.echo(f"wrote {report.pages} pages ({report.datasets} datasets, {report.models} models, "
                    f"{report.images} plots): {report.index.resolve().as_uri()}")
         if not serve:
