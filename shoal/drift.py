@@ -11,8 +11,8 @@ compared by two numbers:
 
 A finding is a drift when the shift exceeds `Thresholds.shift` or the PSI exceeds
 `Thresholds.psi`. PSI > 0.25 is the usual "significant shift" (Siddiqi 2006, *Credit Risk
-Scorecards*, ch. 8; Yurdakul 2018, "Statistical properties of population stability index",
-Western Michigan University dissertation 3208). PSI has a small-sample bias of about
+Scorecards*, Wiley; Yurdakul 2018, "Statistical properties of population stability index",
+Western Michigan University dissertation). PSI has a small-sample bias of about
 (bins - 1) / n, so it is only computed when the new data has `Thresholds.min_psi_values`
 independent values: rows for tables, MONTHS for grids (a grid's neighbouring cells move
 together, so one month's cells are one observation, not hundreds).
