@@ -5,9 +5,11 @@ offline) through the Jinja templates in `shoal/site_templates/`, and copies `HOM
 beside the pages. `serve_site` serves such a folder read-only on 127.0.0.1.
 
 Statistics: a dataset's latest version is summarized by the statistics its commits store
-(`Catalog.stats`, folded from each commit's `RunningStats`, no data read); a table's histograms, and every figure of a table without stored statistics, come from one
-or two streamed polars passes over that version. Drift: `shoal.drift.drift` of every task, the
-newest feature version against its training data, as `shoal drift TASK` reports it.
+(`Catalog.stats`, folded from each commit's `RunningStats`); the histograms are counted between
+their ranges in one bounded-memory pass over that version (polars for a table, slices along the
+first dimension for an array), and a table whose commits stored none is summarized from its rows.
+Drift: `shoal.drift.drift` of every task, the newest feature version against its training data,
+as `shoal drift TASK` reports it.
 """
 
 from __future__ import annotations
@@ -254,6 +256,32 @@ class DriftView:
     missing: str = ""
 
 
+def array_statistics(catalog: Catalog, name: str, stored: Mapping[str, ColumnStatistics],
+                     chunk: int = 1 << 22) -> list[ColumnStatistics]:
+    """The stored statistics of an array's variables, each with its histogram between the stored range.
+
+    The latest version is read along its first dimension, about `chunk` values at a time, so
+    memory stays bounded whatever the array's size; NaN (land, missing months) is not counted.
+    """
+    import numpy as np
+
+    dataset = catalog.open_array(name)
+    shown = []
+    for variable, column in stored.items():
+        if variable not in dataset.data_vars or not (math.isfinite(column.minimum) and math.isfinite(column.maximum)):
+            shown.append(column)
+            continue
+        data = dataset[variable] if dataset[variable].ndim else dataset[variable].expand_dims("one")
+        step = max(1, chunk * data.shape[0] // max(1, data.size))  # first-axis slices of about `chunk` values
+        counts = np.zeros(HISTOGRAM_BINS, np.int64)
+        span = (column.minimum, column.maximum if column.maximum > column.minimum else column.minimum + 1.0)
+        for start in range(0, data.shape[0], step):
+            values = np.asarray(data[start:start + step], np.float64).ravel()
+            counts += np.histogram(values[np.isfinite(values)], bins=HISTOGRAM_BINS, range=span)[0]
+        shown.append(replace(column, histogram=(_edges(*span), tuple(int(c) for c in counts))))
+    return shown
+
+
 def drift_views(catalog: Catalog) -> list[DriftView]:
     """`shoal drift TASK` of every task: its newest feature version against its training data, or why not."""
     from shoal.contract import tasks
@@ -461,7 +489,7 @@ def _dataset_page(environment: Any, catalog: Catalog, info: Any, sources: _Sourc
                               for key, value in facts["variables"].items()}
     stored = stored_statistics(catalog, info.name)
     statistics = (table_statistics(catalog, info.name, int(history[0].version), stored) if info.kind == "table"
-                  else list(stored.values()))
+                  else array_statistics(catalog, info.name, stored))
     graph = lineage_graph(catalog.lineage_tree(info.name), sources)
     versions = []
     for entry in history:

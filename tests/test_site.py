@@ -160,6 +160,18 @@ def test_statistics_the_commits_stored_are_shown_and_the_histogram_is_counted_be
     assert "as its commits recorded them" in (tmp_path / "site/dataset-notes.html").read_text()
 
 
+def test_an_array_variable_shows_its_stored_statistics_and_a_histogram_read_in_slices(built: Catalog) -> None:
+    from shoal.site import array_statistics
+
+    stored = stored_statistics(built, "index_features")
+    (whole,) = array_statistics(built, "index_features", stored)
+    (sliced,) = array_statistics(built, "index_features", stored, chunk=5)  # 5 months at a time
+    values = built.open_array("index_features")["index"].values.astype(np.float64)
+    expected = np.histogram(values, bins=20, range=(values.min(), values.max()))[0]
+    assert whole.histogram[1] == sliced.histogram[1] == tuple(expected) and sum(expected) == len(values)
+    assert (whole.count, whole.minimum, whole.maximum, whole.source) == (len(values), -1.0, 1.0, "commit")
+
+
 def test_a_higgs_column_rescaled_after_the_features_is_the_drift_on_the_first_page(tmp_path: Path) -> None:
     from shoal.datasets import higgs
     from shoal.features.higgs import build
