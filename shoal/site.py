@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal.errors import HomeError
+from shoal.errors import ShoalError
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
@@ -424,19 +424,19 @@ def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteR
         What was written.
 
     Raises:
-        HomeError: `out` is a file, or cannot be written.
+        ShoalError: `out` is a file, or cannot be written (the home is only read).
     """
     from shoal.models.registry import model_versions
 
     catalog.must_exist()
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise HomeError(f"the site folder {out} is a file; pass `shoal catalog site` a folder (created when missing)")
+        raise ShoalError(f"the site folder {out} is a file; pass `shoal catalog site` a folder (created when missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         images = _copy_reports(catalog, out)
     except OSError as error:
-        raise HomeError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
+        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
     environment = _environment()
     sources = _Sources()
     datasets = catalog.list()
@@ -463,7 +463,7 @@ def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteR
         for file, text in pages.items():
             (out / file).write_text(text, encoding="utf-8")
     except OSError as error:
-        raise HomeError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
+        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
     log.info("site of %s: %d pages in %s", catalog.home, len(pages), out)
     return SiteReport(out=out, index=out / "index.html", pages=len(pages), datasets=len(datasets),
                       models=len(by_model), images=len(images))

@@ -200,6 +200,10 @@ def test_an_empty_home_and_a_file_as_the_site_folder(home: Path, tmp_path: Path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         f"error: the site folder {tmp_path / 'file'} is a file; pass `shoal catalog site` a folder (created when "
         "missing)"]
+    nowhere = subprocess.run([sys.executable, "-m", "shoal", "--home", str(home), "catalog", "site"],
+                             capture_output=True, text=True, timeout=scaled(120))
+    said = " ".join(nowhere.stderr.replace("│", " ").split())  # rich's usage-error box, unwrapped
+    assert nowhere.returncode == 2 and "pass the site's folder, e.g. `shoal catalog site site/`, or --serve" in said
 
 
 def test_serve_answers_on_a_free_local_port_read_only_and_stops_on_ctrl_c(built: Catalog, tmp_path: Path) -> None:

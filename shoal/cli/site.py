@@ -13,7 +13,7 @@ from shoal.cli.root import _catalog
 
 @catalog_app.command("site")
 def catalog_site(
-    out: Annotated[Path | None, typer.Argument(help="The site's folder (created); optional with --serve, which "
+    out: Annotated[Path | None, typer.Argument(metavar="OUT", help="The site's folder (created); optional with --serve, which "
                                                     "then writes it to a temporary folder.")] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Serve the site read-only on 127.0.0.1 until Ctrl-C.")] = False,
     port: Annotated[int, typer.Option(min=0, max=65535, help="With --serve: the port (0: a free one, printed).")] = 0,
