@@ -2,20 +2,28 @@
 
 The reference is the `higgs` version the feature version names in its lineage, restricted to
 its training rows by the split recorded there; the new data is every row of the newest `higgs`
-version (an ingest replaces the table). Each of the 28 columns is one finding.
+version (an ingest replaces the table). Each of the 28 columns is one finding. Both tables are
+streamed by record batches: the means and standard deviations are `RunningStats` merged over
+them, the training deciles come from an evenly strided sample of at most SAMPLE_ROWS training
+rows, and the new rows are counted into those bins, so memory does not grow with the table.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shoal.datasets.higgs import DATASET as INPUT
 from shoal.datasets.higgs import FEATURES
-from shoal.drift import DriftReport, Thresholds, compare, feature_lineage, ordered, register_drift
+from shoal.drift import (DriftReport, Thresholds, edges, feature_lineage, fractions, judge, ordered, psi_of,
+                         register_drift)
 from shoal.errors import CatalogError
-from shoal.features.higgs import DATASET, HiggsSplit
+from shoal.features.higgs import DATASET, HiggsSplit, _matrix, _rows, _scan
+from shoal.stats import RunningStats
+
+SAMPLE_ROWS = 1_000_000  # training rows the deciles are taken from, at most: memory stays bounded
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -45,16 +53,34 @@ def higgs_drift(catalog: Catalog, *, version: int | str | None = None, since: st
         raise CatalogError(f"no `higgs` version after version {higgs_input.version}, the input of these features; "
                            "ingest the new rows (`shoal ingest higgs FILE`)")
 
-    def columns(table_version: int) -> tuple[np.ndarray, np.ndarray]:
-        frame = catalog.scan_table(INPUT, version=table_version).select("row_id", *FEATURES).collect()
-        return frame["row_id"].to_numpy(), frame.select(FEATURES).to_numpy().astype(np.float64)
-
-    row_id, reference = columns(int(higgs_input.version))
-    reference = reference[rule.codes(row_id, len(row_id)) == 0]
-    _, fresh = columns(newest)
-    findings = [compare(name, "all", reference[:, i][np.isfinite(reference[:, i])],
-                        fresh[:, i][np.isfinite(fresh[:, i])], thresholds) for i, name in enumerate(FEATURES)]
+    rows = _rows(catalog, int(higgs_input.version))
+    stats, sample = RunningStats.identity((len(FEATURES),)), []
+    stride = max(1, -(-rows // SAMPLE_ROWS))
+    for batch in _scan(catalog, int(higgs_input.version)):
+        row_id, values = batch.column("row_id").to_numpy(), _matrix(batch)
+        train = rule.codes(row_id, rows) == 0
+        stats = stats.merge(RunningStats.from_values(values[train], axis=0))
+        sample.append(values[train & (row_id % stride == 0)])
+    taken = np.concatenate(sample).astype(np.float64)  # (S, 28): a strided sample of the training rows
+    inner = [edges(column[np.isfinite(column)]) for column in taken.T]
+    p = [fractions(column[np.isfinite(column)], bins) for column, bins in zip(taken.T, inner, strict=True)]
+    fresh, counts = RunningStats.identity((len(FEATURES),)), [np.zeros(len(bins) + 1) for bins in inner]
+    for batch in _scan(catalog, newest):
+        values = _matrix(batch).astype(np.float64)
+        fresh = fresh.merge(RunningStats.from_values(values, axis=0))
+        for i, bins in enumerate(inner):
+            column = values[:, i][np.isfinite(values[:, i])]
+            counts[i] += np.bincount(np.searchsorted(bins, column, side="right"), minlength=len(bins) + 1)
+    findings = [judge(name, "all", reference=_column(stats, i), new=_column(fresh, i),
+                      index=psi_of(p[i], counts[i] / max(counts[i].sum(), 1)), thresholds=thresholds)
+                for i, name in enumerate(FEATURES)]
     return DriftReport(task="higgs", features=f"{DATASET} version {catalog.version_id(DATASET, version)}",
-                       reference=f"{len(reference)} training rows of higgs version {higgs_input.version}",
-                       new=f"{len(fresh)} rows of higgs version {newest}", thresholds=thresholds,
+                       reference=f"{int(stats.count.min())} training rows of higgs version {higgs_input.version} "
+                                 f"(deciles from {len(taken)} of them)",
+                       new=f"{int(fresh.count.max())} rows of higgs version {newest}", thresholds=thresholds,
                        findings=ordered(findings))
+
+
+def _column(stats: RunningStats, i: int) -> RunningStats:
+    """The summary of column `i` of a per-column summary."""
+    return RunningStats(*(np.asarray(getattr(stats, field.name)[i]) for field in fields(stats)))

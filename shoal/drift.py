@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from shoal.errors import CatalogError
+from shoal.stats import RunningStats
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
@@ -144,24 +145,45 @@ class DriftReport:
         return "\n".join(lines) + "\n"
 
 
-def psi(reference: np.ndarray, new: np.ndarray, *, bins: int = BINS) -> float:
-    """The population stability index of `new` against `reference`, over the reference's quantile bins."""
-    edges = np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
-    p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
-    q = np.bincount(np.searchsorted(edges, new, side="right"), minlength=len(edges) + 1) / len(new)
+def edges(reference: np.ndarray, *, bins: int = BINS) -> np.ndarray:
+    """The inner bin edges at the reference's quantiles (ties merged)."""
+    return np.unique(np.quantile(reference, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+
+
+def fractions(values: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The fraction of `values` in each bin of the inner edges `inner`."""
+    return np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1) / len(values)
+
+
+def psi_of(p: np.ndarray, q: np.ndarray) -> float:
+    """The population stability index of bin fractions `q` (new) against `p` (reference)."""
     p, q = np.maximum(p, PSI_FLOOR), np.maximum(q, PSI_FLOOR)
     return float(np.sum((q - p) * np.log(q / p)))
 
 
+def psi(reference: np.ndarray, new: np.ndarray, *, bins: int = BINS) -> float:
+    """The population stability index of `new` against `reference`, over the reference's quantile bins."""
+    inner = edges(reference, bins=bins)
+    return psi_of(fractions(reference, inner), fractions(new, inner))
+
+
+def judge(variable: str, region: str, *, reference: RunningStats, new: RunningStats, index: float | None,
+          thresholds: Thresholds) -> Finding:
+    """One finding from the summaries of the reference and the new values and their PSI (None: too few values)."""
+    std, count = float(reference.std), int(new.count)
+    difference = abs(float(new.mean) - float(reference.mean))
+    shift = difference / std if std > 0 else (0.0 if difference == 0 else float("inf"))
+    index = index if count >= thresholds.min_psi_values else None
+    drift = shift > thresholds.shift or (index is not None and index > thresholds.psi)
+    return Finding(variable, region, round(shift, 6), None if index is None else round(index, 6),
+                   int(reference.count), count, bool(drift))
+
+
 def compare(variable: str, region: str, reference: np.ndarray, new: np.ndarray, thresholds: Thresholds) -> Finding:
     """One finding: `reference` and `new` are the finite values (rows, or a region's monthly means)."""
-    std = float(reference.std())
-    difference = abs(float(new.mean()) - float(reference.mean()))
-    shift = difference / std if std > 0 else (0.0 if difference == 0 else float("inf"))
-    index = psi(reference, new) if len(new) >= thresholds.min_psi_values else None
-    drift = shift > thresholds.shift or (index is not None and index > thresholds.psi)
-    return Finding(variable, region, round(shift, 6), None if index is None else round(index, 6), len(reference),
-                   len(new), bool(drift))
+    return judge(variable, region, reference=RunningStats.from_values(reference, axis=None),
+                 new=RunningStats.from_values(new, axis=None),
+                 index=psi(reference, new) if len(new) >= thresholds.min_psi_values else None, thresholds=thresholds)
 
 
 def regions(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:

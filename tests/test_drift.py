@@ -118,6 +118,25 @@ def test_a_higgs_table_with_one_column_rescaled_is_flagged_on_that_column_only(t
     assert max(f.psi for f in found.findings if not f.drift) < 0.05
 
 
+def test_the_streamed_higgs_comparison_equals_numpy_on_the_whole_tables(tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+    from shoal.features.higgs import build
+
+    home = Catalog(tmp_path / "home")
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "higgs.csv")]).exit_code == 0
+    build(home)
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "rescaled.csv", rescale=(0, 0.8))]).exit_code == 0
+    streamed = {f.variable: f for f in drift(home, "higgs").findings}
+    with gzip.open(HIGGS_ROWS, "rt") as source:
+        rows = np.loadtxt(source, delimiter=",")[:, 1:].astype(np.float32).astype(np.float64)
+    train, _, _ = higgs.official_split(len(rows))
+    new = (rows * np.where(np.arange(28) == 0, np.float32(0.8), 1)).astype(np.float32).astype(np.float64)
+    for i, name in enumerate(higgs.FEATURES):
+        expected = compare(name, "all", rows[:train, i], new[:, i], Thresholds())
+        assert streamed[name].shift == pytest.approx(expected.shift, rel=1e-9, abs=1e-9), name
+        assert streamed[name].psi == pytest.approx(expected.psi, rel=1e-9, abs=1e-12), name
+
+
 def test_psi_is_near_zero_for_the_same_distribution_and_large_for_a_shifted_one() -> None:
     rng = np.random.default_rng(0)
     reference = rng.standard_normal(20_000)
@@ -172,3 +191,21 @@ def test_the_refresh_checks_each_new_month_and_a_drift_is_an_event_and_an_artifa
     assert event["resource"]["prefect.resource.id"] == "shoal.drift.enso"
     assert [f["region"] for f in event["payload"]["drifted"]] == [PATCH_TILE]
     assert event["payload"]["new"] == "1 SST months 1989-07..1989-07"
+
+
+def test_version_picks_the_feature_version_whose_training_rows_are_the_reference(tmp_path: Path) -> None:
+    from shoal.datasets import higgs
+    from shoal.features.higgs import build
+
+    home = Catalog(tmp_path / "home")
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "higgs.csv")]).exit_code == 0
+    build(home)
+    assert higgs.ingest(home, [_higgs_file(tmp_path / "rescaled.csv", rescale=(5, 1.5))]).exit_code == 0
+    build(home)  # version 1, fitted on the rescaled table: nothing newer to compare
+    newest = shoal("drift", "higgs", home=Path(home.home))
+    assert newest.returncode == 2 and "no `higgs` version after version 1" in newest.stderr, newest.stderr
+    first = CliRunner().invoke(app, ["--home", home.home, "drift", "higgs", "--version", "0", "--json"])
+    assert first.exit_code == 1, first.output
+    facts = json.loads(first.stdout)
+    assert facts["features"] == "higgs_features version 0" and [f["variable"] for f in facts["drifted"]] == [
+        higgs.FEATURES[5]]
