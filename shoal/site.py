@@ -413,7 +413,8 @@ def _model_view(catalog: Catalog, entry: ModelVersion, reports: Sequence[str]) -
 
 
 def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteReport:
-    """Write the static site of `catalog` into the folder `out` (created; pages in it replaced).
+    """Write the static site of `catalog` into the folder `out` (created; its pages replaced, those of datasets and
+    models no longer in the home removed; nothing else in it is touched).
 
     Args:
         catalog: the catalog home to show (it is only read).
@@ -464,6 +465,10 @@ def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteR
             (out / file).write_text(text, encoding="utf-8")
     except OSError as error:
         raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
+    # A dataset or model gone from the home since the last build leaves no page behind (only our own pages go).
+    for stale in [*out.glob("dataset-*.html"), *out.glob("model-*.html")]:
+        if stale.name not in pages:
+            stale.unlink()
     log.info("site of %s: %d pages in %s", catalog.home, len(pages), out)
     return SiteReport(out=out, index=out / "index.html", pages=len(pages), datasets=len(datasets),
                       models=len(by_model), images=len(images))

@@ -79,7 +79,7 @@ def built(catalog: Catalog, tmp_path: Path) -> Catalog:
     return catalog
 
 
-def test_the_site_lists_every_dataset_and_model_and_copies_the_plots(built: Catalog, tmp_path: Path) -> None:
+def test_the_site_lists_every_dataset_and_model_copies_the_plots_and_drops_pages_of_datasets_gone(built: Catalog, tmp_path: Path) -> None:
     report = build_site(built, tmp_path / "site", with_drift=False)
     index = report.index.read_text()
     for name in ("nino34", "index_features", "model_registry", "higgs_predictions"):
@@ -90,6 +90,10 @@ def test_the_site_lists_every_dataset_and_model_and_copies_the_plots(built: Cata
         built.home, "reports/higgs_tabnet_v0_run-a_masks.png").read_bytes()
     assert 'src="reports/enso_skill_by_lead.png"' in index  # a plot of no model: on the first page
     assert "<script" not in index and "http://" not in index and "https://" not in index  # offline, no CDN
+    (tmp_path / "site/dataset-gone.html").write_text("a dataset deleted since the last build")
+    (tmp_path / "site/notes.txt").write_text("not the site's")
+    build_site(built, tmp_path / "site", with_drift=False)
+    assert not (tmp_path / "site/dataset-gone.html").exists() and (tmp_path / "site/notes.txt").exists()
 
 
 def test_a_model_page_shows_its_skill_table_with_intervals_the_verdict_and_its_plots(built: Catalog,
