@@ -47,28 +47,31 @@ def enso_drift(catalog: Catalog, *, version: int | str | None = None, since: str
     latest = catalog.open_array("sst")
     found = resolve(catalog.uri("array", DATASET), DATASET, version)
 
-    def grid(dataset: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        sst = dataset.sst.sel(lat=slice(config.lat_min, config.lat_max))
+    def months(dataset: xr.Dataset, first: np.datetime64 | None, end: np.datetime64 | None) -> np.ndarray:
+        """Indices of the months that hold SST in [first, end)."""
+        month = dataset.time.values.astype("datetime64[M]")
         present = dataset.source_sha256.values.any(axis=1)
-        return sst.values.astype(np.float64), present
+        inside = (month >= first if first is not None else True) & (month < end if end is not None else True)
+        return np.nonzero(present & inside)[0]
 
-    ref_values, ref_present = grid(reference)
-    new_values, new_present = grid(latest)
-    ref_months = reference.time.values.astype("datetime64[M]")
-    new_months = latest.time.values.astype("datetime64[M]")
-    train = ref_present & (ref_months < np.datetime64(config.valid_start, "M"))
-    fresh = new_present & (new_months >= start)
-    if not fresh.any():
+    def grid(dataset: xr.Dataset, index: np.ndarray) -> np.ndarray:
+        """(T, H, W) float64 of those months, cropped as the features were: only they are read."""
+        return dataset.sst.isel(time=index).sel(lat=slice(config.lat_min, config.lat_max)).values.astype(np.float64)
+
+    train = months(reference, None, np.datetime64(config.valid_start, "M"))
+    fresh = months(latest, start, None)
+    if not len(fresh):
         raise CatalogError(f"no SST month from {start} in the newest `sst`; ingest newer months "
                            "(`shoal ingest sst FOLDER`)")
-    values = np.concatenate([ref_values[train], new_values[fresh]])
-    months = np.concatenate([ref_months[train], new_months[fresh]])
-    is_train = np.arange(len(months)) < int(train.sum())
+    values = np.concatenate([grid(reference, train), grid(latest, fresh)])
+    ref_months = reference.time.values[train].astype("datetime64[M]")
+    new_months = latest.time.values[fresh].astype("datetime64[M]")
+    months_all = np.concatenate([ref_months, new_months])
+    is_train = np.arange(len(months_all)) < len(train)
     lat = latest.sst.sel(lat=slice(config.lat_min, config.lat_max)).lat.values
-    findings = grid_findings("sst", values, months, is_train, ~is_train, lat, latest.lon.values, thresholds)
-    fresh_months = new_months[fresh]
+    findings = grid_findings("sst", values, months_all, is_train, ~is_train, lat, latest.lon.values, thresholds)
     return DriftReport(
         task="enso", features=f"{DATASET} version {found.version}",
-        reference=f"{int(train.sum())} training SST months {ref_months[train].min()}..{ref_months[train].max()}",
-        new=f"{len(fresh_months)} SST months {fresh_months.min()}..{fresh_months.max()}",
+        reference=f"{len(train)} training SST months {ref_months.min()}..{ref_months.max()}",
+        new=f"{len(new_months)} SST months {new_months.min()}..{new_months.max()}",
         thresholds=thresholds, findings=ordered(findings))
