@@ -37,7 +37,7 @@ import numpy as np
 from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
-from shoal.contract import FeatureBuild, building
+from shoal.contract import FeatureBuild, building, take
 from shoal.splits import SplitRecord, random_codes, text_keys
 from shoal.stats import RunningStats
 
@@ -381,8 +381,8 @@ class SpeechClips:
         import torch
 
         if "spectrograms" in self._clips:
-            x = self._clips["spectrograms"][rows]  # (B, F, T)
+            x = take(self._clips["spectrograms"], rows)  # (B, F, T)
         else:
             with torch.autocast(rows.device.type, enabled=False):  # evaluate() gathers under autocast
-                x = normalize(spectrogram(self._clips["waveforms"][rows], self.spec), self._mean, self._std)
-        return {"x": x.unsqueeze(1), "label": self._clips["label"][rows]}  # (B, 1, F, T), (B,)
+                x = normalize(spectrogram(take(self._clips["waveforms"], rows), self.spec), self._mean, self._std)
+        return {"x": x.unsqueeze(1), "label": take(self._clips["label"], rows)}  # (B, 1, F, T), (B,)

@@ -32,7 +32,7 @@ from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.splits import SplitRecord, codes_by_bounds
 from shoal.stats import RunningStats
-from shoal.contract import FeatureBuild, building
+from shoal.contract import FeatureBuild, building, take
 
 if TYPE_CHECKING:
     import torch
@@ -351,14 +351,14 @@ class EnsoWindows:
 
     def gather(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch of `items` (B,), exactly as the default collation of `__getitem__` would give it."""
-        origins = self._origins[items]  # (B,)
+        origins = take(self._origins, items)  # (B,)
         targets = origins[:, None] + self._offsets  # (B, L)
         sst = self._series["sst"]
         if not self.leads:
-            return {"x": sst[origins[:, None] + self._steps]}
+            return {"x": take(sst, origins[:, None] + self._steps)}
         return {
-            "x": sst[origins[:, None] + self._steps],  # (B, 6, 1, H, W)
-            "grid": sst[targets[:, 0]],  # (B, 1, H, W)
-            "index": self._series["index"][targets],  # (B, L)
-            "phase": self._series["phase"][targets],  # (B, L)
+            "x": take(sst, origins[:, None] + self._steps),  # (B, 6, 1, H, W)
+            "grid": take(sst, targets[:, 0]),  # (B, 1, H, W)
+            "index": take(self._series["index"], targets),  # (B, L)
+            "phase": take(self._series["phase"], targets),  # (B, L)
         }

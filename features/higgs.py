@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from shoal.datasets.higgs import DATASET as INPUT
-from shoal.contract import FeatureBuild, building
+from shoal.contract import FeatureBuild, building, take
 from shoal.datasets.higgs import FEATURES, official_split
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
@@ -280,4 +280,4 @@ class HiggsRows:
 
     def gather(self, items: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch of `items` (B,), exactly as the default collation of `__getitem__` would give it."""
-        return {"x": self.x[items], "label": self.label[items]}
+        return {"x": take(self.x, items), "label": take(self.label, items)}
