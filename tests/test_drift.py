@@ -209,3 +209,35 @@ def test_version_picks_the_feature_version_whose_training_rows_are_the_reference
     facts = json.loads(first.stdout)
     assert facts["features"] == "higgs_features version 0" and [f["variable"] for f in facts["drifted"]] == [
         higgs.FEATURES[5]]
+
+
+def _new_clips(dest: Path, gain: float) -> Path:
+    """Every real sample clip again under a new speaker id (so new clips), its samples times `gain`."""
+    import soundfile
+
+    from shoal.datasets.speech_commands_sample import write_sample
+
+    real = write_sample(dest.parent / "real_for_new", copies=0, noise_files=0)
+    for path in sorted(real.glob("*/*_nohash_*.wav")):
+        audio, rate = soundfile.read(path, dtype="int16")
+        scaled = np.clip(audio.astype(np.float64) * gain, -32768, 32767).astype(np.int16)
+        target = dest / path.parent.name / f"new{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(target, scaled, rate, subtype="PCM_16")
+    return dest
+
+
+@pytest.mark.parametrize(("gain", "drifts"), [(1.0, False), (4.0, True)])
+def test_new_speech_clips_drift_in_every_band_when_four_times_louder_and_not_as_recorded(
+        tmp_path: Path, gain: float, drifts: bool) -> None:
+    from shoal.datasets import speech_commands
+    from shoal.datasets.speech_commands_sample import write_sample
+    from shoal.features.audio import AudioFeatureConfig, build
+
+    home = Catalog(tmp_path / "home")
+    assert speech_commands.ingest(home, [write_sample(tmp_path / "real", copies=0, noise_files=0)]).exit_code == 0
+    build(home, config=AudioFeatureConfig())
+    assert speech_commands.ingest(home, [_new_clips(tmp_path / "new", gain)]).exit_code == 0
+    found = drift(home, "speech")
+    assert len(found.findings) == 8 and all(f.psi is not None for f in found.findings), found.markdown()
+    assert len(found.drifted) == (8 if drifts else 0), found.markdown()

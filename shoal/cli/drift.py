@@ -12,7 +12,7 @@ from shoal.cli.root import _catalog, app
 
 @app.command("drift")
 def drift_command(
-    task: Annotated[str, typer.Argument(help="The task whose features to check: enso or higgs.")],
+    task: Annotated[str, typer.Argument(help="The task whose features to check: enso, higgs or speech.")],
     since: Annotated[str | None, typer.Option(
         help="First month of new data, YYYY-MM (grids; default: the month after the training period).")] = None,
     version: Annotated[str | None, typer.Option(
