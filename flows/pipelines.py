@@ -23,6 +23,7 @@ from shoal import cluster
 from shoal.catalog import Catalog
 from shoal.flows.ingest import SHOWN, IngestFailed, _transient, flow_dask_client, ingest_source
 from shoal.models.runs import Trained, predict_model, train_model
+from shoal.progress import NULL
 from shoal.sources import IngestReport
 from shoal.flows.terminal import stage_reporter
 from shoal.threads import apply_threads
@@ -79,7 +80,7 @@ def train_rank(task_name: str, home: str | None, settings: dict[str, Any], featu
     """
     chosen = get_task(task_name)
     return train_model(Catalog(home), chosen, chosen.parse(settings), feature_version=feature_version, run_id=run_id,
-                       restart=restart, retrain=retrain, reporter=NullReporter())
+                       restart=restart, retrain=retrain, reporter=NULL)
 
 
 @task
