@@ -25,8 +25,9 @@ from pydantic import DirectoryPath, PositiveInt
 
 from shoal.catalog import Catalog
 from shoal.datasets.cobe_sst_backfill import Backfill, ChunkResult, ChunkWork, plan, write_chunk
-from shoal.flows.ingest import _transient, flow_dask_client
-from shoal.flows.pipelines import SHOWN, cli_bar, features_task
+from shoal.flows.ingest import SHOWN, _transient, flow_dask_client
+from shoal.flows.pipelines import features_task
+from shoal.flows.terminal import cli_bar
 from shoal.progress import NULL, Reporter
 from shoal.sources import IngestReport
 

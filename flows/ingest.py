@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
 F = TypeVar("F", bound=Flow)
-# `extra=` of a record that the command running the flow prints itself: not on its console again (pipelines.on_terminal)
+# `extra=` of a record that the command running the flow prints itself: not on its console again (terminal.on_terminal)
 SHOWN = {"shoal_shown": True}
 
 

@@ -2,7 +2,7 @@
 
 The CLI shows a rich progress bar (off when stdout is not a terminal, or with `--quiet`);
 flows send one log line per finished stage or epoch to the Prefect run logger, and, run by
-a command on a terminal, move that command's bar too (`shoal.flows.pipelines.on_terminal`); library
+a command on a terminal, move that command's bar too (`shoal.flows.terminal.on_terminal`); library
 callers get nothing unless they pass a reporter. A stage may name its current phase as
 `advance(0, status=...)` (the training: "validating" once an epoch's batches are done).
 """

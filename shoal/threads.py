@@ -10,9 +10,9 @@ command on an idle machine, where 2 were faster; `--threads` overrides the rule.
 
 What overrides the rule, strongest first: the global option `--threads N`, then `SHOAL_THREADS`,
 then an `OMP_NUM_THREADS` the user set (respected as it is, per process). The decision is
-exported (`SHOAL_THREADS` and `OMP_NUM_THREADS`, unless the user's OMP_NUM_THREADS decided) so that the processes
-shoal starts (Prefect's server, Dask workers, torchrun ranks) inherit it instead of measuring a
-load that their parent makes; distributed ranks divide it among themselves
+exported (`SHOAL_THREADS`, `OMP_NUM_THREADS`, `MKL_NUM_THREADS` and `OPENBLAS_NUM_THREADS`, unless the user's
+OMP_NUM_THREADS decided) so that the processes shoal starts (Prefect's server, Dask workers, torchrun ranks)
+inherit it instead of measuring a load that their parent makes; distributed ranks divide it among themselves
 (`shoal.models.distributed.session`).
 
 Not decided here: torch's inter-op pool only serves `torch.jit.fork`, which shoal never calls;
@@ -164,8 +164,8 @@ def apply_threads(option: int | None = None) -> Threads:
     decided = decide(option=option, environ=os.environ, cores=cores, load=other_load())
     if decided.source != OPENMP:
         os.environ[ENV] = os.environ[OPENMP] = str(decided.count)
-        for name in _LIBRARY_ENV:
-            os.environ.setdefault(name, str(decided.count))
+        for name in _LIBRARY_ENV:  # overwritten, not defaulted: a parent shoal's export must not outvote --threads
+            os.environ[name] = str(decided.count)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(decided.count)
         from threadpoolctl import threadpool_limits

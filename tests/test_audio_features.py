@@ -11,7 +11,6 @@ import torch
 
 from shoal.catalog import Catalog
 from shoal.datasets.speech_commands import SCHEMA, WORDS
-from shoal.errors import CatalogError
 from shoal.features.audio import (
     AudioFeatureConfig,
     SpectrogramConfig,

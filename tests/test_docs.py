@@ -145,7 +145,7 @@ def test_the_shell_commands_parse_as_written(block: Block) -> None:
     assert commands or prefect or "make " in block.text, f"{block}: no shoal, prefect or make command to check"
 
 
-GLOBAL_OPTIONS = re.compile(r"\[--home H\] |\[--debug\] |\[--quiet\] ")
+GLOBAL_OPTIONS = re.compile(r"\[--home H\] |\[--threads N\] |\[--debug\] |\[--quiet\] ")
 
 
 def _synopsis_commands(text: str) -> Iterator[str]:

@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from shoal.catalog import Catalog
 from shoal.contract import get_task

@@ -141,7 +141,8 @@ TRAIN = {"epochs": 2, "batch_size": 64, "device": "cpu", "patience": 5}
 
 def test_a_flow_run_by_a_command_moves_its_bar_through_each_batch_and_the_validation_phase(
         prefect_harness: None, higgs_features: Path) -> None:
-    from shoal.flows.pipelines import on_terminal, train
+    from shoal.flows.pipelines import train
+    from shoal.flows.terminal import on_terminal
 
     bar, (console, screen) = Recorder(), _terminal()
     with on_terminal(bar, console):
@@ -158,7 +159,8 @@ def test_a_flow_run_by_a_command_moves_its_bar_through_each_batch_and_the_valida
 
 def test_without_a_live_bar_the_flow_logs_one_line_per_epoch_as_before(
         prefect_harness: None, higgs_features: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from shoal.flows.pipelines import on_terminal, train
+    from shoal.flows.pipelines import train
+    from shoal.flows.terminal import on_terminal
 
     bar = Recorder()
     with on_terminal(bar, None), caplog.at_level("INFO"):
@@ -170,7 +172,8 @@ def test_without_a_live_bar_the_flow_logs_one_line_per_epoch_as_before(
 def test_prefect_lines_print_above_a_live_bar_never_on_its_line_and_those_the_command_prints_not_at_all() -> None:
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from shoal.flows.pipelines import SHOWN, _console_handlers, on_terminal
+    from shoal.flows.ingest import SHOWN
+    from shoal.flows.terminal import _console_handlers, on_terminal
     from shoal.progress import RichReporter
 
     console, screen = _terminal()

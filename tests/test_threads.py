@@ -95,8 +95,12 @@ def _probe(order: str, *args: str, env: dict[str, str]) -> subprocess.CompletedP
                           timeout=scaled(120), check=False)
 
 
+# What a shoal process exports: the suite's own in-process commands export them too, so each probe starts without.
+EXPORTED = ("SHOAL_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 def _env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in ("SHOAL_THREADS", "OMP_NUM_THREADS")}
+    env = {key: value for key, value in os.environ.items() if key not in EXPORTED}
     return env | {"NO_COLOR": "1"} | extra
 
 
@@ -106,6 +110,8 @@ def _env(**extra: str) -> dict[str, str]:
     ("torch-first", ("catalog", "list", "--threads", "1"), {"SHOAL_THREADS": "2"}),  # after the subcommand, like --home
     ("torch-after", ("catalog", "list"), {"SHOAL_THREADS": "1", "OMP_NUM_THREADS": "2"}),
     ("torch-first", ("--threads", "1", "catalog", "list"), {"OMP_NUM_THREADS": "2"}),
+    # a parent shoal's export: torch's MKL build sizes its pool by MKL_NUM_THREADS
+    ("torch-after", ("--threads", "1", "catalog", "list"), dict.fromkeys(EXPORTED, "2")),
 ])
 def test_the_threads_option_and_shoal_threads_reach_torch(order: str, args: tuple[str, ...], env: dict[str, str],
                                                           tmp_path: Path) -> None:

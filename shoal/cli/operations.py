@@ -80,7 +80,7 @@ def backfill(
     spec = _cluster(cluster, True, "backfill sst")
     from shoal.flows.backfill import backfill_sst  # (Prefect: ~2 s, after the one-line errors)
     from shoal.flows.ingest import on_cluster
-    from shoal.flows.pipelines import on_terminal
+    from shoal.flows.terminal import on_terminal
 
     with connect(spec) as client, _reporter() as bar, on_terminal(bar, bar.live_console):
         report = on_cluster(backfill_sst, client)(

@@ -97,7 +97,8 @@ def _run(task_name: str, paths: list[str | Path], given: dict[str, Any], *, clie
 
     from shoal.contract import get_task
     from shoal.flows.ingest import on_cluster
-    from shoal.flows.pipelines import on_terminal, pipeline
+    from shoal.flows.pipelines import pipeline
+    from shoal.flows.terminal import on_terminal
     from shoal.staging import shown, shown_in, staged
 
     task = get_task(task_name)
