@@ -173,8 +173,6 @@ def _permutation(items: int) -> np.ndarray:
 
 
 def warm_results(home: str) -> list[Result]:
-    import torch
-
     import shoal
     from shoal.features.enso import EnsoFeatures
     from shoal.catalog import Catalog
