@@ -193,10 +193,12 @@ def resamples(n: int, *, block: int | None, count: int = RESAMPLES, seed: int = 
     """Bootstrap weights of n items (how often each is drawn), `count` times, seeded.
 
     Independent items are drawn one by one; with `block`, runs of `block` consecutive items
-    are drawn (the moving-block bootstrap of a series), cut to n items.
+    are drawn (the moving-block bootstrap of a series), cut to n items. A series shorter than
+    two blocks is drawn in blocks of half its length: a single block would be the whole series
+    in every resample, an interval of width zero that claims certainty from a handful of months.
     """
     rng = np.random.default_rng(seed)
-    length = min(block or 1, max(n, 1))
+    length = min(block or 1, max(n // 2, 1))
     for _ in range(count):
         starts = rng.integers(0, n - length + 1, -(-n // length))
         drawn = (starts[:, None] + np.arange(length)).ravel()[:n]

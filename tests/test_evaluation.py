@@ -85,6 +85,14 @@ def test_moving_blocks_widen_the_interval_of_an_autocorrelated_series() -> None:
     assert width(blocked) > 1.5 * width(iid)
 
 
+def test_a_series_shorter_than_two_blocks_still_has_an_interval_of_nonzero_width() -> None:
+    truth, forecast = {"value": np.zeros(6)}, {MODEL: {"value": np.random.default_rng(1).normal(size=6)}}
+    blocks = Scoring(title="", metrics=ERROR.metrics, primary="rmse", count="rows", block=12)
+    ((row,),) = [score(blocks, truth, forecast)]
+    low, high = row["interval"]["rmse"]
+    assert low < row["rmse"] < high
+
+
 def _rows(model_right: float, baseline_right: float, n: int = 500) -> list[dict]:
     truth = np.zeros(n, int)
     model, baseline = RNG.random(n) < model_right, RNG.random(n) < baseline_right
