@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from shoal.commit_stats import Columns, arrow_stats, merge_columns
 from shoal.errors import SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
@@ -387,6 +388,7 @@ class _Clips:
         self.paths, self.stored, self.outcome, self.done = paths, dict(stored), outcome, done
         self.follow_links, self.limits = follow_links, limits
         self.sources: dict[Path, SourceFile] = {}  # each path's lineage entry, once it is read
+        self.stats: Columns | None = None  # of the rows `spread`'s workers wrote, once they are all written
         self._folder = False  # whether the path being read is a folder
 
     def _candidates(self, path: Path, lists: dict[str, set[str]] | None) -> Iterator[Candidate]:
@@ -496,8 +498,10 @@ class _Clips:
         if shard:
             submit()
         late, files = [], []
-        for candidates, at, future in shards:
-            problems, target = future.result()
+        self.stats = {}
+        for candidates, at, future in shards:  # in shard order: a rerun stores the same statistics
+            problems, target, stats = future.result()
+            self.stats = merge_columns(self.stats, stats)
             for candidate, place, problem in zip(candidates, at, problems, strict=True):
                 if problem is None:
                     self.outcome.committed.append(candidate[0].where)
@@ -510,11 +514,12 @@ class _Clips:
 
 
 def _write_shard(items: list[tuple[str, str, str, str]], target: Path,
-                 limits: SpeechLimits) -> tuple[list[str | None], str | None]:
+                 limits: SpeechLimits) -> tuple[list[str | None], str | None, Columns]:
     """On a worker: decode a shard of clips (name, file, split, sha256) and write the good ones as one Parquet file.
 
     Returns:
-        Per clip, None or what stops it; the file written (None when no clip decoded).
+        Per clip, None or what stops it; the file written (None when no clip decoded); the
+        statistics of its rows, summarized while they are in memory.
     """
     from shoal.tables import write_parquet
 
@@ -528,9 +533,10 @@ def _write_shard(items: list[tuple[str, str, str, str]], target: Path,
             splits.append(split)
             hashes.append(sha256)
     if not decoded:
-        return problems, None
-    write_parquet(pa.Table.from_batches([_clip_batch(decoded, splits, hashes)]), str(target))
-    return problems, str(target)
+        return problems, None, {}
+    table = pa.Table.from_batches([_clip_batch(decoded, splits, hashes)])
+    write_parquet(table, str(target))
+    return problems, str(target), arrow_stats(table)
 
 
 def expand(paths: Sequence[Path], *, follow_links: bool = False) -> list[Path]:
@@ -606,7 +612,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
 
     if client is not None and good and all(path.is_dir() for path in good):
         version = catalog.write_files(DATASET, lambda folder: clips.spread(client, lists, folder), schema=SCHEMA,
-                                      provenance=provenance)
+                                      provenance=provenance, stats=lambda: clips.stats)
     else:
         version = catalog.write_streamed(DATASET, clips.batches(lists), schema=SCHEMA, provenance=provenance,
                                           file_bytes=FILE_BYTES)

@@ -87,15 +87,16 @@ def write_table(
     arrow = _as_arrow(data)
     if predicate is not None and mode != "overwrite":
         raise CatalogError(f"table {name!r}: a predicate needs mode='overwrite' (replace where)")
-    if isinstance(arrow, pa.RecordBatchReader) and _existing_table(uri) is None:
+    if isinstance(arrow, pa.RecordBatchReader) and (predicate is not None or _existing_table(uri) is None):
         # A create that loses the race is written again (below), and a stream read once is empty the second
         # time: that retry committed no rows and said success (4 writers on S3 kept 200 of 400 rows). So the
-        # first write of a table is held in memory; writes into an existing table still stream.
+        # first write of a table is held in memory; so are the rows a predicate replaces (delta-rs writes them
+        # in one call, and the commit's statistics must be known before it). Other streams still stream.
         arrow = arrow.read_all()
-    rows = arrow.num_rows if isinstance(arrow, pa.Table) else None
-    # The statistics go into the commit itself, so they are known before it: a stream into an existing table
-    # (read once, while it is written) commits without them; write_streamed keeps them for streams.
-    stats = None if rows is None else _table_commit_stats(arrow, mode=mode, predicate=predicate)
+    if isinstance(arrow, pa.RecordBatchReader):
+        return _write_stream(uri, name, arrow, mode=mode, provenance=provenance)
+    rows = arrow.num_rows
+    stats = _table_commit_stats(arrow, mode=mode, predicate=predicate)
     lineage = Lineage.complete(provenance, dataset=name, kind="table", rows=rows, stats=stats)
     stamp = json.dumps(lineage.to_dict())
 
@@ -126,6 +127,24 @@ def write_table(
             f"table {name!r}: the write landed (it is committed), but its version could not be read "
             f"back ({error}); see `shoal catalog history {name}` for it, and do not write it again"
         ) from error
+
+
+def _write_stream(uri: str, name: str, stream: pa.RecordBatchReader, *, mode: WriteMode,
+                  provenance: Provenance) -> int:
+    """A stream into an existing table, as `StreamedWrite` files: each file's statistics are summarized as it is written.
+
+    Every batch is cast to the table's schema first (delta-rs' own writes cast too): a batch
+    that does not fit it fails the write, and nothing is committed.
+    """
+    schema = pa.schema(_existing_table(uri).schema().to_arrow())
+    writer = StreamedWrite(uri, name, schema)
+    try:
+        for batch in stream:
+            writer.write(batch.cast(schema))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
+        writer.abort()
+        raise CommitNotLanded(f"table {name!r}: write failed: {error}; nothing was committed") from error
+    return writer.commit(provenance, mode=mode)
 
 
 def _table_commit_stats(table: pa.Table, *, mode: WriteMode, predicate: str | None) -> dict[str, object]:

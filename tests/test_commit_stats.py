@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import pyarrow as pa
 import pytest
 import xarray as xr
 
+from shoal import cluster
 from shoal.catalog import Catalog
-from shoal.datasets import cobe_sst, higgs
+from shoal.datasets import cobe_sst, higgs, speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import Provenance
 from shoal.stats import RunningStats
@@ -21,6 +23,8 @@ from tests.test_cli import shoal
 
 SST = Path(__file__).parent / "data" / "cobe_sst"
 FIRST5 = Path(__file__).parent / "data" / "higgs" / "higgs_first5.csv"
+HIGGS20 = Path(__file__).parent / "data" / "higgs" / "higgs_20.csv"
+SPEECH = Path(__file__).parent / "data" / "speech_commands" / "v0.01"
 RTOL = 1e-12
 
 
@@ -42,10 +46,11 @@ def _assert_numpy(summary: RunningStats, values: np.ndarray) -> None:
     assert float(summary.min) == kept.min() and float(summary.max) == kept.max()
 
 
-def _assert_table(catalog: Catalog, name: str, version: int | None = None) -> None:
+def _assert_table(catalog: Catalog, name: str, version: int | None = None,
+                  numeric: tuple[str, ...] = ("flag", "k", "x")) -> None:
     stats = catalog.stats(name, version=version)
     data = catalog.read_table(name, version=version)
-    assert sorted(stats) == ["flag", "k", "x"]  # numeric columns only: the text column has none
+    assert sorted(stats) == sorted(numeric)  # numeric columns only: text and list columns have none
     for column in stats:
         _assert_numpy(stats[column], data.column(column).cast(pa.float64()).to_numpy(zero_copy_only=False))
 
@@ -152,3 +157,61 @@ def test_catalog_stats_prints_a_table_and_json_of_the_version_asked_for(catalog:
     data = json.loads(shoal("catalog", "stats", "t", "--json", home=Path(catalog.home)).stdout)
     assert data["version"] == 1
     assert RunningStats.from_dict(data["stats"]["x"]) == catalog.stats("t")["x"]
+
+
+@pytest.mark.parametrize("mode", ["append", "overwrite"])
+def test_a_stream_into_an_existing_table_stores_the_statistics_of_its_rows(catalog: Catalog, mode: str) -> None:
+    catalog.write_table("t", _rows(0, 100), provenance=Provenance())
+    rows = _rows(1, 3000)
+    version = catalog.write_table("t", pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(500)),
+                                  mode=mode, provenance=Provenance())
+    _assert_table(catalog, "t", version)
+    assert catalog.read_table("t").num_rows == (3100 if mode == "append" else 3000)
+
+
+def test_a_stream_that_does_not_fit_the_tables_schema_commits_nothing(catalog: Catalog) -> None:
+    catalog.write_table("t", _rows(0, 10), provenance=Provenance())
+    other = pa.table({"x": ["not a number"]})
+    with pytest.raises(CatalogError, match="nothing was committed"):
+        catalog.write_table("t", pa.RecordBatchReader.from_batches(other.schema, other.to_batches()),
+                            provenance=Provenance())
+    assert catalog.latest_version("t") == 0 and len(list(Path(catalog.uri("table", "t")).glob("*.parquet"))) == 1
+
+
+def test_a_higgs_file_streamed_over_an_existing_table_stores_the_statistics_of_the_new_rows(catalog: Catalog,
+                                                                                           tmp_path: Path) -> None:
+    higgs.ingest(catalog, [HIGGS20])
+    path = tmp_path / "HIGGS.csv.gz"
+    path.write_bytes(gzip.compress(FIRST5.read_bytes() * 3))
+    assert higgs.ingest(catalog, [path]).exit_code == 0
+    assert catalog.read_table("higgs").num_rows == 15
+    _assert_table(catalog, "higgs", numeric=higgs.SCHEMA.names)
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[object]:
+    """Two worker processes of one thread each, for the module's writes on a cluster."""
+    with cluster.connect(cluster.ClusterSpec(workers=2)) as started:
+        yield started
+
+
+def test_a_higgs_csv_written_in_spans_on_a_cluster_stores_the_statistics_of_all_its_rows(
+        client: object, catalog: Catalog, tmp_path: Path) -> None:
+    path = tmp_path / "HIGGS.csv"
+    path.write_bytes(HIGGS20.read_bytes() * 5)
+    assert higgs.ingest(catalog, [path], client=client).exit_code == 0
+    _assert_table(catalog, "higgs", numeric=higgs.SCHEMA.names)
+
+
+def test_speech_clips_written_in_shards_on_a_cluster_store_the_statistics_of_every_shard(
+        client: object, catalog: Catalog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speech_commands, "BATCH", 4)  # several shards, merged
+    report = speech_commands.ingest(catalog, [SPEECH], client=client)
+    assert report.exit_code == 0 and len(report.committed) > 4, report.failures
+    numeric = tuple(f.name for f in speech_commands.SCHEMA if pa.types.is_integer(f.type))
+    _assert_table(catalog, "speech", numeric=numeric)
+
+
+def test_sst_months_written_on_a_cluster_store_the_statistics_of_every_month(client: object, catalog: Catalog) -> None:
+    cobe_sst.ingest(catalog, sorted((SST / "good").glob("*.grb")), client=client)
+    _assert_numpy(catalog.stats("sst")["sst"], catalog.open_array("sst").sst.values)
