@@ -127,16 +127,25 @@ def _check_grid(path: Path, handle: int) -> dict[str, object]:
     return keys
 
 
-def _to_celsius(path: Path, grid: np.ndarray) -> str:
-    """Convert `grid` (float32, NaN = missing) to °C in place, judging the unit by its range."""
-    low, high = float(np.fmin.reduce(grid, axis=None)), float(np.fmax.reduce(grid, axis=None))
-    if np.isnan(low):
-        return "°C"  # nothing to convert: the rules refuse a field without sea points
+def _to_celsius(path: Path, grid: np.ndarray) -> tuple[str, RunningStats]:
+    """Convert `grid` (float32, NaN = missing) to °C in place, judging the unit by its range.
+
+    Returns:
+        The unit the file was in, and the summary of the month's °C values: the commit's
+        statistics and what the rules check. Its min and max are the range that tells the
+        unit, so judging it costs no pass of its own; a converted month is summarized again,
+        as its stored values are the float32 sums.
+    """
+    stats = RunningStats.from_values(grid, axis=None)
+    if not stats.count:
+        return "°C", stats  # nothing to convert: the rules refuse a field without sea points
+    low, high = float(stats.min), float(stats.max)
     for unit, (lowest, highest, offset) in UNIT_RANGES.items():
         if lowest <= low and high <= highest:
             if offset:
                 grid += np.float32(offset)
-            return unit
+                stats = RunningStats.from_values(grid, axis=None)
+            return unit, stats
     raise SourceError(
         path,
         f"values range {low:.2f} .. {high:.2f} fit neither °C (-5..45), K (268..318) nor GDAL-shifted °C "
@@ -198,8 +207,7 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
     if keys["iScansNegatively"]:
         grid = grid[:, ::-1]
     grid = np.ascontiguousarray(grid)
-    unit = _to_celsius(path, grid)
-    stats = RunningStats.from_values(grid, axis=None)
+    unit, stats = _to_celsius(path, grid)
     if broken := problems(RULES, stats={"sst": stats}, grid=grid.shape):  # one line: the month is refused
         raise SourceError(path, "; ".join(broken), fix=RULES.fix, line=1)
     return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path),

@@ -161,7 +161,8 @@ class Lineage:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return asdict(self)
+        # `stats` is JSON-ready already: asdict's deep copy of its lists cost an SST ingest of 1,560 months ~0.2 s.
+        return asdict(replace(self, stats=None)) | {"stats": self.stats}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Lineage:

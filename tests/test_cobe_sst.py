@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from shoal.catalog import Catalog
+from shoal.commit_stats import CommitStats
 from shoal.datasets import cobe_sst
 from shoal.datasets.cobe_sst import LAT, LON, decode
 from shoal.datasets.cobe_sst_sample import box_mask, land_mask, months_between, nino34_mean, sample_fields, write_sample
@@ -126,6 +127,23 @@ def test_months_in_any_order_land_in_their_slots_and_the_axis_grows_both_ways(ca
     _ingest(catalog, GOOD[2])  # backfill a gap
     np.testing.assert_array_equal(_month(catalog.open_array("sst"), "1982-03"), decode(GOOD[2]).values)
     assert len(catalog.history("sst")) == 4
+
+
+def test_each_months_stored_statistics_equal_numpys_float64_two_pass_over_the_month_as_stored(
+        catalog: Catalog) -> None:
+    # The Kelvin and GDAL-shifted files are summarized after their conversion, over the float32 °C values stored.
+    _ingest(catalog, DATA / "good", DATA / "units")
+    parts = CommitStats.from_dict(catalog.lineage("sst").stats).parts
+    ds = catalog.open_array("sst")
+    assert sorted(parts) == [f"1982-0{m}" for m in range(1, 7)]
+    for month, variables in parts.items():
+        stored = _month(ds, month).astype(np.float64)
+        sea = stored[~np.isnan(stored)]
+        summary = variables["sst"]
+        assert (int(summary.count), int(summary.nan_count)) == (sea.size, stored.size - sea.size)
+        assert (float(summary.min), float(summary.max)) == (sea.min(), sea.max())
+        np.testing.assert_allclose(summary.mean, sea.mean(), rtol=1e-12, err_msg=month)
+        np.testing.assert_allclose(summary.m2, ((sea - sea.mean()) ** 2).sum(), rtol=1e-12, err_msg=month)
 
 
 def test_good_files_are_committed_and_each_bad_file_reported_with_exit_code_1(catalog: Catalog) -> None:
