@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import torch
 
     from shoal.catalog import Catalog
+    from shoal.features.higgs_stream import HiggsStream
     from shoal.progress import Reporter
 
 DATASET = "higgs_features"
@@ -215,6 +216,19 @@ class HiggsFeatures:
     def rows(self, split: Split) -> HiggsRows:
         """The split as a torch Dataset (tensors share the arrays' memory); it pickles as a reference to this split."""
         return HiggsRows(self.arrays(split), source=(self.catalog.home, self.version, split))
+
+    def stream(self, split: Split, *, batch_size: int, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+               buffer_rows: int | None = None) -> HiggsStream:
+        """The split as a torch IterableDataset of batches read from the table's files (`shoal.features.higgs_stream`):
+        memory holds a bounded number of rows, not the split; shuffled by row group order and a buffer of
+        `buffer_rows` rows (default BUFFER_ROWS), not globally."""
+        from shoal.features.higgs_stream import BUFFER_ROWS, HiggsStream
+
+        if split not in SPLITS:
+            raise CatalogError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        return HiggsStream(self.catalog.uri("table", DATASET), self.version, split, batch_size=batch_size,
+                           shuffle=shuffle, seed=seed, drop_last=drop_last,
+                           buffer_rows=BUFFER_ROWS if buffer_rows is None else buffer_rows)
 
     def batches(self, split: Split, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Arrays]:
         """Batches of a split streamed from the table: memory holds one record batch, not the split.

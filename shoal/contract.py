@@ -234,6 +234,9 @@ class FeatureSet:
         arrays_of: split -> its arrays, by name (views of the stored data where it can).
         dataset_of: split -> a torch Dataset of its items: {"x": ..., and the targets ("label"; for
             ENSO "grid", "index", "phase")}.
+        stream_of: split and the loader's keywords (batch_size, shuffle, seed, drop_last, buffer_rows) ->
+            a torch IterableDataset of whole batches read from the stored files, for `loader(stream=True)`;
+            None where the task has no streaming loader.
     """
 
     task: str
@@ -244,6 +247,7 @@ class FeatureSet:
     splits: tuple[str, ...]
     arrays_of: Callable[[str], Mapping[str, Any]]
     dataset_of: Callable[[str], Any]
+    stream_of: Callable[..., Any] | None = None
 
     def _check(self, split: str) -> str:
         if split not in self.splits:
@@ -259,7 +263,8 @@ class FeatureSet:
         return self.dataset_of(self._check(split))
 
     def loader(self, split: str, *, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
-               pin_memory: bool = False, drop_last: bool = False) -> Any:
+               pin_memory: bool = False, drop_last: bool = False, stream: bool = False,
+               shuffle_buffer: int | None = None) -> Any:
         """A torch DataLoader over the split, built a whole batch at a time.
 
         The batches are those of `DataLoader(torch_dataset(split), batch_size, shuffle, generator)`
@@ -277,13 +282,26 @@ class FeatureSet:
             pin_memory: batches in page-locked memory, for faster copies to a GPU (ignored
                 where torch finds no accelerator).
             drop_last: drop the last, shorter batch.
+            stream: read the split from the stored files while iterating, so memory holds a bounded
+                number of rows, not the split (HIGGS only): the files' row groups in a seeded order per
+                epoch, rows through a shuffle buffer — not a global permutation; with workers, each
+                reads its share of the row groups and its last batch may be shorter.
+            shuffle_buffer: rows of the streaming loader's shuffle buffer (default: the task's).
         """
         import torch
 
-        generator = torch.Generator().manual_seed(seed)
-        dataset = self.torch_dataset(split)
         # No accelerator: torch would warn on every iteration that pinning does nothing.
         pin = pin_memory and torch.accelerator.is_available()
+        if stream:
+            if self.stream_of is None:
+                raise CatalogError(f"task {self.task!r} has no streaming loader; call loader(...) without stream=True "
+                                   "(its splits are read into memory)")
+            batches = self.stream_of(self._check(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last, buffer_rows=shuffle_buffer)
+            return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=num_workers, pin_memory=pin,
+                                               collate_fn=as_is, persistent_workers=num_workers > 0)
+        generator = torch.Generator().manual_seed(seed)
+        dataset = self.torch_dataset(split)
         return torch.utils.data.DataLoader(
             WholeBatches(dataset), batch_size=None, num_workers=num_workers, pin_memory=pin,
             sampler=BatchOrder(len(dataset), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

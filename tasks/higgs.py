@@ -218,4 +218,4 @@ class Higgs(Task):
 
         return FeatureSet(task=self.name, dataset=FEATURE_TABLE, version=features.version,
                           statistics={"features": features.stats}, split=features.split, splits=SPLITS,
-                          arrays_of=arrays, dataset_of=features.rows)
+                          arrays_of=arrays, dataset_of=features.rows, stream_of=features.stream)

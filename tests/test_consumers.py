@@ -139,3 +139,14 @@ def test_two_workers_give_the_batches_of_one_process_forked_or_spawned(home: str
     spawned = torch.utils.data.DataLoader(fresh.dataset, batch_size=None, sampler=fresh.sampler, num_workers=2,
                                           multiprocessing_context="spawn", generator=fresh.generator)
     assert _same_batches(list(spawned), alone)
+
+
+def test_a_streaming_loader_gives_the_higgs_split_with_workers_and_other_tasks_refuse_it(home: str) -> None:
+    features = shoal.open_features("higgs", home=home)
+    expected = sorted(row.tobytes() for row in features.arrays("train")["x"])
+    for workers in (0, 2):
+        loader = features.loader("train", batch_size=2, shuffle=True, seed=1, num_workers=workers, stream=True,
+                                 shuffle_buffer=3)
+        assert sorted(row.tobytes() for batch in loader for row in batch["x"].numpy()) == expected
+    with pytest.raises(CatalogError, match="task 'enso' has no streaming loader"):
+        shoal.open_features("enso", home=home).loader("train", stream=True)
