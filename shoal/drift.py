@@ -29,7 +29,7 @@ smaller than summer ones). The shift is then in those seasonal standard deviatio
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -199,12 +199,18 @@ def regions(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
     return found
 
 
-def grid_findings(variable: str, values: np.ndarray, months: np.ndarray, train: np.ndarray, new: np.ndarray,
-                  lat: np.ndarray, lon: np.ndarray, thresholds: Thresholds) -> list[Finding]:
+def grid_findings(variable: str, values: Callable[[], Iterable[np.ndarray]], months: np.ndarray, train: np.ndarray,
+                  new: np.ndarray, lat: np.ndarray, lon: np.ndarray, thresholds: Thresholds) -> list[Finding]:
     """Findings for a (T, H, W) grid: anomalies against the training calendar-month climatology, per region.
 
+    A region's mean anomaly over cells that hold a value in every training month is its mean
+    value less the mean of those cells' climatologies, so the grid is read as per-month region
+    means, a slice of months at a time: memory holds a slice, never the series (1,200 training
+    months of the ENSO crop are 400 MB in float64).
+
     Args:
-        values: (T, H, W) with NaN where there is no value.
+        values: returns the (t, H, W) slices of the grid in the order of `months`, NaN where there is
+            no value; called twice (the ocean cells, then the region means).
         months: (T,) datetime64[M].
         train, new: (T,) bool: the training months and the new months.
     """
@@ -217,29 +223,39 @@ def grid_findings(variable: str, values: np.ndarray, months: np.ndarray, train: 
     if (years[np.unique(calendar)] < 2).any():
         raise CatalogError("drift needs two training years of every calendar month it compares; build the features "
                            "with a longer training period (--valid-start)")
-    ocean = ~np.isnan(values[train]).any(axis=0)  # (H, W)
-    totals = np.stack([values[train & (calendar == c)].sum(axis=0) for c in range(12)])  # (12, H, W)
-    climatology = totals / np.maximum(years, 1)[:, None, None]
-    anomaly = values - climatology[calendar]  # (T, H, W)
+    ocean = np.ones((len(lat), len(lon)), dtype=bool)  # cells with a value in every training month
+    for first, grid in _slices(values()):
+        ocean &= ~np.isnan(grid[train[first:first + len(grid)]]).any(axis=0)
+    cells = {name: np.flatnonzero(mask & ocean) for name, mask in regions(lat, lon).items() if (mask & ocean).any()}
+    means = np.concatenate([np.stack([flat[:, index].mean(axis=1) for index in cells.values()], axis=1)
+                            for flat in (grid.reshape(len(grid), -1).astype(np.float64) for _, grid in
+                                         _slices(values()))])  # (T, regions): NaN where a cell has none
+    totals = np.stack([means[train & (calendar == c)].sum(axis=0) for c in range(12)])  # (12, regions)
+    anomaly = means - (totals / np.maximum(years, 1)[:, None])[calendar]
     # A training month against the climatology of the OTHER training years, as a new month is: else its anomaly
     # would be shrunk by its own share of the mean (by 1/4 of the variance with 4 training years).
-    own = years[calendar[train]][:, None, None]
-    anomaly[train] = values[train] - (totals[calendar[train]] - values[train]) / (own - 1)
+    own = years[calendar[train]][:, None]
+    anomaly[train] = means[train] - (totals[calendar[train]] - means[train]) / (own - 1)
     # A month's season: its calendar month and the two beside it (e.g. sea ice makes winter anomalies smaller).
     season = np.abs((np.arange(12)[:, None] - calendar[None, :] + 6) % 12 - 6) <= 1  # (12, T)
     findings = []
-    for name, mask in regions(lat, lon).items():
-        cells = mask & ocean
-        if not cells.any():
-            continue  # all land
-        means = anomaly[:, cells].mean(axis=1)  # (T,) the region's mean anomaly per month
-        spread = np.array([means[train & season[c]].std() if (train & season[c]).any() else 0.0 for c in range(12)])
-        scaled = means / np.maximum(spread, thresholds.min_std)[calendar]
+    for column, name in enumerate(cells):
+        region = anomaly[:, column]  # (T,) the region's mean anomaly per month
+        spread = np.array([region[train & season[c]].std() if (train & season[c]).any() else 0.0 for c in range(12)])
+        scaled = region / np.maximum(spread, thresholds.min_std)[calendar]
         fresh = scaled[new]
         if np.isnan(fresh).all():
             continue
         findings.append(compare(variable, name, scaled[train], fresh[np.isfinite(fresh)], thresholds))
     return findings
+
+
+def _slices(grids: Iterable[np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    """Each slice with the index of its first month."""
+    first = 0
+    for grid in grids:
+        yield first, grid
+        first += len(grid)
 
 
 def ordered(findings: list[Finding]) -> tuple[Finding, ...]:

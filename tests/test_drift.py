@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from shoal.catalog import Catalog
 from shoal.cli import app
-from shoal.drift import Thresholds, compare, drift, psi
+from shoal.drift import Thresholds, compare, drift, grid_findings, psi
 from tests.test_cli import shoal
 
 HIGGS_ROWS = Path(__file__).parent / "data" / "higgs" / "higgs_real_train.csv.gz"
@@ -83,6 +83,36 @@ def test_a_3_degree_patch_in_one_tile_is_flagged_there_only_and_the_command_exit
     assert result.exit_code == 1, result.output
     facts = json.loads(result.stdout)
     assert facts["drift"] is True and [f["region"] for f in facts["drifted"]] == [PATCH_TILE]
+
+
+def test_a_grid_read_a_slice_of_months_at_a_time_gives_the_cell_by_cell_anomalies_findings() -> None:
+    """Region means of values less the climatology's equal the means of the cells' anomalies (the first design)."""
+    rng = np.random.default_rng(3)
+    months = np.arange(np.datetime64("1980-01"), np.datetime64("1986-01"))  # 5 training years, then 12 new months
+    train, new = np.arange(len(months)) < 60, np.arange(len(months)) >= 60
+    lat, lon = np.arange(-9.5, 10), np.arange(150.5, 200)
+    seasonal = 3 * np.cos(np.arange(len(months)) / 1.9)[:, None, None]
+    values = rng.normal(20, 1, (len(months), len(lat), len(lon))) + seasonal
+    values[:, :3, :4] = np.nan  # land
+    values[61, 5, 5] = np.nan  # a new month with a cell missing: its regions have no value that month
+    values[new, :, 20:] += 0.8  # the east warms
+    found = {f.region: f for f in grid_findings("sst", lambda: np.array_split(values, 9), months, train, new, lat, lon,
+                                                 Thresholds())}
+    calendar = months.astype(np.int64) % 12
+    ocean = ~np.isnan(values[train]).any(axis=0)
+    anomaly = np.empty_like(values)
+    for c in range(12):
+        same = train & (calendar == c)
+        total = values[same].sum(axis=0)
+        anomaly[calendar == c] = values[calendar == c] - total / same.sum()
+        anomaly[same] = values[same] - (total - values[same]) / (same.sum() - 1)
+    means = anomaly[:, ocean].mean(axis=1)  # the region "all"
+    season = np.abs((np.arange(12)[:, None] - calendar[None, :] + 6) % 12 - 6) <= 1
+    spread = np.array([means[train & season[c]].std() for c in range(12)])
+    scaled = means / np.maximum(spread, Thresholds().min_std)[calendar]
+    expected = compare("sst", "all", scaled[train], scaled[new][np.isfinite(scaled[new])], Thresholds())
+    assert found["all"].shift == pytest.approx(expected.shift, rel=1e-9)
+    assert found["all"].psi == expected.psi and found["all"].new == 11
 
 
 def test_since_inside_the_training_period_is_one_line_naming_the_first_allowed_month(enso_home: Catalog) -> None:
