@@ -31,6 +31,7 @@ from tests.timeouts import scaled
 
 ONI = Path(__file__).parent / "data" / "nino" / "oni_small.txt"
 CHROMIUM = next((found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+SCREENSHOTS = Path(__file__).parents[1] / ".test-artifacts" / "site"  # kept after the run, for a person to look at
 
 
 def _plot(path: Path, title: str) -> None:
@@ -293,10 +294,11 @@ class Browser:
             os.close(self._reader)
 
 
-def _screenshot(browser: Browser, path: Path) -> None:
-    """The whole page as a PNG, kept with the test's tmp folder (pytest keeps the last three runs' folders)."""
+def _screenshot(browser: Browser, name: str) -> None:
+    """The whole page as a PNG, kept as the test's artefact in .test-artifacts/site/ (ignored by git) to look at."""
     shot = browser.send("Page.captureScreenshot", browser.session, format="png", captureBeyondViewport=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / name).write_bytes(base64.b64decode(shot["data"]))
 
 
 @pytest.mark.slow
@@ -311,10 +313,10 @@ def test_in_a_real_browser_datasets_are_listed_a_lineage_link_reaches_the_files_
         assert listed == ["higgs_predictions", "model_registry", "nino34", "index_features"]
         images = browser.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         assert images == [["reports/enso_skill_by_lead.png", True, 180]]  # 3 x 2 inches at 60 dpi: it decoded
-        _screenshot(browser, tmp_path / "index.png")
+        _screenshot(browser, "index.png")
 
         browser.open((report.out / "dataset-higgs_predictions.html").as_uri())
-        _screenshot(browser, tmp_path / "lineage.png")
+        _screenshot(browser, "lineage.png")
         link = browser.evaluate("[...document.querySelectorAll('svg.lineage a')].map(a => a.getAttribute('href'))"
                                 ".find(href => href.startsWith('sources.html'))")
         browser.open((report.out / link).as_uri().replace("%23", "#"))
@@ -324,6 +326,6 @@ def test_in_a_real_browser_datasets_are_listed_a_lineage_link_reaches_the_files_
         browser.open((report.out / "model-higgs_tabnet.html").as_uri())
         assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)") is True
         assert browser.evaluate("document.querySelector('p.verdict').textContent").startswith("The model is better")
-        _screenshot(browser, tmp_path / "model.png")
+        _screenshot(browser, "model.png")
     finally:
         browser.close()
