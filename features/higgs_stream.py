@@ -91,6 +91,7 @@ class ShuffleBuffer:
         self.size, self.rng, self.held = size, rng, 0
         self.x = np.empty((size, FEATURES), dtype=np.float32)  # pages are touched only as rows arrive
         self.label = np.empty(size, dtype=np.float32)
+        self._rows = _as_rows(self.x)
 
     def push(self, x: np.ndarray, label: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Add rows; yield the blocks of rows they displace (none while the buffer fills)."""
@@ -100,15 +101,22 @@ class ShuffleBuffer:
         for start in range(filled, len(x), self.size):  # a block larger than the buffer goes in pieces
             piece = slice(start, min(start + self.size, len(x)))
             slots = self.rng.choice(self.size, size=piece.stop - piece.start, replace=False)
-            out = self.x[slots], self.label[slots]
-            self.x[slots], self.label[slots] = x[piece], label[piece]
+            # Rows as single 112-byte items: take and put move them 3-4x faster than 2-D fancy indexing here.
+            out = np.take(self._rows, slots).view(np.float32).reshape(-1, FEATURES), np.take(self.label, slots)
+            np.put(self._rows, slots, _as_rows(np.ascontiguousarray(x[piece])))
+            np.put(self.label, slots, label[piece])
             yield out
 
     def drain(self) -> tuple[np.ndarray, np.ndarray]:
         """Every row held, in a random order; the buffer is empty after."""
         order = self.rng.permutation(self.held)
         self.held = 0
-        return self.x[order], self.label[order]
+        return np.take(self._rows, order).view(np.float32).reshape(-1, FEATURES), np.take(self.label, order)
+
+
+def _as_rows(x: np.ndarray) -> np.ndarray:
+    """A C-contiguous (N, 28) float32 array as N void items of 112 bytes, sharing its memory."""
+    return x.view(np.dtype((np.void, FEATURES * 4))).reshape(-1)
 
 
 class HiggsStream(torch.utils.data.IterableDataset):
@@ -164,38 +172,35 @@ class HiggsStream(torch.utils.data.IterableDataset):
         epoch, self.epoch = self.epoch, self.epoch + 1
         buffer = ShuffleBuffer(self.buffer_rows, np.random.default_rng([self.seed, epoch, worker])) \
             if self.shuffle else None
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        carry = (np.empty((0, FEATURES), dtype=np.float32), np.empty(0, dtype=np.float32))
         for x, label in self._blocks(self.order(epoch, worker, workers)):
             blocks = buffer.push(x, label) if buffer is not None else iter([(x, label)])
             for block in blocks:
-                pending.append(block)
-                self._count(buffer, len(x), pending)
-                yield from self._cut(pending, final=False)
+                # Held now: the buffer, the block read (without a buffer, it is the block cut), the block cut, the carry.
+                held = (buffer.held + len(x) if buffer is not None else 0) + len(block[0]) + len(carry[0])
+                self.peak_rows = max(self.peak_rows, held)
+                carry = yield from self._cut(carry, block)
         if buffer is not None:
-            pending.append(buffer.drain())
-        yield from self._cut(pending, final=True)
+            carry = yield from self._cut(carry, buffer.drain())
+        if len(carry[0]) and not self.drop_last:
+            yield _batch(*carry)
 
-    def _count(self, buffer: ShuffleBuffer | None, read: int, pending: list[tuple[np.ndarray, np.ndarray]]) -> None:
-        """Note the rows held now: the buffer's and the block read (without a buffer, the block is pending) and pending."""
-        held = (buffer.held + read if buffer is not None else 0) + sum(len(x) for x, _ in pending)
-        self.peak_rows = max(self.peak_rows, held)
-
-    def _cut(self, pending: list[tuple[np.ndarray, np.ndarray]], *, final: bool) -> Iterator[dict[str, torch.Tensor]]:
-        """Whole batches from the pending blocks (all that is left when `final`); a partial batch stays pending."""
-        rows = sum(len(x) for x, _ in pending)
-        if rows < self.batch_size and not final:
-            return
-        x = pending[0][0] if len(pending) == 1 else np.concatenate([x for x, _ in pending])
-        label = pending[0][1] if len(pending) == 1 else np.concatenate([label for _, label in pending])
-        pending.clear()
-        whole = rows - rows % self.batch_size
+    def _cut(self, carry: tuple[np.ndarray, np.ndarray],
+             block: tuple[np.ndarray, np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        """Yield the whole batches of the carried rows followed by `block`; return the rows left (a copy, so that
+        the block's memory is not kept alive by them)."""
+        x, label = block
+        if len(carry[0]):  # only the first batch is assembled; the others are views of the block
+            head = self.batch_size - len(carry[0])
+            carry = np.concatenate([carry[0], x[:head]]), np.concatenate([carry[1], label[:head]])
+            x, label = x[head:], label[head:]
+            if len(carry[0]) < self.batch_size:
+                return carry
+            yield _batch(*carry)
+        whole = len(x) - len(x) % self.batch_size
         for start in range(0, whole, self.batch_size):
             yield _batch(x[start : start + self.batch_size], label[start : start + self.batch_size])
-        if whole < rows:
-            if not final:
-                pending.append((x[whole:], label[whole:]))
-            elif not self.drop_last:
-                yield _batch(x[whole:], label[whole:])
+        return x[whole:].copy(), label[whole:].copy()
 
     def _blocks(self, units: tuple[Unit, ...]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(x, label) blocks of at most `read_rows` rows of the split from the row groups, in their order."""
