@@ -47,6 +47,7 @@ import pyarrow as pa
 from shoal.commit_stats import Columns, arrow_stats, columns_of_summary, merge_columns, polars_summary
 from shoal.errors import CatalogError, SchemaError, SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
+from shoal.rules import Rules, out_of_range, range_checks
 from shoal.splits import SPLITS
 from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
 
@@ -80,6 +81,13 @@ RATIO_FLOOR = 16 << 20  # text inflated before the ratio is judged: a small file
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
         "fetch the file again (`shoal fetch higgs`) or fix the line")
 _EXPECTED = "HIGGS.csv, HIGGS.csv.gz or the UCI zip"
+# Physical bounds only where they are certain: momenta, the missing energy and invariant masses are magnitudes. The
+# other features (pseudorapidities, angles in scaled units, b-tags) have no bound the file's format guarantees.
+NON_NEGATIVE = ("lepton_pT", "missing_energy_magnitude", "jet_1_pt", "jet_2_pt", "jet_3_pt", "jet_4_pt",
+                "m_jj", "m_jjj", "m_lv", "m_jlv", "m_bb", "m_wbb", "m_wwbb")
+# Checked on every row as it is parsed: the item is the whole file, and a bad row anywhere commits nothing.
+RULES = Rules(ranges={"label": (0.0, 1.0), **dict.fromkeys(NON_NEGATIVE, (0.0, math.inf))},
+              max_nan_fraction=dict.fromkeys(COLUMNS, 0.0), columns=COLUMNS, fix=_FIX)
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,21 @@ def _diagnose(path: Path, block: bytes, first_line: int) -> SchemaError:
                 return SchemaError(path, f"column {name}: {field!r} is not a finite number", fix=_FIX, line=number)
         if float(fields[0]) not in (0.0, 1.0):
             return SchemaError(path, f"label: expected 0 or 1, found {fields[0]!r}", fix=_FIX, line=number)
+        for name, field in zip(COLUMNS, fields, strict=True):
+            if (problem := out_of_range(RULES, name, float(field))) is not None:
+                return SchemaError(path, f"column {name}: {problem}", fix=RULES.fix, line=number)
     return SchemaError(path, "a block of lines did not parse", fix=_FIX, line=first_line)
+
+
+def _good() -> pl.Expr:
+    """True on a row that keeps RULES: a label of 0 or 1, every value finite (no NaN allowed) and within its range.
+
+    A blank or short line parses as nulls: null is not good.
+    """
+    import polars as pl
+
+    finite = [pl.col(name).is_finite() for name in FEATURES if RULES.max_nan_fraction[name] == 0]
+    return pl.all_horizontal([*finite, pl.col("label").is_in([0.0, 1.0]), *range_checks(RULES, COLUMNS)]).fill_null(False)
 
 
 def _parse(path: Path, block: bytes, first_line: int) -> pl.DataFrame:
@@ -318,8 +340,7 @@ def _parse(path: Path, block: bytes, first_line: int) -> pl.DataFrame:
         frame = pl.read_csv(block, has_header=False, new_columns=list(COLUMNS), schema=schema)
     except (pl.exceptions.PolarsError, ValueError):
         raise _diagnose(path, block, first_line) from None
-    finite = pl.all_horizontal([pl.col(name).is_finite() for name in FEATURES])  # null -> null -> not good
-    good = frame.select((finite & pl.col("label").is_in([0.0, 1.0])).fill_null(False)).to_series()
+    good = frame.select(_good()).to_series()
     if not good.all():  # a blank line parses as a row of nulls
         raise _diagnose(path, block, first_line)
     return frame
@@ -362,18 +383,15 @@ class _Stream:
 def _sink(path: Path, folder: Path) -> Columns:
     """Parse, check and number every row of a plain file into Parquet files in `folder`; return their statistics.
 
-    A row that is not a label of 0 or 1 and 28 finite numbers gets a null label (a count in
-    the files' statistics); a line that does not parse at all stops the query. The statistics
-    of every column are a second query over the same scan (`collect_all` shares it): the file
-    is parsed once.
+    A row that breaks RULES (`_good`) gets a null label (a count in the files' statistics); a
+    line that does not parse at all stops the query. The statistics of every column are a
+    second query over the same scan (`collect_all` shares it): the file is parsed once.
     """
     import polars as pl
 
     schema = {"label": pl.Float64, **dict.fromkeys(FEATURES, pl.Float32)}
-    finite = pl.all_horizontal([pl.col(name).is_finite() for name in FEATURES])
-    good = (finite & pl.col("label").is_in([0.0, 1.0])).fill_null(False)  # a blank or short line has nulls
     rows = (pl.scan_csv(path, has_header=False, new_columns=list(COLUMNS), schema=schema).with_row_index("row_id")
-            .select(pl.col("row_id").cast(pl.Int64), pl.when(good).then(pl.col("label").cast(pl.Int8)).alias("label"),
+            .select(pl.col("row_id").cast(pl.Int64), pl.when(_good()).then(pl.col("label").cast(pl.Int8)).alias("label"),
                     *FEATURES))
     sink = rows.sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True,
                              lazy=True)

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from shoal.errors import SchemaError, SourceError
 from shoal.lineage import Provenance, SourceFile
+from shoal.rules import Rules, out_of_range, outside
 from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
 
 if TYPE_CHECKING:
@@ -40,6 +41,12 @@ SCHEMA = pa.schema(
 SAMPLE = Path(__file__).parent / "sample_data" / "ONI_NINO34_1854-2020.txt"
 MAX_BYTES = 16 << 20  # the real table is ~100 KB: a larger file is refused after reading this much
 _FIX = "expected the ONI table format (header row 'YEAR MON/MMM NINO34_MEAN ... PHASE', one row per month)"
+# What every row must be. The file's dates by its own columns; the values by the stored columns, in °C (missing
+# values aside): Niño 3.4 SST is tropical (23.6-29.4 in 1854-2020), its anomalies and ONI within a few degrees
+# (-2.4 .. 3.2 in the record). Checked row by row, so that a message names the line.
+RULES = Rules(ranges={"YEAR": (1800, 2200), "MON/MMM": (1, 12), "nino34_mean": (15.0, 35.0),
+                      "nino34_clim": (15.0, 35.0), "nino34_anom": (-5.0, 5.0), "oni": (-5.0, 5.0)},
+              columns=COLUMNS, fix="a value outside it is no Niño 3.4 measurement: correct the row, or fetch the table again")
 
 
 def _text(path: Path) -> str:
@@ -63,7 +70,7 @@ def _header_index(path: Path, lines: list[str]) -> int:
     for index, line in enumerate(lines):
         tokens = line.split()
         if tokens[:1] == ["YEAR"]:
-            missing = [c for c in COLUMNS if c not in tokens]
+            missing = [c for c in RULES.columns if c not in tokens]
             if missing:
                 raise SchemaError(path, f"header row lacks column(s) {', '.join(missing)}", fix=_FIX, line=index + 1)
             return index
@@ -107,7 +114,8 @@ def read_oni(path: str | Path) -> pa.Table:
 
     Raises:
         SourceError: unreadable, empty, not text, or not the ONI layout.
-        SchemaError: a missing column, a non-numeric value, a bad month or phase, a duplicate month.
+        SchemaError: a missing column, a non-numeric value, a bad month or phase, a duplicate month, a value
+            outside its range (`RULES`).
     """
     import pandas as pd
 
@@ -117,7 +125,8 @@ def read_oni(path: str | Path) -> pa.Table:
     frame, line_numbers = _frame(path, lines, header)
     year = _numbers(path, frame, "YEAR", line_numbers)
     month = _numbers(path, frame, "MON/MMM", line_numbers)
-    bad_date = ~(month.between(1, 12) & year.between(1800, 2200) & (year % 1 == 0) & (month % 1 == 0))
+    bad_date = ~(month.between(*RULES.ranges["MON/MMM"]) & year.between(*RULES.ranges["YEAR"]) & (year % 1 == 0)
+                 & (month % 1 == 0))
     if bad_date.any():
         row = int(bad_date.to_numpy().argmax())
         raise SchemaError(path, f"expected a year and a month 1-12, found {year.iloc[row]} {month.iloc[row]}", fix=_FIX, line=line_numbers[row])
@@ -134,7 +143,12 @@ def read_oni(path: str | Path) -> pa.Table:
     columns = {"month": pa.array(months.dt.date, pa.date32())}
     for source, name in VALUES.items():
         values = _numbers(path, frame, source, line_numbers)
-        columns[name] = pa.array(values.where(values != MISSING), pa.float64(), from_pandas=True)
+        values = values.where(values != MISSING)
+        if (bad := outside(RULES, name, values.to_numpy())).any():
+            row = int(bad.argmax())
+            problem = out_of_range(RULES, name, float(values.iloc[row]))
+            raise SchemaError(path, f"column {source}: {problem}", fix=RULES.fix, line=line_numbers[row])
+        columns[name] = pa.array(values, pa.float64(), from_pandas=True)
     columns["phase"] = pa.array(phase.where(phase != "M"), pa.string(), from_pandas=True)
     return pa.table(columns, schema=SCHEMA).sort_by("month")
 

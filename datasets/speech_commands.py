@@ -45,6 +45,7 @@ import pyarrow as pa
 from shoal.commit_stats import Columns, arrow_stats, merge_columns
 from shoal.errors import SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
+from shoal.rules import Rules, problems
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
 
 if TYPE_CHECKING:
@@ -82,6 +83,11 @@ _FIX_LAYOUT = "expected the Speech Commands layout: <word>/<speaker>_nohash_<n>.
 _FIX_WAV = "replace it with a 16 kHz mono 16-bit PCM WAV, or remove it"
 _FIX_ARCHIVE = "the archive is not the published one; fetch it again with `shoal fetch speech`"
 _EXPECTED = "the dataset folder or speech_commands_v0.01.tar.gz"
+# What every clip is. A file at another rate or with more channels is converted (resampled, averaged), so the rate is
+# what is stored, not a refusal; a file's samples, as float, must be in -1 .. 1 with no NaN: a float WAV beyond that
+# would be clipped (or, NaN, turned into noise) on the way to int16. How long a clip may be is `SpeechLimits`' (judged
+# from the header before decoding, and raised per call).
+RULES = Rules(ranges={"samples": (-1.0, 1.0)}, max_nan_fraction={"samples": 0.0}, sample_rate=SAMPLE_RATE, fix=_FIX_WAV)
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,8 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> tuple[np.ndarray
             sample is decoded; None: no limit.
 
     Raises:
-        ValueError: empty, not a WAV, unreadable, too long, or without samples (the message says which).
+        ValueError: empty, not a WAV, unreadable, too long, without samples, or float samples that break
+            RULES (the message says which).
     """
     import soundfile as sf
 
@@ -150,11 +157,15 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> tuple[np.ndarray
         raise ValueError(f"not a readable WAV file (libsndfile: {error.error_string})") from None
     if len(samples) == 0:
         raise ValueError("the WAV holds no samples")
-    if samples.dtype != np.int16:
-        if rate != SAMPLE_RATE:
+    if samples.dtype != np.int16:  # 16-bit PCM is within -1 .. 1 (as float) by its format; floats need the rules
+        from shoal.stats import RunningStats
+
+        if broken := problems(RULES, stats={"samples": RunningStats.from_values(samples, axis=None)}):
+            raise ValueError("; ".join(broken))
+        if rate != RULES.sample_rate:
             import soxr
 
-            samples = soxr.resample(samples, rate, SAMPLE_RATE)
+            samples = soxr.resample(samples, rate, RULES.sample_rate)
         samples = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
     return samples, rate, channels
 

@@ -5,14 +5,25 @@ allows, the grid, columns or sample rate it expects) and checks each item it ing
 a file, a clip) with `violations`, from the statistics it computes for the commit anyway: a
 check costs no pass over the data. Each violation is one line that names the item, what was
 expected, what was found and the fix; an item with a violation is refused, the others land.
+
+A source whose item is a whole file of rows (a table) checks its rows instead, so that the
+line names the first bad row: `range_checks` as polars expressions beside the parse, `outside`
+over a column in numpy, and `out_of_range` for the one value a message shows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from shoal.stats import RunningStats
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True)
@@ -77,3 +88,35 @@ def problems(rules: Rules, *, stats: Mapping[str, RunningStats] | None = None, c
             if fraction > rules.max_nan_fraction[name]:
                 found.append(f"{name} expected at most {rules.max_nan_fraction[name]:.0%} NaN, found {fraction:.1%}")
     return found
+
+
+def out_of_range(rules: Rules, name: str, value: float) -> str | None:
+    """Why one value of `name` breaks its range (`expected in LOW .. HIGH, found VALUE`), or None.
+
+    NaN is left to `max_nan_fraction`: it is in no range and out of none.
+    """
+    if name not in rules.ranges or math.isnan(value):
+        return None
+    low, high = rules.ranges[name]
+    return None if low <= value <= high else f"expected in {low:g} .. {high:g}, found {value:g}"
+
+
+def outside(rules: Rules, name: str, values: np.ndarray) -> np.ndarray:
+    """Where the values of `name` break its range (NaN never does), as a boolean array; all False without a range."""
+    values = np.asarray(values, np.float64)
+    if name not in rules.ranges:
+        return np.zeros(values.shape, bool)
+    low, high = rules.ranges[name]
+    with np.errstate(invalid="ignore"):
+        return (values < low) | (values > high)
+
+
+def range_checks(rules: Rules, names: Iterable[str]) -> list[pl.Expr]:
+    """Polars expressions, one per column of `names` with a range, false on a row whose value is outside it.
+
+    Rows are judged one by one, beside the parse: a file whose rows all pass has every
+    column within range in its statistics, and a failing file names its first bad row.
+    """
+    import polars as pl
+
+    return [pl.col(name).cast(pl.Float64).is_between(*rules.ranges[name]) for name in names if name in rules.ranges]

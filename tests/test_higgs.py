@@ -122,6 +122,8 @@ def _bad(first5: Path, line: int, text: str) -> Path:
     (2, lambda fields: [*fields[:5], "nan", *fields[6:]], "column missing_energy_phi: 'nan' is not a finite number"),
     (1, lambda fields: [*fields[:-1], "inf"], "column m_wwbb: 'inf' is not a finite number"),
     (3, lambda fields: [""], "an empty line"),
+    (4, lambda fields: [fields[0], "-5e-01", *fields[2:]], "column lepton_pT: expected in 0 .. inf, found -0.5"),
+    (2, lambda fields: [*fields[:26], "-1.0", *fields[27:]], "column m_bb: expected in 0 .. inf, found -1"),
 ])
 def test_a_bad_line_is_named_with_its_number_and_nothing_is_committed(catalog, first5: Path, line: int, edit,  # noqa: ANN001
                                                                       problem: str) -> None:

@@ -248,6 +248,26 @@ def test_impossible_month_is_refused_on_its_line(tmp_path: Path, line: int, old:
     _check_message(raised.value, path, line, problem, "expected the ONI table format")
 
 
+@pytest.mark.parametrize(("line", "old", "new", "problem"), [
+    (13, "-1.02", "-7.02", "column NINO34_ANOM: expected in -5 .. 5, found -7.02"),
+    (14, "26.29", "62.90", "column NINO34_MEAN: expected in 15 .. 35, found 62.9"),
+])
+def test_a_value_outside_its_rules_range_is_refused_on_its_line(tmp_path: Path, line: int, old: str, new: str,
+                                                                 problem: str) -> None:
+    path = _variant(tmp_path, line, old, new)
+    with pytest.raises(SchemaError) as raised:
+        oni.read_oni(path)
+    _check_message(raised.value, path, line, problem, oni.RULES.fix)
+
+
+def test_the_rules_hold_for_every_row_of_the_full_real_table(full: pa.Table) -> None:
+    from shoal.rules import outside
+
+    for name in oni.VALUES.values():
+        values = full.column(name).to_numpy(zero_copy_only=False).astype(float)
+        assert not outside(oni.RULES, name, values).any(), name
+
+
 # -- ingest into the catalog ---------------------------------------------------------------------
 
 

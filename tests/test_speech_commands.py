@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from shoal.datasets.speech_commands import DATASET, NOISE, WORDS, decode, hash_split, ingest, read_split_lists
+from shoal.datasets.speech_commands import (DATASET, NOISE, RULES, WORDS, decode, hash_split, ingest,
+                                           read_split_lists)
 from tests.timeouts import scaled
 
 FIXTURES = Path(__file__).parent / "data" / "speech_commands" / "v0.01"
@@ -211,6 +212,24 @@ def test_a_clip_that_changed_under_the_same_name_is_refused_and_the_stored_one_k
     report = ingest(catalog, [folder])
     assert report.exit_code == 1 and len(report.failures) == 1 and "clips are immutable" in report.failures[0]
     assert catalog.latest_version(DATASET) == 0
+
+
+def test_float_clips_beyond_minus_1_to_1_or_with_nan_break_the_rules_one_line_each_and_the_good_clips_land(
+        catalog, folder: Path) -> None:  # noqa: ANN001
+    loud = np.sin(np.linspace(0, 60, 8000)).astype(np.float32) * 1.5
+    hole = np.zeros(8000, np.float32)
+    hole[:800] = np.nan
+    _wav(folder / "yes" / "cccc0001_nohash_0.wav", loud, subtype="FLOAT")
+    _wav(folder / "up" / "cccc0002_nohash_0.wav", hole, subtype="FLOAT")
+    _wav(folder / "up" / "cccc0003_nohash_0.wav", loud / 2, subtype="FLOAT")  # within the rules: lands
+    report = ingest(catalog, [folder])
+    low, high = float(loud.min()), float(loud.max())
+    assert report.failures == (
+        f"{folder / 'up' / 'cccc0002_nohash_0.wav'}: samples expected at most 0% NaN, found 10.0%; {RULES.fix}",
+        f"{folder / 'yes' / 'cccc0001_nohash_0.wav'}: samples expected in -1 .. 1, found {low:g} .. {high:g}; "
+        f"{RULES.fix}",
+    )
+    assert len(report.committed) == 10 and len(_rows(catalog)) == 10
 
 
 def test_decode_keeps_16_khz_mono_int16_samples_exactly() -> None:
