@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from shoal.commit_stats import WHOLE, CommitStats
 from shoal.errors import CatalogError, ConcurrentCommit, HomeError, home_failure, no_dataset
 from shoal.lineage import LINEAGE_KEY, Lineage, Provenance
@@ -206,22 +208,60 @@ def write_whole(uri: str, name: str, lock_path: Path | None, dataset: xr.Dataset
     the second failing with a conflict on every chunk.
     """
     with ArraySession(uri, name, lock_path, home=home) as session:
+        if _lazy(dataset):
+            return session.commit(provenance, stats=_write_lazy(session, dataset, encoding))
         dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding)
         return session.commit(provenance, stats=dataset_stats(dataset))
 
 
-def dataset_stats(dataset: xr.Dataset) -> CommitStats | None:
-    """The statistics of every real-valued variable of a dataset held in memory, as a whole write's.
+def _real(dataset: xr.Dataset) -> dict[str, xr.DataArray]:
+    """The variables that have statistics: numbers and booleans (not text, not dates)."""
+    return {str(name): variable for name, variable in dataset.data_vars.items() if variable.dtype.kind in "biuf"}
 
-    None when a variable is lazy (dask): summarizing it would compute it a second time.
-    """
+
+def _lazy(dataset: xr.Dataset) -> bool:
+    return any(variable.chunks is not None for variable in dataset.data_vars.values())
+
+
+def dataset_stats(dataset: xr.Dataset) -> CommitStats:
+    """The statistics of every real-valued variable of a dataset held in memory, as a whole write's."""
     from shoal.stats import RunningStats
 
-    real = {str(name): variable for name, variable in dataset.data_vars.items() if variable.dtype.kind in "biuf"}
-    if any(variable.chunks is not None for variable in real.values()):
-        return None
-    columns = {name: RunningStats.from_values(variable.values, axis=None) for name, variable in real.items()}
+    columns = {name: RunningStats.from_values(variable.values, axis=None) for name, variable in _real(dataset).items()}
     return CommitStats(mode="overwrite", parts={WHOLE: columns})
+
+
+def _write_lazy(session: ArraySession, dataset: xr.Dataset, encoding: dict[str, dict] | None) -> CommitStats:
+    """Write a dataset with lazy (dask) variables in slabs along their first dimension; return its statistics.
+
+    Each slab is computed once (by dask, in parallel), written as a region and summarized
+    while in memory: no second pass, and memory bounded by a slab. A slab ends where every
+    lazy variable's blocks end, so no block is computed twice. xarray's own lazy write
+    could not share its blocks with a summary: `to_zarr(compute=False)` hands back a graph
+    already optimized, its keys renamed (every block was computed twice).
+    """
+    from shoal.commit_stats import merge_columns
+    from shoal.stats import RunningStats
+
+    lazy = [str(name) for name, variable in dataset.data_vars.items() if variable.chunks is not None]
+    dim = dataset[lazy[0]].dims[0]
+    sliced = [name for name in lazy if dim in dataset[name].dims]
+    # A lazy variable without that dimension is computed whole, once, before the slabs.
+    dataset = dataset.assign({name: dataset[name].compute() for name in lazy if name not in sliced})
+    dataset.to_zarr(session.store, mode="w", consolidated=False, encoding=encoding, compute=False)  # the rest
+    columns = dataset_stats(dataset.drop_vars(sliced)).parts[WHOLE]
+    ends = set.intersection(*[set(np.cumsum(dataset[name].chunksizes[dim]).tolist()) for name in sliced])
+    real = [name for name in sliced if name in _real(dataset)]
+    start = 0
+    for end in sorted(ends):
+        region = {dim: slice(start, end)}
+        slab = dataset[sliced].isel(region).compute()
+        slab.drop_vars([name for name in slab.coords if dim not in slab[name].dims]).to_zarr(
+            session.store, region=region, consolidated=False)
+        columns = merge_columns(columns, {name: RunningStats.from_values(slab[name].values, axis=None)
+                                          for name in real})
+        start = end
+    return CommitStats(mode="overwrite", parts={WHOLE: {name: columns[name] for name in _real(dataset)}})
 
 
 def _open_dataset(store: zarr.storage.StoreLike) -> xr.Dataset | None:

@@ -215,3 +215,37 @@ def test_speech_clips_written_in_shards_on_a_cluster_store_the_statistics_of_eve
 def test_sst_months_written_on_a_cluster_store_the_statistics_of_every_month(client: object, catalog: Catalog) -> None:
     cobe_sst.ingest(catalog, sorted((SST / "good").glob("*.grb")), client=client)
     _assert_numpy(catalog.stats("sst")["sst"], catalog.open_array("sst").sst.values)
+
+
+def test_a_lazy_array_write_summarizes_each_block_as_it_is_written_once(catalog: Catalog) -> None:
+    import threading
+
+    import dask
+    import dask.array as da
+
+    rng = np.random.default_rng(4)
+    values, weights, land = rng.normal(1e3, 5, (6, 8, 10)), rng.normal(0, 1, 6), rng.random((8, 10)) > 0.7
+    values[2, :4] = np.nan
+    computed: list[tuple[str, tuple[int, ...]]] = []
+    lock = threading.Lock()
+
+    def counted(name: str, data: np.ndarray, chunks: tuple[int, ...]) -> da.Array:
+        def block(x: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+            with lock:
+                computed.append((name, tuple(block_info[0]["chunk-location"])))
+            return x
+
+        return da.from_array(data, chunks=chunks).map_blocks(block, dtype=data.dtype)
+
+    dataset = xr.Dataset({"v": (("t", "y", "x"), counted("v", values, (2, 4, 10))),
+                          "w": (("t",), counted("w", weights, (3,))),  # other blocks along t: slabs of 6
+                          "land": (("y", "x"), counted("land", land, (8, 5))),  # without t: computed whole, once
+                          "step": (("t",), np.arange(6))}, coords={"t": np.arange(6), "y": np.arange(8)})
+    with dask.config.set(scheduler="threads"):  # counted here, even while this module's cluster is up
+        catalog.write_array("a", dataset, encoding={"v": {"chunks": (2, 4, 10)}}, provenance=Provenance())
+    assert len(computed) == len(set(computed)) == 6 + 2 + 2  # every block once: written and summarized
+    stats, stored = catalog.stats("a"), catalog.open_array("a")
+    assert sorted(stats) == ["land", "step", "v", "w"]
+    for name, data in (("v", values), ("w", weights), ("land", land), ("step", np.arange(6))):
+        _assert_numpy(stats[name], data)
+        np.testing.assert_array_equal(stored[name].values, data)
