@@ -264,6 +264,9 @@ def _as_real_array(values: Any) -> np.ndarray:
         import pyarrow as pa
 
         if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            numeric = pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+            if numeric and values.null_count == 0:
+                return values.to_numpy()  # as stored, no copy (one chunk): the summary converts it once
             # Nulls become NaN in the float64 view.
             return values.cast(pa.float64()).to_numpy(zero_copy_only=False)
     array = np.asarray(values)

@@ -198,6 +198,30 @@ def test_float32_input_matches_float64_reference() -> None:
     assert stats.mean.dtype == np.float64
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.int64, np.bool_])
+def test_one_column_of_any_real_dtype_matches_numpy_in_one_chunk_in_many_and_from_arrow(dtype: type) -> None:
+    # One column has a path of its own (NaN dropped once, passes without masks): a grid summarized whole, a table column.
+    rng = np.random.default_rng(9)
+    if dtype in (np.float32, np.float64):
+        column = (rng.standard_normal(5000) * 3 + 290).astype(dtype)
+        column[rng.random(5000) < 0.45] = np.nan  # like the land of an SST month
+    else:
+        column = (rng.random(5000) < 0.3) if dtype is np.bool_ else rng.integers(-100, 100, 5000).astype(dtype)
+    as_float = column.astype(np.float64)[:, None]
+    assert_matches_numpy(RunningStats.from_values(column[:, None]), as_float)
+    assert_matches_numpy(RunningStats.from_chunks(column[:, None], chunk_rows=999, workers=2), as_float)
+    whole = RunningStats.from_values(column.reshape(50, 100), axis=None)
+    assert whole.shape == () and whole == RunningStats.from_values(column, axis=None)
+    for name, expected in numpy_reference(as_float[:, 0]).items():
+        assert_rel(getattr(whole, name), expected)
+    # NaN stays NaN in an Arrow float column, or is a null (from_pandas): both count as missing.
+    for arrow in (RunningStats.from_values(pa.array(column)), RunningStats.from_values(pa.array(column, from_pandas=True))):
+        for name in ("count", "nan_count", "min", "max"):
+            np.testing.assert_array_equal(getattr(arrow, name), getattr(whole, name), err_msg=name)
+        assert_rel(arrow.mean, whole.mean)
+        assert_rel(arrow.var, whole.var)
+
+
 def test_pyarrow_nulls_count_as_nan() -> None:
     floats = pa.array([1.0, None, 3.0, 4.5, None])
     stats = RunningStats.from_values(floats)
