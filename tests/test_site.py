@@ -25,7 +25,8 @@ from shoal.catalog import Catalog
 from shoal.evaluation import MODEL, score
 from shoal.lineage import InputVersion, Provenance
 from shoal.models.registry import register_model
-from shoal.site import build_site, lineage_graph, stored_statistics, table_statistics
+from shoal.site import build_site, lineage_graph
+from shoal.site_stats import stored_statistics, table_statistics
 from shoal.stats import RunningStats
 from tests.timeouts import scaled
 
@@ -166,7 +167,7 @@ def test_statistics_the_commits_stored_are_shown_and_the_histogram_is_counted_be
 
 
 def test_an_array_variable_shows_its_stored_statistics_and_a_histogram_read_in_slices(built: Catalog) -> None:
-    from shoal.site import array_statistics
+    from shoal.site_stats import array_statistics
 
     stored = stored_statistics(built, "index_features")
     (whole,) = array_statistics(built, "index_features", stored)
