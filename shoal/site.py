@@ -4,8 +4,9 @@
 offline) through the Jinja templates in `shoal/site_templates/`, and copies `HOME/reports/*.png`
 beside the pages. `site_server` serves such a folder read-only on 127.0.0.1.
 
-Statistics: each column's stored summary with its histogram (`shoal.site_stats`). Drift: `shoal.drift.drift` of every task, the newest feature version against its training data,
-as `shoal drift TASK` reports it.
+Statistics: each column's stored summary with its histogram (`shoal.site_stats`). Drift:
+`shoal.drift.drift` of every task, the newest feature version against its training data, as
+`shoal drift TASK` reports it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class LineageGraph:
             x2, y2 = parent.x + _NODE_WIDTH // 2, parent.y
             if parent.y - child.y > _NODE_HEIGHT + _LAYER_GAP:
                 side = max(child.x, parent.x) + _NODE_WIDTH + _ROW_GAP // 2
-                drawn.append(f"M{child.x + _NODE_WIDTH},{child.y + _NODE_HEIGHT // 2} C{side + 40},{child.y + _NODE_HEIGHT} "
+                drawn.append(f"M{child.x + _NODE_WIDTH},{child.y + _NODE_HEIGHT // 2} "
+                             f"C{side + 40},{child.y + _NODE_HEIGHT} "
                              f"{side + 40},{parent.y} {parent.x + _NODE_WIDTH},{parent.y + _NODE_HEIGHT // 2}")
             else:
                 middle = (y1 + y2) // 2
@@ -165,6 +167,17 @@ def drift_views(catalog: Catalog) -> list[DriftView]:
     return views
 
 
+# Dimensions as a geoscientist reads them (time, lat, lon); the lineage stores sizes by name, in no order.
+_DIMENSION_ORDER = ("time", "lead", "lat", "y", "lon", "x")
+
+
+def _shape(shape: Mapping[str, int] | None) -> str:
+    """'time 66 × lat 180 × lon 360 × sha256_byte 32': the usual dimensions first, the others by name."""
+    rank = {name: index for index, name in enumerate(_DIMENSION_ORDER)}
+    ordered = sorted((shape or {}).items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    return " × ".join(f"{name} {size}" for name, size in ordered)
+
+
 def _rows(count: int) -> str:
     return f"{count:,} row{'' if count == 1 else 's'}"
 
@@ -192,7 +205,7 @@ def lineage_graph(root: LineageNode, sources: _Sources) -> LineageGraph:
             lineage = node.lineage
             detail = ("not in the catalog" if lineage is None else
                       _rows(lineage.rows) if lineage.rows is not None else
-                      " × ".join(f"{k} {v}" for k, v in (lineage.shape or {}).items()))
+                      _shape(lineage.shape))
             boxes[here] = GraphNode(here, f"{node.name} v{node.version}", detail,
                                     f"{page_name('dataset', node.name)}#v{node.version}" if lineage else "", node.kind)
         for parent in node.parents:
@@ -274,7 +287,8 @@ def _model_view(catalog: Catalog, entry: ModelVersion, reports: Sequence[str]) -
     if task is None or "skill" not in metrics:
         return ModelView(entry, trained_on, (), (), (), "", "", other, plots)
     table = task.skill_table(metrics)
-    return ModelView(entry, trained_on, table.columns, table.rows, table.model_rows, table.title, table.verdict, other, plots)
+    return ModelView(entry, trained_on, table.columns, table.rows, table.model_rows, table.title, table.verdict, other,
+                     plots)
 
 
 # -- the site -----------------------------------------------------------------------------------
@@ -305,7 +319,8 @@ def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteR
         out.mkdir(parents=True, exist_ok=True)
         images = _copy_reports(catalog, out)
     except OSError as error:
-        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
+        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; "
+                         "pass a writable folder") from error
     environment = _environment()
     sources = _Sources()
     datasets = catalog.list()
@@ -332,7 +347,8 @@ def build_site(catalog: Catalog, out: Path, *, with_drift: bool = True) -> SiteR
         for file, text in pages.items():
             (out / file).write_text(text, encoding="utf-8")
     except OSError as error:
-        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; pass a writable folder") from error
+        raise ShoalError(f"cannot write the site into {out}: {error.strerror or error}; "
+                         "pass a writable folder") from error
     # A dataset or model gone from the home since the last build leaves no page behind (only our own pages go).
     for stale in [*out.glob("dataset-*.html"), *out.glob("model-*.html")]:
         if stale.name not in pages:
@@ -373,9 +389,9 @@ def _dataset_page(environment: Any, catalog: Catalog, info: Any, sources: _Sourc
                          "snapshot": getattr(entry, "snapshot", ""),
                          "what": (lineage.message if lineage and lineage.message else getattr(entry, "operation", "")),
                          "size": "" if lineage is None else (_rows(lineage.rows) if lineage.rows is not None
-                                                             else " × ".join(f"{k} {v}" for k, v in
-                                                                             (lineage.shape or {}).items())),
-                         "inputs": [] if lineage is None else [(i.name, version_label(catalog, i)) for i in lineage.inputs],
+                                                             else _shape(lineage.shape)),
+                         "inputs": [] if lineage is None else [(i.name, version_label(catalog, i))
+                                                               for i in lineage.inputs],
                          "files": len(files), "sources_href": href})
     return environment.get_template("dataset.html").render(
         title=info.name, info=info, facts=facts, versions=versions, statistics=statistics, graph=graph,

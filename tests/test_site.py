@@ -330,3 +330,10 @@ def test_in_a_real_browser_datasets_are_listed_a_lineage_link_reaches_the_files_
         _screenshot(browser, "model.png")
     finally:
         browser.close()
+
+
+def test_an_arrays_shape_reads_time_lat_lon_first_whatever_order_the_lineage_stored() -> None:
+    from shoal.site import _shape
+
+    shape = {"lon": 360, "sha256_byte": 32, "lat": 180, "time": 66}
+    assert _shape(shape) == "time 66 × lat 180 × lon 360 × sha256_byte 32"
