@@ -21,6 +21,15 @@ before 2000, valid before 2010; Speech, the 3,000-clip copy of the real clips
   Icechunk session + `load` for ENSO and the Speech feature arrays). Imports happen before
   the clock in both. Target >= 0.8x. Peak RSS (VmHWM) of each process is noted; for HIGGS
   the loader's process also runs the whole epoch first, so its peak covers a full pass.
+- Streamed HIGGS (`loader("train", stream=True)`: the split read from the feature version's
+  Parquet row groups while it iterates, through a shuffle buffer). Warm: one shuffled epoch at
+  TabNet's batch (16,384) against the in-memory loader on the same open version; no target:
+  it decodes the Parquet files every epoch, and the row says what bounded memory costs.
+  Memory: a fresh process opens the version and runs one whole shuffled train epoch (batch
+  1,024), streamed and in memory, on the 4,000,000-row table and on a 1,000,000-row table
+  generated alike (`bench/.out/loaders/home_1m`; train = 3,000,000 and 500,000 rows). Target:
+  the streamed peak RSS (VmHWM) on 4,000,000 rows at most 1.15x its peak on 1,000,000; the
+  peak of a process that only imports is the floor under both.
 - ENSO against xbatcher 0.4: `BatchGenerator` over the same in-memory xarray dataset (windows
   of 6 months sliding by one, `input_overlap={"time": 5}`), through xbatcher's own
   `loaders.torch.MapDataset` and a DataLoader of the same batch size, as its documentation
@@ -69,6 +78,9 @@ from bench.run import Result, interleaved, timed
 CACHE = Path(__file__).parent / ".out" / "loaders"
 HOME = CACHE / "home"
 HIGGS_ROWS = 4_000_000
+SMALL_HOME, SMALL_ROWS = CACHE / "home_1m", 1_000_000  # the streamed loader's peak RSS on a quarter of the rows
+STREAM_BATCH = 16_384  # TabNet's (the HIGGS task's) batch, for the streamed warm epoch
+STREAM_GROWTH = 1.15  # the streamed peak RSS on 4,000,000 rows at most this times its peak on 1,000,000
 SST_START, SST_END = "1970-01", "2020-12"
 ENSO_SETTINGS = {"valid_start": "2000-01", "test_start": "2010-01"}
 SPEECH_CLIPS = 3000
@@ -78,8 +90,8 @@ REPEATS, COLD_REPEATS = 3, 2
 WARM_TARGET, COLD_TARGET, XBATCHER_TARGET = 0.8, 0.8, 2.0
 
 
-def _write_higgs(catalog) -> None:  # noqa: ANN001 (the catalog loads lazily)
-    """A `higgs` version of HIGGS_ROWS bootstrapped rows, in the table's own layout."""
+def _write_higgs(catalog, rows: int = HIGGS_ROWS) -> None:  # noqa: ANN001 (the catalog loads lazily)
+    """A `higgs` version of `rows` bootstrapped rows, in the table's own layout."""
     import pyarrow as pa
 
     from shoal.datasets.higgs import SCHEMA
@@ -88,14 +100,14 @@ def _write_higgs(catalog) -> None:  # noqa: ANN001 (the catalog loads lazily)
 
     def batches():  # noqa: ANN202
         start = 0
-        for chunk in sample_rows(rows=HIGGS_ROWS):
+        for chunk in sample_rows(rows=rows):
             columns = [pa.array(np.arange(start, start + len(chunk))), pa.array(chunk[:, 0].astype(np.int8))]
             columns += [pa.array(chunk[:, 1 + j]) for j in range(chunk.shape[1] - 1)]
             start += len(chunk)
             yield pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
 
     catalog.write_streamed("higgs", batches(), schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
-        message=f"{HIGGS_ROWS:,} rows of shoal.datasets.higgs_sample.sample_rows (bench_loaders)"))
+        message=f"{rows:,} rows of shoal.datasets.higgs_sample.sample_rows (bench_loaders)"))
 
 
 def prepare() -> str:
@@ -121,6 +133,22 @@ def prepare() -> str:
         task.build_features(catalog, task.parse(settings), NULL)
     done.write_text("built\n")
     return str(HOME)
+
+
+def prepare_small() -> str:
+    """A second home: a `higgs` table of SMALL_ROWS rows and its feature version (built once, then reused)."""
+    from shoal.catalog import Catalog
+    from shoal.contract import get_task
+    from shoal.progress import NULL
+
+    done = CACHE / ".complete_1m"
+    if not done.exists():
+        catalog = Catalog(SMALL_HOME)
+        _write_higgs(catalog, SMALL_ROWS)
+        task = get_task("higgs")
+        task.build_features(catalog, task.parse({}), NULL)
+        done.write_text("built\n")
+    return str(SMALL_HOME)
 
 
 def _epoch(batches) -> int:  # noqa: ANN001
@@ -254,6 +282,17 @@ def xbatcher_result(home: str) -> Result:
 
 # Cold starts: each in a fresh process (its imports before the clock), returning (seconds, peak RSS MB).
 
+def _imports_only() -> None:
+    """Nothing: the peak RSS of a fresh process with the imports alone, the floor under the others."""
+
+
+def _streamed_epoch(home: str, stream: bool) -> None:
+    import shoal
+
+    _epoch(shoal.open_features("higgs", home=home).loader("train", batch_size=BATCH["higgs"], shuffle=True,
+                                                          stream=stream))
+
+
 def _cold_loader(home: str, task: str, version: int | None, epoch: bool) -> None:
     import shoal
 
@@ -355,11 +394,66 @@ def cold_results(home: str) -> list[Result]:
     return results
 
 
+def stream_warm_result(home: str) -> Result:
+    """One shuffled train epoch of the streamed loader against the in-memory loader, both with the version open."""
+    import shoal
+
+    features = shoal.open_features("higgs", home=home)
+    streamed = features.loader("train", batch_size=STREAM_BATCH, shuffle=True, stream=True)
+    in_memory = features.loader("train", batch_size=STREAM_BATCH, shuffle=True)
+    ours, baseline = timed(lambda: _epoch(streamed)), timed(lambda: _epoch(in_memory))
+    rows = ours()
+    baseline()
+    comparison = interleaved(ours, baseline, repeats=REPEATS)
+    return Result(
+        name=f"HIGGS {features.split.counts['train']:,} train rows streamed, batch {STREAM_BATCH:,}, warm epoch",
+        ours_label="FeatureSet.loader(stream=True) (shuffled, 0 workers)", ours_seconds=comparison.ours.median,
+        ours_spread=comparison.ours.spread, baseline_label="FeatureSet.loader in memory (shuffled, 0 workers)",
+        baseline_seconds=comparison.baseline.median, baseline_spread=comparison.baseline.spread,
+        target="none (shown for the memory it saves)", passed=True,
+        notes=f"speed-up {comparison.summary}; it decodes the Parquet row groups every epoch and passes the rows "
+              f"through the shuffle buffer; {features.split.counts['train'] / comparison.ours.median:,.0f} rows/s")
+
+
+def stream_memory_results(homes: dict[int, str]) -> list[Result]:
+    """A shuffled train epoch in a fresh process, streamed and in memory, on tables of two sizes: peak RSS (VmHWM)."""
+    measured: dict[tuple[int, bool], list[tuple[float, float]]] = {}
+    for rows, home in homes.items():
+        for _ in range(COLD_REPEATS):
+            for stream in (True, False):
+                measured.setdefault((rows, stream), []).append(_fresh("_streamed_epoch", home, stream))
+    peak = {key: max(m for _, m in runs) for key, runs in measured.items()}
+    floor = _fresh("_imports_only")[1]
+    small, large = min(homes), max(homes)
+    results = []
+    for rows in (large, small):
+        ours, plain = measured[(rows, True)], measured[(rows, False)]
+        growth = peak[(large, True)] / peak[(small, True)]
+        target = (f"streamed peak RSS <= {STREAM_GROWTH}x its peak on {small:,} rows" if rows == large else
+                  f"none (the reference of the {large:,}-row table)")
+        results.append(Result(
+            name=f"HIGGS {rows:,}-row table, a shuffled train epoch in a fresh process, streamed",
+            ours_label="fresh process: open_features + loader(stream=True) epoch",
+            ours_seconds=statistics.median(s for s, _ in ours), ours_spread=(min(s for s, _ in ours),
+                                                                              max(s for s, _ in ours)),
+            baseline_label="fresh process: open_features + loader epoch (in memory)",
+            baseline_seconds=statistics.median(s for s, _ in plain), baseline_spread=(min(s for s, _ in plain),
+                                                                                   max(s for s, _ in plain)),
+            target=target, passed=rows != large or growth <= STREAM_GROWTH,
+            notes=f"peak RSS streamed {peak[(rows, True)]:,.0f} MB, in memory {peak[(rows, False)]:,.0f} MB (batch "
+                  f"{BATCH['higgs']:,}); streamed {large:,} / {small:,} rows: {growth:.2f}x; a process with the "
+                  f"imports alone {floor:,.0f} MB; median of {COLD_REPEATS}"))
+    return results
+
+
 def run() -> list[Result]:
-    """Warm epochs against the numpy ceiling, cold opens against plain reads, ENSO against xbatcher."""
+    """Warm epochs against the numpy ceiling, cold opens against plain reads, ENSO against xbatcher, and the
+    streamed HIGGS loader's epoch and peak memory on two table sizes."""
     import torch
 
     torch.set_num_threads(1)  # the loaders and the ceilings are single-threaded copies; the machine is shared
     CACHE.mkdir(parents=True, exist_ok=True)
     home = prepare()
-    return [*warm_results(home), xbatcher_result(home), *cold_results(home)]
+    homes = {HIGGS_ROWS: home, SMALL_ROWS: prepare_small()}
+    return [*warm_results(home), stream_warm_result(home), xbatcher_result(home), *cold_results(home),
+            *stream_memory_results(homes)]
