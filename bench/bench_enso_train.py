@@ -31,7 +31,9 @@ from shoal.datasets import cobe_sst, oni
 from shoal.datasets.cobe_sst_sample import write_sample
 from shoal.features import enso
 from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig, enso_loss
-from shoal.models.train import LossFn, TrainConfig, pick_device, seeded, train
+from shoal.models.batches import pick_device
+from shoal.models.inference import LossFn
+from shoal.models.train import TrainConfig, seeded, train
 
 BATCHES, BATCH_SIZE, EPOCH_WINDOWS, REPEATS = 3, 4, 1180, 3
 

@@ -53,7 +53,8 @@ from shoal.datasets import speech_commands
 from shoal.datasets.speech_commands_sample import write_bench_clips, write_tar_gz
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build
 from shoal.models.audio_cnn import AudioCNN, AudioCNNConfig, speech_loss
-from shoal.models.train import TrainConfig, pick_device, seeded, train
+from shoal.models.batches import pick_device
+from shoal.models.train import TrainConfig, seeded, train
 
 CLIPS, BATCH, BATCHES, BATCH_SIZE = 3000, 256, 6, 32
 CACHE = Path(__file__).parent / ".out" / "speech"

@@ -64,7 +64,8 @@ def _data(root: Path):  # noqa: ANN202
 
 def _ours(features, device: torch.device, checkpoints: Path) -> tuple[float, float]:  # noqa: ANN001
     from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLogits, TabNetLoss
-    from shoal.models.train import TrainConfig, predict, seeded, train
+    from shoal.models.inference import predict
+    from shoal.models.train import TrainConfig, seeded, train
 
     config = TabNetConfig()
     model = seeded(0, lambda: TabNet(config))
@@ -104,7 +105,8 @@ def _real_rows() -> str:
     from shoal.datasets.higgs_sample import read_real_rows
     from shoal.features.higgs import HiggsRows, Arrays
     from shoal.models.tabnet import TabNet, TabNetConfig, TabNetLogits, TabNetLoss
-    from shoal.models.train import TrainConfig, predict, seeded, train
+    from shoal.models.inference import predict
+    from shoal.models.train import TrainConfig, seeded, train
 
     real = read_real_rows()
     fit, valid, test = real[:6_500], real[6_500:7_000], real[7_000:]
@@ -132,7 +134,7 @@ def _real_rows() -> str:
 
 def run() -> list[Result]:
     """Time both fits on the same rows; quality on the real rows in the notes."""
-    from shoal.models.train import pick_device
+    from shoal.models.batches import pick_device
 
     device = pick_device()
     with tempfile.TemporaryDirectory() as scratch:

@@ -210,7 +210,7 @@ def build(catalog: Catalog, *, config: AudioFeatureConfig, reporter: Reporter | 
     import xarray as xr
 
     from shoal.arrays import resolve
-    from shoal.models.train import pick_device
+    from shoal.models.batches import pick_device
     from shoal.progress import NULL
 
     reporter = reporter or NULL

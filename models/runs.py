@@ -133,7 +133,8 @@ def train_model(
     """
     from shoal.models.distributed import barrier, session, world
     from shoal.models.registry import find_run, register_model
-    from shoal.models.train import pick_device, seeded, train
+    from shoal.models.batches import pick_device
+    from shoal.models.train import seeded, train
     from shoal.threads import apply_threads
 
     apply_threads()  # before `session` divides the threads among the ranks

@@ -1,4 +1,4 @@
-"""One generic train / evaluate / predict loop for every model: seeded, checkpointed, resumable.
+"""One generic train loop for every model: seeded, checkpointed, resumable (evaluate and predict: `inference`).
 
 Contract: a dataset item is a dict of tensors with the model's input under "x"; batches are
 the default-collated dicts, moved to the device (non-tensor values are dropped), and
@@ -42,11 +42,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from shoal.errors import TrainingError
 from shoal.files import atomic_write
 from shoal.models import distributed
+from shoal.models.batches import accumulator, autocast, batches, pick_device, stage, sync
+from shoal.models.inference import LossFn, loss_sum
 from shoal.progress import NULL
 
 if TYPE_CHECKING:
@@ -54,7 +56,6 @@ if TYPE_CHECKING:
 
     from shoal.progress import Reporter
 
-LossFn = Callable[[Any, Mapping[str, torch.Tensor]], torch.Tensor]
 # A resumed run must draw the same batches as an uninterrupted one: these must not change.
 RESUME_KEYS = ("seed", "batch_size", "lr", "max_batches_per_epoch", "optimizer")
 PRECISE_BN_SAMPLES = 2_048  # training samples whose batch statistics become the running ones (`_precise_batch_norm`)
@@ -149,27 +150,6 @@ class TrainResult:
     world_size: int = 1
 
 
-def pick_device(preference: str | torch.device = "auto") -> torch.device:
-    """cuda > mps > cpu for "auto"; otherwise the device named, which must be available."""
-    if str(preference) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(preference)
-    except RuntimeError as error:
-        raise TrainingError(f"unknown device {preference!r}: expected auto, cpu, cuda, cuda:N or mps") from error
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    present = available.get(device.type, False)
-    if present and device.type == "cuda" and device.index is not None:
-        present = device.index < torch.cuda.device_count()
-    if not present:
-        raise TrainingError(f"device {preference!r} is not available on this machine; use --device auto or cpu")
-    return device
-
-
 def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
     """Build a model with its initial weights drawn from `seed`, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -186,205 +166,10 @@ def _epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + 2 * epoch + stream + rank * 2**32) % (2**61 - 1)
 
 
-def _accumulator(device: torch.device) -> torch.Tensor:
-    """A zero on the device to sum losses into without a sync per step (MPS has no float64)."""
-    return torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-
-
-def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items() if isinstance(value, torch.Tensor)}
-
-
-def _stageable(data: Dataset) -> bool:
-    return callable(getattr(data, "to", None)) and callable(getattr(data, "gather", None))
-
-
-def _order(size: int, generator: torch.Generator | None) -> torch.Tensor:
-    """The items' order: as stored without a generator, else the permutation a shuffling DataLoader draws."""
-    if generator is None:
-        return torch.arange(size)
-    # A DataLoader draws its base seed from the generator before its sampler's permutation:
-    # draw it too, so that every path shuffles identically.
-    torch.empty((), dtype=torch.int64).random_(generator=generator)
-    return torch.randperm(size, generator=generator)
-
-
-def _batches(
-    data: Dataset,
-    *,
-    batch_size: int,
-    device: torch.device,
-    num_workers: int,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-    staged: Any = None,
-    shard: tuple[int, int] = (0, 1),
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches on the device, shuffled by `generator` when one is given, else in order.
-
-    From `staged` (the dataset already moved to the device) by gathering, else through a
-    DataLoader. Both see the same items in the same order. With `shard` = (rank, N), N > 1:
-    this rank's batch_size / N items of each of those batches.
-    """
-    rank, world_size = shard
-    if staged is None and world_size == 1:
-        loader = DataLoader(
-            data, batch_size=batch_size, shuffle=generator is not None, generator=generator, drop_last=drop_last,
-            num_workers=num_workers, pin_memory=device.type == "cuda",
-        )
-        return (_to_device(batch, device) for batch in loader)
-    size = len(data)  # type: ignore[arg-type]
-    order = _order(size, generator)
-    stop = size - size % batch_size if drop_last else size
-    if world_size > 1:
-        # Every N-th item from the rank's own: the k-th batches of the N ranks together are
-        # exactly the single process's k-th batch.
-        order, batch_size = order[:stop][rank::world_size], batch_size // world_size
-        stop = len(order)
-        if staged is None:
-            loader = DataLoader(data, batch_size=batch_size, sampler=order.tolist(), generator=generator,
-                                num_workers=num_workers, pin_memory=device.type == "cuda")
-            return (_to_device(batch, device) for batch in loader)
-    order = order.to(device)
-    return (staged.gather(order[i : i + batch_size]) for i in range(0, stop, batch_size))
-
-
-def _stage(data: Dataset, device: torch.device, enabled: bool) -> Any:
-    return data.to(device) if enabled and _stageable(data) else None  # type: ignore[attr-defined]
-
-
 def _save(state: Mapping[str, Any], path: Path) -> None:
     """Atomically: a crash never leaves a half-written checkpoint."""
     with atomic_write(path) as f:
         torch.save(dict(state), f)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, amp: bool, dtype: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=getattr(torch, dtype), enabled=amp and device.type == "cuda")
-
-
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    *,
-    loss_fn: LossFn,
-    batch_size: int,
-    device: str | torch.device = "auto",
-    amp: bool = False,
-    amp_dtype: str = "float16",
-    num_workers: int = 0,
-    staged: Any = None,
-) -> float:
-    """The mean loss per sample of `model` over `data` (eval mode, no gradients).
-
-    Args:
-        model: the model; moved to `device`, its train/eval mode restored afterwards.
-        data: items as in the module contract.
-        loss_fn: `loss_fn(output, batch) -> scalar`, a mean over the batch.
-        batch_size: samples per batch.
-        device: "auto", a device name or a `torch.device`.
-        amp: autocast (cuda only) with `amp_dtype`.
-        amp_dtype: "float16" or "bfloat16".
-        num_workers: DataLoader worker processes.
-        staged: `data` already moved to the device (see the module docstring), or None.
-
-    Returns:
-        The sample-weighted mean of the batch losses.
-    """
-    total, count = _loss_sum(model, data, loss_fn=loss_fn, batch_size=batch_size, device=pick_device(device), amp=amp,
-                             amp_dtype=amp_dtype, num_workers=num_workers, staged=staged)
-    if count == 0:
-        raise TrainingError("evaluate: the dataset is empty; nothing to compute a loss on")
-    return float(total) / count
-
-
-def _loss_sum(
-    model: nn.Module, data: Dataset, *, loss_fn: LossFn, batch_size: int, device: torch.device, amp: bool, amp_dtype: str,
-    num_workers: int, staged: Any, shard: tuple[int, int] = (0, 1),
-) -> tuple[torch.Tensor, int]:
-    """The sum of the per-sample losses (on the device) and the sample count, over this rank's shard of `data`."""
-    mode = model.training
-    model.to(device).eval()
-    total, count = _accumulator(device), 0
-    try:
-        with torch.no_grad(), _autocast(device, amp, amp_dtype):
-            for batch in _batches(data, batch_size=batch_size, device=device, num_workers=num_workers, staged=staged,
-                                  shard=shard):
-                size = len(batch["x"])
-                total += loss_fn(model(batch["x"]), batch).detach().to(total.dtype) * size
-                count += size
-    finally:
-        model.train(mode)
-    return total, count
-
-
-def _concat(parts: list[Any]) -> Any:
-    """Concatenate per-batch outputs along dim 0, keeping their structure."""
-    first = parts[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(parts) if first.dim() > 0 else torch.stack(parts)
-    if isinstance(first, tuple) and hasattr(first, "_fields"):  # a NamedTuple
-        return type(first)(*(_concat(list(column)) for column in zip(*parts, strict=True)))
-    if isinstance(first, tuple | list):
-        return type(first)(_concat(list(column)) for column in zip(*parts, strict=True))
-    if isinstance(first, Mapping):
-        return {key: _concat([part[key] for part in parts]) for key in first}
-    raise TrainingError(f"predict: cannot concatenate model outputs of type {type(first).__name__}")
-
-
-def _to_cpu(output: Any) -> Any:
-    if isinstance(output, torch.Tensor):
-        return output.detach().float().cpu() if output.is_floating_point() else output.detach().cpu()
-    if isinstance(output, tuple) and hasattr(output, "_fields"):
-        return type(output)(*(_to_cpu(item) for item in output))
-    if isinstance(output, tuple | list):
-        return type(output)(_to_cpu(item) for item in output)
-    if isinstance(output, Mapping):
-        return {key: _to_cpu(value) for key, value in output.items()}
-    return output
-
-
-def predict(
-    model: nn.Module,
-    data: Dataset,
-    *,
-    batch_size: int,
-    device: str | torch.device = "auto",
-    num_workers: int = 0,
-) -> Any:
-    """The model's outputs for every item of `data`, in order, on the CPU.
-
-    Args:
-        model: the model; moved to `device`, its train/eval mode restored afterwards.
-        data: items as in the module contract (only "x" is used).
-        batch_size: samples per batch.
-        device: "auto", a device name or a `torch.device`.
-        num_workers: DataLoader worker processes.
-
-    Returns:
-        The outputs concatenated along dim 0, in the model's own structure: a tensor, or a
-        NamedTuple / tuple / dict of tensors (e.g. `EnsoOutput` with grid (N, 1, H, W)).
-        Floating-point outputs come back as float32.
-    """
-    chosen = pick_device(device)
-    mode = model.training
-    model.to(chosen).eval()
-    parts = []
-    try:
-        with torch.no_grad():
-            for batch in _batches(data, batch_size=batch_size, device=chosen, num_workers=num_workers,
-                                  staged=_stage(data, chosen, True)):
-                parts.append(_to_cpu(model(batch["x"])))
-    finally:
-        model.train(mode)
-    if not parts:
-        raise TrainingError("predict: the dataset is empty")
-    return _concat(parts)
 
 
 def _resume(
@@ -547,7 +332,7 @@ def _setup(
         reporter.finish(f"resuming {last} after epoch {start}/{config.epochs}")
     forward = distributed.wrap(model, device)  # after the resume: DDP starts every rank from rank 0's weights
     forward = torch.compile(forward) if config.compile else forward
-    staged_train, staged_val = _stage(train_data, device, config.stage), _stage(val_data, device, config.stage)
+    staged_train, staged_val = stage(train_data, device, config.stage), stage(val_data, device, config.stage)
     drop_last = size > config.batch_size or world_size > 1
     steps = size // config.batch_size if drop_last else 1
     if config.max_batches_per_epoch is not None:
@@ -578,7 +363,7 @@ def _epoch(run: _Run, epoch: int, *, loss_fn: LossFn, data: Dataset, config: Tra
     """One epoch of training steps, seeded by (seed, epoch): its mean loss, samples (all ranks) and seconds."""
     device = run.device
     torch.manual_seed(_epoch_seed(config.seed, epoch, 1, run.rank))  # dropout & co. of this epoch
-    batches = _batches(
+    steps = batches(
         data, batch_size=config.batch_size, device=device, num_workers=config.num_workers,
         generator=torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, 0)),
         drop_last=run.drop_last, staged=run.staged_train, shard=(run.rank, run.world_size),
@@ -586,10 +371,10 @@ def _epoch(run: _Run, epoch: int, *, loss_fn: LossFn, data: Dataset, config: Tra
     run.reporter.start(f"epoch {epoch + 1}/{config.epochs}", total=run.steps)
     tick = time.perf_counter()
     run.model.train()
-    total, count = _accumulator(device), 0
-    for batch in islice(batches, config.max_batches_per_epoch):
+    total, count = accumulator(device), 0
+    for batch in islice(steps, config.max_batches_per_epoch):
         run.optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, run.amp, config.amp_dtype):
+        with autocast(device, run.amp, config.amp_dtype):
             loss = loss_fn(run.forward(batch["x"]), batch)
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -599,7 +384,7 @@ def _epoch(run: _Run, epoch: int, *, loss_fn: LossFn, data: Dataset, config: Tra
         count += batch_size
         run.reporter.advance()
     train_total, count = distributed.all_sum(total, count)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - tick
     run.train_seconds += seconds
     run.samples += count
@@ -622,12 +407,12 @@ def _precise_batch_norm(run: _Run, *, data: Dataset, config: TrainConfig) -> Non
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # a cumulative average
-    batches = _batches(data, batch_size=config.batch_size, device=run.device, num_workers=config.num_workers,
-                       drop_last=run.drop_last, staged=run.staged_train, shard=(run.rank, run.world_size))
+    warmup = batches(data, batch_size=config.batch_size, device=run.device, num_workers=config.num_workers,
+                     drop_last=run.drop_last, staged=run.staged_train, shard=(run.rank, run.world_size))
     run.model.train()
     try:
-        with torch.no_grad(), _autocast(run.device, run.amp, config.amp_dtype):
-            for batch in islice(batches, max(1, PRECISE_BN_SAMPLES // config.batch_size)):
+        with torch.no_grad(), autocast(run.device, run.amp, config.amp_dtype):
+            for batch in islice(warmup, max(1, PRECISE_BN_SAMPLES // config.batch_size)):
                 run.model(batch["x"])
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
@@ -637,7 +422,7 @@ def _precise_batch_norm(run: _Run, *, data: Dataset, config: TrainConfig) -> Non
 def _validate(run: _Run, *, loss_fn: LossFn, data: Dataset, config: TrainConfig) -> float:
     """The mean validation loss over all ranks, with rank 0's buffers (BatchNorm statistics) on every rank."""
     distributed.sync_buffers(run.model)
-    val_total, val_count = distributed.all_sum(*_loss_sum(
+    val_total, val_count = distributed.all_sum(*loss_sum(
         run.model, data, loss_fn=loss_fn, batch_size=config.batch_size, device=run.device, amp=run.amp,
         amp_dtype=config.amp_dtype, num_workers=config.num_workers, staged=run.staged_val,
         shard=(run.rank, run.world_size),

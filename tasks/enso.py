@@ -152,7 +152,7 @@ def _forecast(model: Any, features: EnsoFeatures, origins: np.ndarray, *, device
     """The model's anomaly (N, L) in °C and phase probabilities (N, L, 3) for `origins`."""
     import torch
 
-    from shoal.models.train import predict
+    from shoal.models.inference import predict
 
     out = predict(model, features.inputs(origins), batch_size=16, device=device)
     stats = features.index_stats

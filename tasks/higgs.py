@@ -82,7 +82,7 @@ def _probabilities(model: Any, features: HiggsFeatures, split: str, *, device: s
     import torch
 
     from shoal.models.tabnet import TabNetLogits
-    from shoal.models.train import predict
+    from shoal.models.inference import predict
 
     return torch.sigmoid(predict(TabNetLogits(model), features.rows(split), batch_size=BATCH, device=device)).numpy()
 

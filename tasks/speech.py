@@ -72,7 +72,7 @@ def _probabilities(model: Any, features: SpeechFeatures, split: str, *, device: 
     """(N, classes) softmax of the model on the clips of `split`, in clip_id order."""
     import torch
 
-    from shoal.models.train import predict
+    from shoal.models.inference import predict
 
     logits = predict(model, features.clips(split), batch_size=BATCH, device=device)
     return torch.softmax(logits, dim=-1).numpy()
@@ -82,7 +82,7 @@ def mean_spectra(features: SpeechFeatures, split: str, *, device: str) -> np.nda
     """(N, F): each clip's normalized log spectrum averaged over time, for the linear baseline."""
     import torch
 
-    from shoal.models.train import pick_device
+    from shoal.models.batches import pick_device
 
     clips, chosen = features.clips(split), pick_device(device)
     staged, order = clips.to(chosen), torch.arange(len(clips), device=chosen)

@@ -113,7 +113,7 @@ def test_two_gloo_ranks_end_with_identical_weights_and_the_same_losses_and_rank_
 
 
 def test_the_ranks_batches_together_are_the_single_process_batches() -> None:
-    from shoal.models.train import _batches
+    from shoal.models.batches import batches
 
     class Items(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -122,13 +122,13 @@ def test_the_ranks_batches_together_are_the_single_process_batches() -> None:
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             return {"x": torch.tensor(i)}
 
-    def batches(shard: tuple[int, int]) -> list[list[int]]:
+    def shares(shard: tuple[int, int]) -> list[list[int]]:
         generator = torch.Generator().manual_seed(7)
-        found = _batches(Items(), batch_size=4, device=torch.device("cpu"), num_workers=0, generator=generator,
+        found = batches(Items(), batch_size=4, device=torch.device("cpu"), num_workers=0, generator=generator,
                          drop_last=True, shard=shard)
         return [batch["x"].tolist() for batch in found]
 
-    alone, first, second = batches((0, 1)), batches((0, 2)), batches((1, 2))
+    alone, first, second = shares((0, 1)), shares((0, 2)), shares((1, 2))
     assert len(alone) == len(first) == len(second) == 5 and all(len(batch) == 2 for batch in first + second)
     assert [sorted(a + b) for a, b in zip(first, second, strict=True)] == [sorted(batch) for batch in alone]
 

@@ -10,7 +10,9 @@ from torch.utils.data import Dataset
 
 from shoal.models.convlstm import ConvLSTM, ConvLSTMConfig, EnsoOutput, enso_loss
 from shoal.errors import TrainingError
-from shoal.models.train import TrainConfig, TrainResult, evaluate, pick_device, predict, seeded, train
+from shoal.models.batches import pick_device
+from shoal.models.inference import evaluate, predict
+from shoal.models.train import TrainConfig, TrainResult, seeded, train
 
 H, W = 16, 24
 TINY = ConvLSTMConfig(height=H, width=W, hidden=(4, 4, 8), trunk_channels=4, fc=8, head_hidden=8)
