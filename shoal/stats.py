@@ -44,6 +44,7 @@ _INT_FIELDS = ("count", "nan_count")
 # than 16 MiB (spills a 32 MiB L3 shared by two workers) on 10M x 28 float32.
 _CHUNK_ELEMENTS = 1 << 19
 _MAX_LANES = 32
+_NO_SHIFT = np.zeros(1)  # a chunk summarized alone: its means need no shift
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -100,6 +101,9 @@ class RunningStats:
             The summary with the kept shape.
         """
         array = _as_real_array(values)
+        if axis is None and 0 < array.size <= _CHUNK_ELEMENTS:
+            # One column in one chunk (an SST month, a column of a Parquet file): nothing to split or merge.
+            return cls(*(part.reshape(()) for part in _column_parts(array.reshape(-1), _NO_SHIFT, None)))
         axes = tuple(range(array.ndim)) if axis is None else normalize_axis_tuple(axis, array.ndim)
         kept = tuple(size for i, size in enumerate(array.shape) if i not in axes)
         rows = math.prod(array.shape[i] for i in axes)
