@@ -1,6 +1,7 @@
 """Download files over HTTP(S): retries, timeouts, resume, atomic renames, sha256.
 
-Generic: it knows URLs and destination paths, nothing of what the files hold.
+Generic: it knows URLs and destination paths, nothing of what the files hold. One attempt at
+one file (the GET, the `.part`, the lock) is `shoal.transfer`'s; this module retries and reports.
 
 - **Atomic.** Each file is streamed through `shoal.files.atomic_write` (a hidden temporary
   file in its destination folder, fsynced), checked against the server's Content-Length, and
@@ -29,7 +30,6 @@ source that is one big file (resumed, optionally checked against a known sha256)
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -37,11 +37,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal
 
 from shoal.errors import ShoalError, exit_code
-from shoal.files import atomic_write, fsync_dir, sha256_file
+from shoal.files import sha256_file
 from shoal.lineage import SourceFile
+from shoal.transfer import BadStatus, Busy, Restart, Truncated, get_resumed, get_whole
 
 if TYPE_CHECKING:
     import httpx
@@ -49,9 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_BLOCK = 1 << 16
 _RETRIED_STATUS = frozenset({408, 429})  # plus every 5xx
-_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+)")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 Outcome = Literal["downloaded", "skipped", "failed"]
@@ -302,35 +301,6 @@ def fetch_file(
                    skipped=tuple(f for f in report.skipped if f not in wrong), failures=report.failures + failures)
 
 
-def part_name(path: str | Path) -> Path:
-    """Where a resumable download keeps the bytes of `path` until they are all there."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.part")
-
-
-class _BadStatus(Exception):
-    """The server answered with a status other than 200."""
-
-    def __init__(self, status: int, reason: str, retry_after: float | None) -> None:
-        super().__init__(f"HTTP {status} {reason}".rstrip())
-        self.status, self.retry_after = status, retry_after
-
-
-class _Truncated(Exception):
-    """The body ended before the Content-Length the server announced."""
-
-    def __init__(self, received: int, expected: int) -> None:
-        super().__init__(f"truncated response: received {received} of {expected} bytes")
-
-
-class _Restart(Exception):
-    """A resumed download cannot continue where its `.part` ends; the next attempt starts over."""
-
-
-class _Busy(Exception):
-    """Another process holds the lock on the `.part` file."""
-
-
 def _download_one(client: httpx.Client, url: str, dest: Path, config: DownloadConfig,
                   *, resume: bool) -> tuple[Outcome, DownloadedFile | DownloadFailure]:
     """One item: skipped, downloaded, or failed after its retries."""
@@ -348,134 +318,19 @@ def _download_one(client: httpx.Client, url: str, dest: Path, config: DownloadCo
         if dest.is_file():  # only a complete download is ever renamed to its final name
             sha256, size = sha256_file(dest)
             return "skipped", DownloadedFile(url=url, path=str(dest), sha256=sha256, bytes=size)
-        return "downloaded", retrying(_resume_attempt if resume else _attempt, client, url, dest)
-    except (httpx.HTTPError, httpx.InvalidURL, _BadStatus, _Truncated, _Restart, _Busy, OSError) as error:
+        sha256, size = retrying(get_resumed if resume else get_whole, client, url, dest)
+        return "downloaded", DownloadedFile(url=url, path=str(dest), sha256=sha256, bytes=size)
+    except (httpx.HTTPError, httpx.InvalidURL, BadStatus, Truncated, Restart, Busy, OSError) as error:
         attempts = retrying.statistics.get("attempt_number", 1)
         return "failed", _failure(url, dest, error, attempts, config)
-
-
-def _attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
-    """One GET through `atomic_write`: `dest` appears only when every byte arrived."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()  # hashed on the way in: the file is not read twice
-    size = 0
-    with client.stream("GET", url) as response:
-        if response.status_code != 200:
-            raise _BadStatus(response.status_code, response.reason_phrase,
-                             _retry_after(response.headers.get("Retry-After")))
-        length = response.headers.get("Content-Length")
-        with atomic_write(dest) as f:
-            for block in response.iter_bytes(_BLOCK):
-                f.write(block)
-                digest.update(block)
-                size += len(block)
-            # h11 raises on a connection closed early; this also catches a server that lies.
-            # Raised inside the block, so the temporary file is dropped, never renamed.
-            if length is not None and length.isdigit() and response.num_bytes_downloaded != int(length):
-                raise _Truncated(response.num_bytes_downloaded, int(length))
-    return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
-
-
-def _resume_attempt(client: httpx.Client, url: str, dest: Path) -> DownloadedFile:
-    """One GET that continues `dest.part` where it ends, then renames it to `dest`.
-
-    The bytes already in `.part` stay there when this attempt fails, for the next one.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = part_name(dest)
-    with open(part, "a+b") as f:
-        _lock(f, part)
-        try:
-            digest, size = _continue(client, url, f)
-        except BaseException:
-            f.flush()
-            if os.fstat(f.fileno()).st_size == 0:  # nothing to resume: leave nothing behind
-                part.unlink(missing_ok=True)
-            raise
-        f.flush()
-        os.fsync(f.fileno())
-        os.replace(part, dest)  # still locked: no other process appends to the renamed file
-    fsync_dir(dest.parent)
-    return DownloadedFile(url=url, path=str(dest), sha256=digest.hexdigest(), bytes=size)
-
-
-def _continue(client: httpx.Client, url: str, f: IO[bytes]) -> tuple[hashlib._Hash, int]:
-    """Append the rest of the file to `f` (or all of it); its sha256 and size."""
-    have = f.seek(0, os.SEEK_END)
-    with client.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else None) as response:
-        start, total = _continue_at(response, have, f)
-        digest = _sha256_prefix(f, start)
-        size = start
-        if response.status_code == 416:  # the .part was complete (killed before the rename)
-            return digest, size
-        for block in response.iter_bytes(_BLOCK):
-            f.write(block)
-            digest.update(block)
-            size += len(block)
-        length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and response.num_bytes_downloaded != int(length):
-            raise _Truncated(size, start + int(length))
-        if total is not None and size != total:
-            raise _Truncated(size, total)
-    return digest, size
-
-
-def _continue_at(response: httpx.Response, have: int, f: IO[bytes]) -> tuple[int, int | None]:
-    """Where the body continues the `.part` (0 or `have`, truncating it for 0), and the file's size when known."""
-    found = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-    total = int(found.group(3)) if found else None
-    if response.status_code == 206 and found and found.group(1) is not None and int(found.group(1)) == have:
-        return have, total
-    if response.status_code == 416 and have and total == have:
-        return have, total
-    if response.status_code in (206, 416) and have:  # not where the .part ends, or the file shrank
-        f.truncate(0)
-        raise _Restart(f"the server cannot continue at byte {have} (HTTP {response.status_code}, "
-                       f"Content-Range {response.headers.get('Content-Range')!r}); starting over")
-    if response.status_code != 200:
-        raise _BadStatus(response.status_code, response.reason_phrase, _retry_after(response.headers.get("Retry-After")))
-    f.truncate(0)  # the server sends the whole file (it ignored the Range, or there was none)
-    length = response.headers.get("Content-Length")
-    return 0, int(length) if length is not None and length.isdigit() else None
-
-
-def _sha256_prefix(f: IO[bytes], size: int) -> hashlib._Hash:
-    """A sha256 fed with the first `size` bytes of `f` (the part downloaded before)."""
-    digest = hashlib.sha256()
-    f.seek(0)
-    left = size
-    while left and (block := f.read(min(_BLOCK * 16, left))):
-        digest.update(block)
-        left -= len(block)
-    if left:
-        raise OSError(f"{getattr(f, 'name', 'the .part file')} shrank while being resumed")
-    return digest
-
-
-def _lock(f: IO[bytes], part: Path) -> None:
-    """Lock the open `.part` for this process, and check it is still the file named `part`."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock; one fetch per folder at a time
-        return
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise _Busy(f"{part} is locked by another process") from None
-    try:
-        same = os.path.samestat(os.fstat(f.fileno()), os.stat(part))
-    except FileNotFoundError:
-        same = False
-    if not same:  # the lock holder finished and renamed it while we waited to open it
-        raise _Busy(f"{part} was completed by another process")
 
 
 def _is_transient(error: BaseException) -> bool:
     import httpx
 
-    if isinstance(error, _BadStatus):
+    if isinstance(error, BadStatus):
         return error.status in _RETRIED_STATUS or 500 <= error.status <= 599
-    return isinstance(error, (_Truncated, _Restart, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
+    return isinstance(error, (Truncated, Restart, httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError))
 
 
 def _wait(config: DownloadConfig) -> Callable[[tenacity.RetryCallState], float]:
@@ -496,11 +351,6 @@ def _wait(config: DownloadConfig) -> Callable[[tenacity.RetryCallState], float]:
     return wait
 
 
-def _retry_after(value: str | None) -> float | None:
-    """A `Retry-After` in seconds; an HTTP-date is ignored (the backoff applies)."""
-    return float(value) if value is not None and value.strip().isdigit() else None
-
-
 def _log_retry(state: tenacity.RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     wait = state.next_action.sleep if state.next_action is not None else 0.0
@@ -510,7 +360,7 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 def _describe(error: BaseException | None) -> str:
     """The error on one line, with its type unless it is one of ours."""
     text = " ".join(str(error).split())  # one line, whatever the library put in it
-    if isinstance(error, (_BadStatus, _Truncated, _Restart, _Busy)):
+    if isinstance(error, (BadStatus, Truncated, Restart, Busy)):
         return text
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -518,7 +368,7 @@ def _describe(error: BaseException | None) -> str:
 def _failure(url: str, dest: Path, error: BaseException, attempts: int, config: DownloadConfig) -> DownloadFailure:
     import httpx
 
-    status = error.status if isinstance(error, _BadStatus) else None
+    status = error.status if isinstance(error, BadStatus) else None
     if status in (404, 410):
         fix = "the server has no file at this URL: check the URL and that the file is published"
     elif status in (401, 403):
@@ -527,11 +377,11 @@ def _failure(url: str, dest: Path, error: BaseException, attempts: int, config: 
         fix = "the server kept failing: rerun later (complete files are skipped)"
     elif status is not None:
         fix = "the server refused the request: check the URL"
-    elif isinstance(error, _Truncated) or isinstance(error, httpx.RemoteProtocolError):
+    elif isinstance(error, Truncated) or isinstance(error, httpx.RemoteProtocolError):
         fix = "the connection kept dropping mid-file: rerun later (complete files are skipped)"
-    elif isinstance(error, _Restart):
+    elif isinstance(error, Restart):
         fix = "rerun: the download starts over"
-    elif isinstance(error, _Busy):
+    elif isinstance(error, Busy):
         fix = "another fetch is writing this file: wait for it to finish, then rerun"
     elif isinstance(error, httpx.TimeoutException):
         fix = f"no answer within the {config.timeout:g} s timeout: raise the timeout or rerun later"

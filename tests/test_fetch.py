@@ -44,8 +44,8 @@ from shoal.download import (
     DownloadReport,
     download,
     fetch_file,
-    part_name,
 )
+from shoal.transfer import part_name
 from tests.timeouts import scaled
 
 JMA_LIST = Path(__file__).parent / "data" / "cobe_sst" / "cobe_sst_urls.txt"  # JMA's real list (see its README)
