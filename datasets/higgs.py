@@ -41,10 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 
-from shoal.commit_stats import Columns, arrow_stats, columns_of_summary, merge_columns, polars_summary
+from shoal.commit_stats import Columns, columns_of_summary, polars_summary
 from shoal.errors import CatalogError, SchemaError, SourceError
 from shoal.lineage import HashingReader, Provenance, SourceFile
 from shoal.rules import Rules, out_of_range, range_checks
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from shoal.catalog import Catalog
+    from shoal.datasets.higgs_spans import Spread
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), *[(name, pa.fl
 HELD_OUT = 500_000  # rows of test, and of valid, in a full-size file (the paper's setup)
 BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000 rows)
 FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
-SPAN_BYTES = 64 << 20  # the most text one Dask task parses and writes (~90,000 rows; `--cluster`)
 GZIP, ZIP = b"\x1f\x8b", b"PK\x03\x04"  # the first bytes of a gzip and of a zip file
 RATIO_FLOOR = 16 << 20  # text inflated before the ratio is judged: a small file of repeated rows may pack tighter
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
@@ -478,101 +477,11 @@ class _Query:
         return [file for _, _, file in files]
 
 
-def _line_start(file: IO[bytes], offset: int) -> int:
-    """Where the first line that starts at or after `offset` starts."""
-    if offset == 0:
-        return 0
-    file.seek(offset - 1)
-    file.readline()
-    return file.tell()
+def _spread(path: Path, client: Client) -> Spread:
+    """The cluster's `Catalog.write_files` writer (`higgs_spans`: imported only where a cluster is used)."""
+    from shoal.datasets.higgs_spans import Spread
 
-
-def _spans(path: Path, parts: int) -> list[tuple[int, int]]:
-    """Byte spans of whole lines that cover the file: `parts` of them, or more so that none exceeds ~SPAN_BYTES."""
-    size = path.stat().st_size
-    count = max(parts, -(-size // SPAN_BYTES))
-    with path.open("rb") as file:
-        starts = sorted({_line_start(file, size * i // count) for i in range(count)} | {size})
-    return [(start, end) for start, end in zip(starts, starts[1:]) if end > start]
-
-
-def _read_span(path: Path, span: tuple[int, int]) -> bytes:
-    with path.open("rb") as file:
-        file.seek(span[0])
-        return file.read(span[1] - span[0])
-
-
-def _count_lines(path: Path, span: tuple[int, int]) -> int:
-    """On a worker: the lines of a span (a last line without its newline counts)."""
-    text = _read_span(path, span)
-    return text.count(b"\n") + (bool(text) and not text.endswith(b"\n"))
-
-
-def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path,
-                number: int) -> tuple[list[str], Columns]:
-    """On a worker: parse and check a span of lines, write its rows (row ids from `first_row`) as Parquet files.
-
-    Returns:
-        The files written, and the statistics of the span's rows (summarized while they are in memory).
-
-    Raises:
-        SchemaError: the span's first bad line, numbered in the whole file.
-    """
-    import polars as pl
-
-    frame = _parse(path, _read_span(path, span), first_row + 1)
-    frame = (frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=first_row)
-             .with_columns(pl.col("row_id").cast(pl.Int64)))
-    written = []
-    for part, start in enumerate(range(0, frame.height, FILE_ROWS)):
-        target = folder / f"span-{number:05d}-{part:03d}.parquet"
-        frame.slice(start, FILE_ROWS).write_parquet(target, compression="snappy")
-        written.append(str(target))
-    return written, arrow_stats(frame.to_arrow())
-
-
-class _Spread:
-    """A plain CSV parsed, checked and written by a Dask cluster's workers, for `Catalog.write_files`.
-
-    Two rounds over spans of whole lines: the workers count the lines of their spans (so
-    every row's id is known), then parse, check and write them; the driver hashes
-    the file meanwhile. A bad line fails the whole file, named as in one process: the
-    earliest span's first bad line.
-    """
-
-    def __init__(self, path: Path, client: Client) -> None:
-        self.path, self.client, self.rows, self.source = path, client, 0, None
-        self.stats: Columns | None = None
-
-    def write(self, folder: Path) -> list[Path]:
-        """The checked files in row order; the file hashed meanwhile."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from distributed import wait
-
-        from shoal.cluster import workers
-
-        folder.mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(1) as pool:
-            hashed = pool.submit(SourceFile.of, self.path)
-            spans = _spans(self.path, 4 * workers(self.client))
-            counts = self.client.gather(self.client.map(_count_lines, [self.path] * len(spans), spans, pure=False))
-            self.rows = sum(counts)
-            if self.rows < 3:
-                raise _too_few(self.path, self.rows)
-            firsts = np.cumsum([0, *counts[:-1]]).tolist()
-            parts = [self.client.submit(_write_span, self.path, span, first, folder, number, pure=False)
-                     for number, (span, first) in enumerate(zip(spans, firsts))]
-            wait(parts)
-            for part in parts:
-                if part.status == "error":
-                    raise part.exception()
-            self.source = hashed.result()
-        results = [part.result() for part in parts]
-        self.stats = {}
-        for _, stats in results:  # in span order: a rerun stores the same bytes
-            self.stats = merge_columns(self.stats, stats)
-        return [Path(file) for files, _ in results for file in files]
+    return Spread(path, client)
 
 
 def _unchanged(catalog: Catalog, path: Path) -> int | None:
@@ -635,7 +544,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
                 _provenance(path, stream.reader.source, stream.rows)))
         else:
             _check_lines(path, limits)
-            query = _Spread(path, client) if client is not None else _Query(path, limits)
+            query = _spread(path, client) if client is not None else _Query(path, limits)
             version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, query.source, query.rows)), stats=lambda: query.stats)
     except CatalogError:  # the home's own failure (full disk, read-only): never this file's
