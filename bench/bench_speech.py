@@ -92,7 +92,8 @@ def plain_loop(source: Path, out: Path) -> None:
     import pyarrow.parquet as pq
 
     from shoal.datasets.speech_commands import BATCH as CLIPS_PER_FILE
-    from shoal.datasets.speech_commands import Member, _clip_batch, decode
+    from shoal.datasets.speech_commands import _clip_batch, decode
+    from shoal.datasets.speech_members import Member
 
     out.mkdir(parents=True, exist_ok=True)
     stream = _wavs(source)

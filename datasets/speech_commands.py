@@ -28,23 +28,22 @@ Hostile sizes are refused before they cost memory (`SpeechLimits`): a file large
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import re
-import stat
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from shoal.commit_stats import Columns, arrow_stats, merge_columns
+from shoal.datasets.speech_members import Member, SpeechLimits, members, split_lists
 from shoal.errors import SourceError
-from shoal.lineage import HashingReader, Provenance, SourceFile
+from shoal.lineage import Provenance, SourceFile
 from shoal.rules import Rules, problems
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
 
@@ -65,7 +64,6 @@ WORDS = ("bed", "bird", "cat", "dog", "down", "eight", "five", "four", "go", "ha
          "wow", "yes", "zero", "backward", "follow", "forward", "learn", "visual")
 SPLITS = ("train", "valid", "test")
 NOISE_FOLDER = "_background_noise_"
-LISTS = {"validation_list.txt": "valid", "testing_list.txt": "test"}
 MAX_NUM_WAVS_PER_CLASS = 2**27 - 1  # the hash rule's buckets (TensorFlow speech_commands/input_data.py)
 CLIP_NAME = re.compile(r"(?P<speaker>[^_/]+)_nohash_(?P<utterance>\d+)\.wav")
 BATCH = 512  # clips per record batch written: ~16 MB of waveforms
@@ -81,31 +79,12 @@ SCHEMA = pa.schema([
 NOISE_SCHEMA = pa.schema([("name", pa.string()), *_AUDIO])
 _FIX_LAYOUT = "expected the Speech Commands layout: <word>/<speaker>_nohash_<n>.wav"
 _FIX_WAV = "replace it with a 16 kHz mono 16-bit PCM WAV, or remove it"
-_FIX_ARCHIVE = "the archive is not the published one; fetch it again with `shoal fetch speech`"
 _EXPECTED = "the dataset folder or speech_commands_v0.01.tar.gz"
 # What every clip is. A file at another rate or with more channels is converted (resampled, averaged), so the rate is
 # what is stored, not a refusal; a file's samples, as float, must be in -1 .. 1 with no NaN: a float WAV beyond that
 # would be clipped (or, NaN, turned into noise) on the way to int16. How long a clip may be is `SpeechLimits`' (judged
 # from the header before decoding, and raised per call).
 RULES = Rules(ranges={"samples": (-1.0, 1.0)}, max_nan_fraction={"samples": 0.0}, sample_rate=SAMPLE_RATE, fix=_FIX_WAV)
-
-
-@dataclass(frozen=True)
-class SpeechLimits:
-    """How long and how large a file of a source may be before it is refused unread (hostile input).
-
-    Attributes:
-        max_clip_seconds: the longest keyword clip, judged from the WAV header before its
-            samples are decoded; the published clips last at most 1 s.
-        max_noise_seconds: the longest `_background_noise_` recording; the published ones
-            last 60-95 s.
-        max_file_bytes: a larger file (or archive member) is refused without being read; a
-            1 s clip is 32 KB, the longest published noise recording 3 MB.
-    """
-
-    max_clip_seconds: float = 2.0
-    max_noise_seconds: float = 300.0
-    max_file_bytes: int = 64 << 20
 
 
 def speaker(clip_id: str) -> str:
@@ -170,20 +149,6 @@ def decode(data: bytes, *, max_seconds: float | None = None) -> tuple[np.ndarray
     return samples, rate, channels
 
 
-@dataclass(frozen=True)
-class Member:
-    """One file of a source: its name inside the dataset, where to say it is, and its bytes."""
-
-    name: str  # "bed/x.wav", relative, "/"-separated
-    where: str  # the file, or "archive.tar.gz!bed/x.wav"
-    data: bytes
-    problem: str | None = None  # why it was not read (too large, unreadable): then `data` is empty
-
-    @functools.cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
-
-
 @dataclass
 class _Outcome:
     """What one ingest call found, beside the rows it writes."""
@@ -192,123 +157,6 @@ class _Outcome:
     committed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     noise: list[tuple[Member, tuple[np.ndarray, int, int], str]] = field(default_factory=list)
-
-
-def _tar_stream(source: HashingReader) -> tarfile.TarFile:
-    """A streaming tar reader; gzip is inflated with ISA-L (python-isal), ~3x zlib's speed here."""
-    if source.raw.peek(2)[:2] == b"\x1f\x8b":
-        from isal import igzip
-
-        return tarfile.open(fileobj=igzip.IGzipFile(fileobj=source, mode="rb"), mode="r|")
-    return tarfile.open(fileobj=source, mode="r|*")
-
-
-def _too_large(size: int, limits: SpeechLimits) -> str:
-    return (f"{size:,} bytes, more than the {limits.max_file_bytes:,} a clip or noise recording may have "
-            "(SpeechLimits.max_file_bytes); not read")
-
-
-def _archive_members(path: Path, failures: list[str], limits: SpeechLimits,
-                     sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
-    """The regular files of a tar archive, streamed; unsafe members are refused (one line each).
-
-    A member larger than `limits.max_file_bytes` comes with its problem and without its
-    bytes (the stream skips them). With `sources`, the archive's own sha256 and size are
-    recorded there once it is read.
-    """
-    with path.open("rb") as raw, _tar_stream(hashing := HashingReader(raw)) as archive:
-        for info in archive:
-            name = info.name.removeprefix("./")
-            where = f"{path}!{info.name}"
-            parts = PurePosixPath(name).parts
-            problem = ("an absolute path" if info.name.startswith("/") else
-                       "a '..' component" if ".." in parts else
-                       "a link" if info.issym() or info.islnk() else
-                       "a device or pipe" if info.isdev() else None)
-            if problem is not None:
-                failures.append(str(SourceError(where, f"member refused: {problem}", fix=_FIX_ARCHIVE)))
-            elif info.isfile() and name and info.size > limits.max_file_bytes:
-                yield Member(name, where, b"", problem=_too_large(info.size, limits))
-            elif info.isfile() and name:
-                handle = archive.extractfile(info)
-                yield Member(name, where, handle.read() if handle else b"")
-        if sources is not None:
-            sources[path] = hashing.source(path)
-
-
-def _folder_members(path: Path, failures: list[str], limits: SpeechLimits, *, follow_links: bool,
-                    sources: dict[Path, SourceFile] | None = None) -> Iterator[Member]:
-    """Every file of a folder, in sorted order; with `sources`, the folder's manifest entry is recorded there.
-
-    Links, devices and pipes are refused first, one line each in `failures` (links are
-    followed with `follow_links`); a file too large or unreadable comes with its problem
-    and without its bytes. The manifest lists `sha256  relative/path` of every file read,
-    sorted; its sha256 stands for the folder.
-    """
-    found, refused = folder_files(path, follow_links=follow_links)
-    failures.extend(refused)
-    lines, size = [], 0
-    for file in found:
-        name = file.relative_to(path).as_posix()
-        try:
-            length = file.stat().st_size
-            if length > limits.max_file_bytes:
-                yield Member(name, str(file), b"", problem=_too_large(length, limits))
-                continue
-            member = Member(name, str(file), file.read_bytes())
-        except OSError as error:
-            yield Member(name, str(file), b"", problem=f"cannot read it ({error.strerror})")
-            continue
-        lines.append(f"{member.sha256}  {member.name}\n")
-        size += len(member.data)
-        yield member
-    if sources is not None:
-        sources[path] = SourceFile(path=str(path.resolve()), sha256=hashlib.sha256("".join(lines).encode()).hexdigest(),
-                                   bytes=size)
-
-
-def _members(path: Path, failures: list[str], sources: dict[Path, SourceFile], *, follow_links: bool,
-             limits: SpeechLimits) -> Iterator[Member]:
-    if path.is_dir():
-        return _folder_members(path, failures, limits, follow_links=follow_links, sources=sources)
-    return _archive_members(path, failures, limits, sources)
-
-
-def _list_member(path: Path, name: str, *, follow_links: bool, limits: SpeechLimits) -> Member | None:
-    """A list file of a folder, if it is a regular file (a link only with `follow_links`: else its line comes later)."""
-    file = path / name
-    try:
-        info = file.stat() if follow_links else file.lstat()
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        if info.st_size > limits.max_file_bytes:
-            return Member(name, str(file), b"", problem=_too_large(info.st_size, limits))
-        return Member(name, str(file), file.read_bytes())
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        return Member(name, str(file), b"", problem=f"cannot read it ({error.strerror})")
-
-
-def _lists(path: Path, failures: list[str], *, follow_links: bool = False,
-           limits: SpeechLimits = SpeechLimits()) -> dict[str, set[str]] | None:
-    """The clips of each list file, by split; None when the source has neither list file."""
-    found: dict[str, set[str]] = {}
-    if path.is_dir():
-        members = (m for name in LISTS if (m := _list_member(path, name, follow_links=follow_links, limits=limits)))
-    else:  # refusals are reported by the decode pass
-        members = (m for m in _archive_members(path, [], limits) if m.name in LISTS)
-    for member in members:
-        if member.problem is not None:  # a list file is no clip: the decode pass skips it without a line
-            failures.append(str(SourceError(member.where, member.problem, fix="restore the published list file")))
-            continue
-        try:
-            found[LISTS[member.name]] = {line.strip() for line in member.data.decode("utf-8").splitlines() if line.strip()}
-        except UnicodeDecodeError:
-            failures.append(str(SourceError(member.where, "not a UTF-8 list of clip paths", fix="restore the published list file")))
-        if len(found) == len(LISTS):  # both lists read: the rest of an archive need not be inflated now
-            break
-    return found or None
 
 
 def _skipped(name: str) -> bool:
@@ -408,7 +256,7 @@ class _Clips:
         A source that turns out to hold no .wav file, and has had no line of its own, gets one.
         """
         lines, wavs = len(self.outcome.failures), 0
-        for member in _members(path, self.outcome.failures, self.sources, follow_links=self.follow_links,
+        for member in members(path, self.outcome.failures, self.sources, follow_links=self.follow_links,
                                limits=self.limits):
             if _skipped(member.name):
                 continue
@@ -612,7 +460,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     done = progress or no_progress
     outcome = _Outcome()
     good = _check_paths(paths, outcome.failures, done)
-    lists = {path: _lists(path, outcome.failures, follow_links=follow_links, limits=limits) for path in good}
+    lists = {path: split_lists(path, outcome.failures, follow_links=follow_links, limits=limits) for path in good}
     rules = {str(path): "lists" if found else "hash" for path, found in lists.items()}
     clips = _Clips(good, stored=_stored(catalog, DATASET, "clip_id"), outcome=outcome, done=done,
                    follow_links=follow_links, limits=limits)
@@ -636,4 +484,4 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
 
 def read_split_lists(folder: Path) -> dict[str, set[str]]:
     """The official list files of a dataset folder, by split (for checks against `hash_split`)."""
-    return _lists(Path(folder), []) or {}
+    return split_lists(Path(folder), []) or {}
