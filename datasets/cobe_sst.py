@@ -28,7 +28,7 @@ import numpy as np
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from shoal import cluster
-from shoal.arrays import history, resolve
+from shoal.arrays import history, open_repo, resolve
 from shoal.commit_stats import CommitStats
 from shoal.errors import ConcurrentCommit, SourceError
 from shoal.lineage import Provenance, SourceFile
@@ -548,6 +548,16 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
     return retrying(_ingest_months, catalog, by_month, tuple(failures), once, client)
 
 
+def _version_of(catalog: Catalog, snapshot: str) -> int:
+    """The version number of `snapshot` of sst: its place on main, counted without reading any commit's lineage.
+
+    `resolve` would parse every commit's lineage, the statistics of all its months included
+    (~0.1 s after an ingest of 1,560 months).
+    """
+    ancestry = open_repo(catalog.uri("array", DATASET), DATASET).ancestry(snapshot_id=snapshot)
+    return sum(1 for _ in ancestry) - 2  # the root is no version, and versions count from 0
+
+
 def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed: tuple[str, ...], done: FileDone,
                    client: Client | None) -> IngestReport:
     """Hash, decode, write and commit the months in one session on the newest snapshot."""
@@ -582,6 +592,6 @@ def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed
             message=message,
         ), stats=month_stats(written))
         # The number of OUR snapshot: other writers may have committed since.
-        version = resolve(catalog.uri("array", DATASET), DATASET, snapshot).version
+        version = _version_of(catalog, snapshot)
         return IngestReport(DATASET, version, committed=tuple(str(d.source.path) for d in written),
                             unchanged=unchanged, failures=tuple(failures))
