@@ -360,9 +360,9 @@ def _column_parts(column: np.ndarray, shift: np.ndarray, scratch: np.ndarray | N
     the masked passes on a COBE-SST month (180 x 360 float32, 46% NaN), which every ingest
     summarizes, as it does every numeric column of a table it writes.
     """
-    missing = np.isnan(column) if column.dtype.kind == "f" else None
-    nans = 0 if missing is None else int(np.count_nonzero(missing))
-    present = column[~missing] if nans else column
+    kept = column == column if column.dtype.kind == "f" else None  # False only at NaN: one pass, no inversion
+    nans = 0 if kept is None else column.size - int(np.count_nonzero(kept))
+    present = column[kept] if nans else column
     count = present.size
     if count == 0:
         return _empty_parts((1,))[:5] + (np.array([nans]),)
