@@ -394,7 +394,7 @@ def _sink(path: Path, folder: Path) -> Columns:
                     *FEATURES))
     sink = rows.sink_parquet(pl.PartitionBy(folder, max_rows_per_file=FILE_ROWS), compression="snappy", mkdir=True,
                              lazy=True)
-    _, summary = pl.collect_all([sink, polars_summary(rows, SCHEMA.names)])
+    _, summary = pl.collect_all([sink, polars_summary(rows, SCHEMA.names, finite=True)])  # NaN fails the file
     return columns_of_summary(summary)
 
 
