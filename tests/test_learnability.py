@@ -50,9 +50,13 @@ def _skill(catalog: Catalog, task: str, settings: dict, *, threads: int = 1, lea
 
 def _rule_table(path: Path, rows: int, seed: int = 0) -> Path:
     """A HIGGS-format CSV (label, 28 features) whose label is a noisy nonlinear rule of four of the features."""
+    from shoal.datasets.higgs import FEATURES, NON_NEGATIVE
+
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, 28))
     z = x[:, 0] + 0.8 * x[:, 1] - 0.6 * x[:, 2] + 0.5 * (x[:, 3] ** 2 - 1) + 0.3 * rng.normal(size=rows)
+    # Momenta and masses are >= 0 (higgs.RULES): shifted by 8 standard deviations, which the models standardize away.
+    x[:, [FEATURES.index(name) for name in NON_NEGATIVE]] += 8.0
     np.savetxt(path, np.column_stack([z > np.median(z), x]), delimiter=",", fmt="%.6e")
     return path
 
