@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from shoal.stats import RunningStats
 
@@ -41,17 +43,48 @@ class CommitStats:
     parts: Mapping[str, Columns]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, as stored under the lineage's `stats` key."""
+        """A JSON-ready dict, as stored under the lineage's `stats` key.
+
+        Parts with the same columns of the same shapes (the 1,560 months of `sst`) are stored stacked:
+        the part keys once, and per column one summary whose first axis is the part. One dict per part
+        and column made the commit's metadata twice as slow to write and four times as slow to read.
+        """
+        if _stackable(self.parts):
+            keys = list(self.parts)
+            names = list(self.parts[keys[0]])
+            return {"mode": self.mode, "keys": keys,
+                    "stacked": {name: RunningStats(*map(np.stack, zip(*(_arrays(self.parts[key][name]) for key in keys),
+                                                                      strict=True))).to_dict() for name in names}}
         return {"mode": self.mode,
                 "parts": {part: {name: s.to_dict() for name, s in columns.items()}
                           for part, columns in self.parts.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CommitStats:
-        """The inverse of `to_dict`."""
+        """The inverse of `to_dict` (either form)."""
+        if "stacked" in data:
+            stacked = {name: _arrays(RunningStats.from_dict(s)) for name, s in data["stacked"].items()}
+            return cls(mode=data["mode"], parts={key: {name: RunningStats(*(field[index] for field in fields))
+                                                       for name, fields in stacked.items()}
+                                                 for index, key in enumerate(data["keys"])})
         return cls(mode=data["mode"],
                    parts={part: {name: RunningStats.from_dict(s) for name, s in columns.items()}
                           for part, columns in data["parts"].items()})
+
+
+def _arrays(summary: RunningStats) -> list[np.ndarray]:
+    """The six arrays of a summary, in field order."""
+    return [getattr(summary, field.name) for field in fields(RunningStats)]
+
+
+def _stackable(parts: Mapping[str, Columns]) -> bool:
+    """Several parts, each with the same columns in the same order and shapes."""
+    if len(parts) < 2:
+        return False
+    first = next(iter(parts.values()))
+    layout = [(name, s.shape) for name, s in first.items()]
+    return bool(layout) and all([(name, s.shape) for name, s in columns.items()] == layout
+                                for columns in parts.values())
 
 
 def merge_columns(a: Mapping[str, RunningStats], b: Mapping[str, RunningStats]) -> Columns:

@@ -55,6 +55,31 @@ def _assert_table(catalog: Catalog, name: str, version: int | None = None,
         _assert_numpy(stats[column], data.column(column).cast(pa.float64()).to_numpy(zero_copy_only=False))
 
 
+def test_parts_of_one_layout_are_stored_stacked_and_read_back_as_they_were() -> None:
+    from shoal.commit_stats import CommitStats
+
+    rng = np.random.default_rng(4)
+    months = {f"1990-{m:02d}": {"sst": RunningStats.from_values(rng.normal(size=50), axis=None),
+                                "bands": RunningStats.from_values(rng.normal(size=(9, 3)), axis=0)}
+              for m in range(1, 13)}
+    stored = json.loads(json.dumps(CommitStats("replace", months).to_dict()))
+    assert stored["keys"] == list(months) and set(stored["stacked"]) == {"sst", "bands"}
+    assert stored["stacked"]["bands"]["shape"] == [12, 3]
+    back = CommitStats.from_dict(stored)
+    assert list(back.parts) == list(months) and all(back.parts[k][n] == months[k][n] for k in months for n in months[k])
+
+
+def test_a_commit_stored_one_dict_per_part_still_reads() -> None:
+    from shoal.commit_stats import CommitStats
+
+    one = {"x": RunningStats.from_values(np.arange(5.0), axis=None)}
+    other = {"x": RunningStats.from_values(np.arange(3.0), axis=None),
+             "y": RunningStats.from_values(np.ones(2), axis=None)}
+    stored = json.loads(json.dumps(CommitStats("append", {"a": one, "b": other}).to_dict()))  # two layouts: per part
+    assert set(stored["parts"]) == {"a", "b"}
+    assert CommitStats.from_dict(stored).parts["b"]["y"] == other["y"]
+
+
 def test_a_table_version_holds_the_statistics_numpy_computes_over_its_rows(catalog: Catalog) -> None:
     catalog.write_table("t", _rows(0, 1000), provenance=Provenance())
     _assert_table(catalog, "t")
