@@ -33,8 +33,8 @@ stores at the commit (~0.1 s more than a commit without them). The HIGGS plain i
 also checks the range rules added since (expressions of its one polars query), so its row
 measures both; in one process its summary query cost ~0.3 s over the sink alone (~2.9 s),
 most of it the summary's `fill_nan(None)` on the 29 columns cast to Float64. A HIGGS file is
-committed only when every value is finite, so that step was dropped after the run below
-(`polars_summary(finite=True)`), not yet measured here.
+committed only when every value is finite, so that step is dropped since
+(`polars_summary(finite=True)`); the month parts of `sst` are stored stacked since (one summary per column).
 """
 
 from __future__ import annotations
