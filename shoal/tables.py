@@ -141,9 +141,12 @@ def _write_stream(uri: str, name: str, stream: pa.RecordBatchReader, *, mode: Wr
     try:
         for batch in stream:
             writer.write(batch.cast(schema))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as error:  # a batch that does not fit
         writer.abort()
         raise CommitNotLanded(f"table {name!r}: write failed: {error}; nothing was committed") from error
+    except BaseException:  # a full disk, an interrupted producer: the files written so far go too
+        writer.abort()
+        raise
     return writer.commit(provenance, mode=mode)
 
 
