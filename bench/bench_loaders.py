@@ -44,12 +44,14 @@ datasets' items: one Python call per row and a collation per batch. Batching it 
 datasets' `gather` (`BatchOrder` + `WholeBatches`) was not enough: the first run gave 0.55x
 on HIGGS and 0.53x on ENSO, because torch's advanced indexing copies rows 4-7x slower than
 numpy's `take` here (1,024 x 28 float32 rows: 250 against 38 us; 32 ENSO windows: 21 against
-5 ms). `gather` now takes whole rows with numpy on the CPU (`shoal.contract.take`), the
+5 ms). `gather` now takes whole rows with numpy on the CPU (`shoal.feature_sets.take`), the
 ceiling uses `take` too (the fastest numpy idiom), and the loader skips torch's
 `default_convert` walk of each batch. What stays at a batch of 1,024 HIGGS rows is the
 DataLoader's own cost per batch (its profiler scope in `__next__`, ~60-100 us), near what
 copying the batch takes: 0.60x to 0.80x over three runs, whose spreads all hold 1 on this
-shared machine; at TabNet's 16,384 it disappears. ENSO's warm epoch (32 MB of copies a batch,
+shared machine; at TabNet's 16,384 it disappears. Without workers or pinning the loader now
+runs the same steps (order, gather, the same seeded base-seed draw) in a plain generator
+(`shoal.loaders.Loader`, still a DataLoader for everything else). ENSO's warm epoch (32 MB of copies a batch,
 the same `take`s on both sides) measured 0.61x to 1.57x over four runs, three of whose
 spreads hold 1: the other jobs on these two cores move it more than the loader does. On-the-fly Speech is compute-bound (an STFT per clip): against a copy
 from memory it runs at a few percent, by construction; materialize the version, or use

@@ -37,7 +37,8 @@ import numpy as np
 from shoal.datasets import speech_commands
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
-from shoal.contract import FeatureBuild, building, take
+from shoal.contract import FeatureBuild, building
+from shoal.feature_sets import take
 from shoal.splits import SplitRecord, random_codes, text_keys
 from shoal.stats import RunningStats
 

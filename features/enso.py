@@ -32,7 +32,8 @@ from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint
 from shoal.splits import SplitRecord, codes_by_bounds
 from shoal.stats import RunningStats
-from shoal.contract import FeatureBuild, building, take
+from shoal.contract import FeatureBuild, building
+from shoal.feature_sets import take
 
 if TYPE_CHECKING:
     import torch

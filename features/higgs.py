@@ -26,7 +26,8 @@ import numpy as np
 import pyarrow as pa
 
 from shoal.datasets.higgs import DATASET as INPUT
-from shoal.contract import FeatureBuild, building, take
+from shoal.contract import FeatureBuild, building
+from shoal.feature_sets import take
 from shoal.datasets.higgs import FEATURES, official_split
 from shoal.errors import CatalogError
 from shoal.lineage import InputVersion, Provenance, code_fingerprint

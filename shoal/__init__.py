@@ -16,7 +16,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 def open_features(task: str, version: int | str | None = None, home: str | None = None):  # noqa: ANN201 (lazy types)
     """A task's feature version (default the newest) for training elsewhere, without running a pipeline.
 
-    Returns a `shoal.contract.FeatureSet`: `arrays(split)` (numpy, views of the stored data where it
+    Returns a `shoal.feature_sets.FeatureSet`: `arrays(split)` (numpy, views of the stored data where it
     can), `torch_dataset(split)`, `loader(split, batch_size=..., shuffle=..., seed=...)`, and the
     train-only `statistics` the features were normalized with. `home`: the catalog home
     (default `$SHOAL_HOME`, then `shoal.settings.DEFAULT_HOME`). Tasks: enso, speech, higgs.

@@ -25,10 +25,10 @@ from shoal.evaluation import Scoring, SkillTable, skill_table
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
+    from shoal.feature_sets import FeatureSet
     from shoal.lineage import InputVersion
     from shoal.models.registry import ModelVersion
     from shoal.progress import Reporter
-    from shoal.splits import SplitRecord
 
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 MIN_STEPS = 50  # steps an epoch has at the least when the batch size is the task's default (`batch_for`) ...
@@ -220,153 +220,6 @@ class Predicted:
     rows: int
     plots: tuple[Path, ...]
     reused: bool = False
-
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """A feature version opened for training elsewhere (`shoal.open_features`).
-
-    Attributes:
-        task, dataset, version: whose features, the feature dataset, and its version.
-        statistics: what the features were normalized with (fitted on train only), by name.
-        split: how the version was split (`shoal.splits.SplitRecord`: rule, parameters, items per split).
-        splits: the split names.
-        arrays_of: split -> its arrays, by name (views of the stored data where it can).
-        dataset_of: split -> a torch Dataset of its items: {"x": ..., and the targets ("label"; for
-            ENSO "grid", "index", "phase")}.
-        stream_of: split and the loader's keywords (batch_size, shuffle, seed, drop_last, buffer_rows) ->
-            a torch IterableDataset of whole batches read from the stored files, for `loader(stream=True)`;
-            None where the task has no streaming loader.
-    """
-
-    task: str
-    dataset: str
-    version: int
-    statistics: Mapping[str, Any]
-    split: SplitRecord
-    splits: tuple[str, ...]
-    arrays_of: Callable[[str], Mapping[str, Any]]
-    dataset_of: Callable[[str], Any]
-    stream_of: Callable[..., Any] | None = None
-
-    def _check(self, split: str) -> str:
-        if split not in self.splits:
-            raise CatalogError(f"split must be one of {', '.join(self.splits)}, got {split!r}")
-        return split
-
-    def arrays(self, split: str) -> Mapping[str, Any]:
-        """The split's arrays by name (numpy)."""
-        return self.arrays_of(self._check(split))
-
-    def torch_dataset(self, split: str) -> Any:
-        """The split as a torch Dataset."""
-        return self.dataset_of(self._check(split))
-
-    def loader(self, split: str, *, batch_size: int = 256, shuffle: bool = False, seed: int = 0, num_workers: int = 0,
-               pin_memory: bool = False, drop_last: bool = False, stream: bool = False,
-               shuffle_buffer: int | None = None) -> Any:
-        """A torch DataLoader over the split, built a whole batch at a time.
-
-        The batches are those of `DataLoader(torch_dataset(split), batch_size, shuffle, generator)`
-        — the same items in the first epoch's seeded order, collated the same way — but each is
-        gathered in one indexing operation (the dataset's `gather`), not item by item in Python.
-
-        Args:
-            split: train, valid or test.
-            batch_size: items per batch; the last batch is shorter unless `drop_last`.
-            shuffle: a new seeded permutation each epoch (the order repeats for the same seed).
-            seed: the shuffle's seed.
-            num_workers: worker processes; each opens the store itself (the dataset pickles as
-                a reference to its feature version, never as its data) and keeps it open
-                across epochs.
-            pin_memory: batches in page-locked memory, for faster copies to a GPU (ignored
-                where torch finds no accelerator).
-            drop_last: drop the last, shorter batch.
-            stream: read the split from the stored files while iterating, so memory holds a bounded
-                number of rows, not the split (HIGGS only): the files' row groups in a seeded order per
-                epoch, rows through a shuffle buffer — not a global permutation; with workers, each
-                reads its share of the row groups and its last batch may be shorter.
-            shuffle_buffer: rows of the streaming loader's shuffle buffer (default: the task's).
-        """
-        import torch
-
-        # No accelerator: torch would warn on every iteration that pinning does nothing.
-        pin = pin_memory and torch.accelerator.is_available()
-        if stream:
-            if self.stream_of is None:
-                raise CatalogError(f"task {self.task!r} has no streaming loader; call loader(...) without stream=True "
-                                   "(its splits are read into memory)")
-            batches = self.stream_of(self._check(split), batch_size=batch_size, shuffle=shuffle, seed=seed,
-                                     drop_last=drop_last, buffer_rows=shuffle_buffer)
-            return torch.utils.data.DataLoader(batches, batch_size=None, num_workers=num_workers, pin_memory=pin,
-                                               collate_fn=as_is, persistent_workers=num_workers > 0)
-        generator = torch.Generator().manual_seed(seed)
-        dataset = self.torch_dataset(split)
-        return torch.utils.data.DataLoader(
-            WholeBatches(dataset), batch_size=None, num_workers=num_workers, pin_memory=pin,
-            sampler=BatchOrder(len(dataset), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                               generator=generator),
-            collate_fn=as_is, generator=generator, persistent_workers=num_workers > 0)
-
-
-def as_is(batch: Any) -> Any:
-    """A gathered batch is already tensors: torch's `default_convert` would only walk it again (~30 us a batch)."""
-    return batch
-
-
-def take(values: Any, indices: Any) -> Any:
-    """`values[indices]` along the first dimension (torch tensors; `indices` int64 of any shape).
-
-    On the CPU through numpy's `take`, which copies whole rows: 4-7x faster here than torch's
-    advanced indexing of the same rows (1,024 HIGGS rows: 38 against 250 us; 32 ENSO windows:
-    5 against 21 ms), and the same values.
-    """
-    if values.device.type != "cpu":
-        return values[indices]
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.take(values.numpy(), indices.numpy(), axis=0))
-
-
-class BatchOrder:
-    """The index batches (int64 tensors) of one epoch: `DataLoader(shuffle=...)`'s order, cut into batches.
-
-    With `shuffle`, each epoch is `torch.randperm(items, generator=generator)`, as torch's
-    `RandomSampler` draws it: a seeded loader's first epoch is an item-by-item one's. (torch
-    then draws an unused permutation at each epoch's end, so later epochs differ from its own,
-    while they still repeat for a seed.)
-    """
-
-    def __init__(self, items: int, *, batch_size: int, shuffle: bool, drop_last: bool, generator: Any) -> None:
-        if batch_size < 1:
-            raise CatalogError(f"batch_size must be at least 1, got {batch_size}")
-        self.items, self.batch_size, self.shuffle, self.drop_last = items, batch_size, shuffle, drop_last
-        self.generator = generator
-
-    def __len__(self) -> int:
-        whole, rest = divmod(self.items, self.batch_size)
-        return whole + (rest > 0 and not self.drop_last)
-
-    def __iter__(self) -> Iterator[Any]:
-        import torch
-
-        order = torch.randperm(self.items, generator=self.generator) if self.shuffle else torch.arange(self.items)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            yield order[start : start + self.batch_size]
-
-
-class WholeBatches:
-    """A map-style dataset whose items are whole batches: `batches[indices]` is `dataset.gather(indices)`."""
-
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, indices: Any) -> Mapping[str, Any]:
-        return self.dataset.gather(indices)
 
 
 class Task(ABC):

@@ -115,6 +115,17 @@ def test_each_epoch_of_a_shuffled_loader_is_a_new_permutation_and_the_sequence_r
     assert _same_batches(list(again), first) and _same_batches(list(again), second)
 
 
+@pytest.mark.parametrize("task", ["enso", "higgs"])
+def test_without_workers_the_loader_gives_every_epoch_of_torchs_own_iterator(home: str, task: str) -> None:
+    features = shoal.open_features(task, home=home)
+    ours = features.loader("train", batch_size=3, shuffle=True, seed=5)
+    torchs = features.loader("train", batch_size=3, shuffle=True, seed=5)
+    assert isinstance(ours, torch.utils.data.DataLoader)
+    for _ in range(3):
+        plain = list(ours)
+        assert _same_batches(plain, list(torch.utils.data.DataLoader.__iter__(torchs)))
+
+
 @pytest.mark.parametrize("task", sorted(SETTINGS))
 def test_a_dataset_pickles_as_a_reference_to_its_feature_version_and_reopens_the_store(home: str, task: str) -> None:
     dataset = shoal.open_features(task, home=home).torch_dataset("train")
