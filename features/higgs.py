@@ -83,7 +83,7 @@ def content_key(higgs: InputVersion, split: HiggsSplit) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _scan(catalog: Catalog, version: int) -> Iterator[pa.RecordBatch]:
+def scan_batches(catalog: Catalog, version: int) -> Iterator[pa.RecordBatch]:
     """Record batches of a `higgs` version, in row order, bounded memory."""
     for chunk in catalog.scan_table(INPUT, version=version).collect_batches(chunk_size=SCAN_ROWS):
         yield from chunk.to_arrow().to_batches()
@@ -93,7 +93,7 @@ def _split_codes(batch: pa.RecordBatch, split: HiggsSplit, rows: int) -> np.ndar
     return split.codes(batch.column("row_id").to_numpy(), rows)
 
 
-def _matrix(batch: pa.RecordBatch) -> np.ndarray:
+def feature_matrix(batch: pa.RecordBatch) -> np.ndarray:
     """(N, 28) float32 of a `higgs` batch's feature columns."""
     return np.column_stack([batch.column(name).to_numpy() for name in FEATURES]).astype(np.float32, copy=False)
 
@@ -101,10 +101,10 @@ def _matrix(batch: pa.RecordBatch) -> np.ndarray:
 def fit(catalog: Catalog, version: int, split: HiggsSplit, rows: int) -> tuple[RunningStats, np.ndarray]:
     """Per-feature statistics of the training rows of a `higgs` version, and the rows per split code."""
     stats, sizes = RunningStats.identity((len(FEATURES),)), np.zeros(3, dtype=np.int64)
-    for batch in _scan(catalog, version):
+    for batch in scan_batches(catalog, version):
         codes = _split_codes(batch, split, rows)
         sizes += np.bincount(codes, minlength=3)
-        stats = stats.merge(RunningStats.from_values(_matrix(batch)[codes == 0], axis=0))
+        stats = stats.merge(RunningStats.from_values(feature_matrix(batch)[codes == 0], axis=0))
     if int(stats.count.min()) == 0:
         raise CatalogError(f"higgs version {version} has no training row to fit the statistics on; ingest a HIGGS file")
     return stats, sizes
@@ -112,7 +112,7 @@ def fit(catalog: Catalog, version: int, split: HiggsSplit, rows: int) -> tuple[R
 
 def standardize(batch: pa.RecordBatch, codes: np.ndarray, mean: np.ndarray, std: np.ndarray) -> pa.RecordBatch:
     """A `higgs` batch as a `higgs_features` batch with its rows' split codes: (x - mean) / std in float32."""
-    x = ((_matrix(batch) - mean) / std).astype(np.float32)
+    x = ((feature_matrix(batch) - mean) / std).astype(np.float32)
     offsets = pa.array(np.arange(0, x.size + 1, len(FEATURES), dtype=np.int32))
     values = pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
     split = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(SPLITS)).cast(pa.string())
@@ -134,14 +134,14 @@ def build(catalog: Catalog, *, split: HiggsSplit = HiggsSplit(), reporter: Repor
         if found is not None:
             reporter.finish(f"{DATASET} version {found.version}: unchanged inputs and parameters, reused")
             return found
-        rows = _rows(catalog, int(higgs.version))
+        rows = row_count(catalog, int(higgs.version))
         stats, sizes = fit(catalog, int(higgs.version), split, rows)
         record = SplitRecord(split.rule, split.given(), dict(zip(SPLITS, map(int, sizes), strict=True)))
         reporter.advance(status=f"fitted on train ({record})")
         std = np.where(stats.std > 0, stats.std, 1.0).astype(np.float32)  # a constant column is only shifted
         mean = stats.mean.astype(np.float32)
         batches = (standardize(batch, _split_codes(batch, split, rows), mean, std)
-                   for batch in _scan(catalog, int(higgs.version)))
+                   for batch in scan_batches(catalog, int(higgs.version)))
         version = catalog.write_streamed(DATASET, batches, schema=SCHEMA, mode="overwrite", provenance=lambda: Provenance(
             inputs=(higgs,), parameters={"content_key": key, "statistics": stats.to_dict(), "features": list(FEATURES),
                                          "split": record.to_dict()},
@@ -153,7 +153,7 @@ def build(catalog: Catalog, *, split: HiggsSplit = HiggsSplit(), reporter: Repor
         return FeatureBuild(version=version, snapshot=str(version), reused=False)
 
 
-def _rows(catalog: Catalog, version: int) -> int:
+def row_count(catalog: Catalog, version: int) -> int:
     """The rows of a `higgs` version, as its commit recorded them (counted when it did not)."""
     lineage = catalog.lineage(INPUT, version=version)
     if lineage is not None and lineage.rows is not None:

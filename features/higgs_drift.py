@@ -20,7 +20,7 @@ from shoal.datasets.higgs import FEATURES
 from shoal.drift import (DriftReport, Thresholds, edges, feature_lineage, fractions, judge, ordered, psi_of,
                          register_drift)
 from shoal.errors import CatalogError
-from shoal.features.higgs import DATASET, HiggsSplit, _matrix, _rows, _scan
+from shoal.features.higgs import DATASET, HiggsSplit, feature_matrix, row_count, scan_batches
 from shoal.stats import RunningStats
 
 SAMPLE_ROWS = 1_000_000  # training rows the deciles are taken from, at most: memory stays bounded
@@ -53,11 +53,11 @@ def higgs_drift(catalog: Catalog, *, version: int | str | None = None, since: st
         raise CatalogError(f"no `higgs` version after version {higgs_input.version}, the input of these features; "
                            "ingest the new rows (`shoal ingest higgs FILE`)")
 
-    rows = _rows(catalog, int(higgs_input.version))
+    rows = row_count(catalog, int(higgs_input.version))
     stats, sample = RunningStats.identity((len(FEATURES),)), []
     stride = max(1, -(-rows // SAMPLE_ROWS))
-    for batch in _scan(catalog, int(higgs_input.version)):
-        row_id, values = batch.column("row_id").to_numpy(), _matrix(batch)
+    for batch in scan_batches(catalog, int(higgs_input.version)):
+        row_id, values = batch.column("row_id").to_numpy(), feature_matrix(batch)
         train = rule.codes(row_id, rows) == 0
         stats = stats.merge(RunningStats.from_values(values[train], axis=0))
         sample.append(values[train & (row_id % stride == 0)])
@@ -65,8 +65,8 @@ def higgs_drift(catalog: Catalog, *, version: int | str | None = None, since: st
     inner = [edges(column[np.isfinite(column)]) for column in taken.T]
     p = [fractions(column[np.isfinite(column)], bins) for column, bins in zip(taken.T, inner, strict=True)]
     fresh, counts = RunningStats.identity((len(FEATURES),)), [np.zeros(len(bins) + 1) for bins in inner]
-    for batch in _scan(catalog, newest):
-        values = _matrix(batch).astype(np.float64)
+    for batch in scan_batches(catalog, newest):
+        values = feature_matrix(batch).astype(np.float64)
         fresh = fresh.merge(RunningStats.from_values(values, axis=0))
         for i, bins in enumerate(inner):
             column = values[:, i][np.isfinite(values[:, i])]
