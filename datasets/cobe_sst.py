@@ -17,10 +17,9 @@ commits once, with the same lineage and the same stored bytes as an ingest in on
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +29,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from shoal import cluster
 from shoal.arrays import history, open_repo, resolve
 from shoal.commit_stats import CommitStats
+from shoal.datasets.cobe_sst_grib import LAT, LON, NI, NJ, SstMonth, decode, month_of_name
 from shoal.errors import ConcurrentCommit, SourceError
 from shoal.lineage import Provenance, SourceFile
-from shoal.rules import Rules, problems
 from shoal.sources import FileDone, IngestReport, check_path, folder_files, no_progress, register_source
-from shoal.stats import RunningStats
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -45,194 +43,14 @@ if TYPE_CHECKING:
     from shoal.catalog import Catalog
 
 DATASET = "sst"
-NI, NJ = 360, 180
-LAT = np.arange(-89.5, 90.0, 1.0)  # canonical order: south to north
-LON = np.arange(0.5, 360.0, 1.0)
 # CF attributes, so that xarray / cf-xarray users find the axes and units without shoal. The
 # time's units are not here: xarray writes them from the time encoding (days since 1850-01-01).
 LAT_ATTRS = {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude", "axis": "Y"}
 LON_ATTRS = {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude", "axis": "X"}
 TIME_ATTRS = {"standard_name": "time", "long_name": "month", "axis": "T"}
 SST_ATTRS = {"units": "degC", "standard_name": "sea_surface_temperature", "long_name": "sea surface temperature"}
-SST_GRIB1 = {"table2Version": 128, "indicatorOfParameter": 34}  # sea-surface temperature, as COBE-SST writes it
-FILE_NAME = re.compile(r"sst(\d{4})(\d{2})\.grb")
 MAX_RUN = 120  # months per region write (31 MB of float32)
 ATTEMPTS = 8  # sessions an ingest into an object-store home opens while other writers of sst keep committing first
-_FIX_GRID = "expected a COBE-SST field: regular lat-lon 1°, 360 x 180, lon 0.5..359.5, lat ±89.5"
-# (low, high, offset to add): °C, Kelvin, and °C that GDAL shifted by -273.15 (SOURCES.md).
-UNIT_RANGES = {"°C": (-5.0, 45.0, 0.0), "K": (268.0, 318.0, -273.15), "GDAL-shifted °C": (-278.15, -228.15, 273.15)}
-# The mark `shoal.datasets.cobe_sst_sample` writes into section 1 of every file: sub-centre 83
-# and generating process 72 ("S", "H") under the JMA centre. Ingest records the months of
-# marked files as a fact ("sample_months"), so a home knows its SST is synthetic however the
-# files were named, moved or fetched; the pair is not expected in a JMA file (no real
-# COBE-SST file could be read here to confirm it, SOURCES.md).
-SAMPLE_MARK = {"subCentre": 83, "generatingProcessIdentifier": 72}
-# What every month must be once decoded to °C. Land and sea ice are NaN: 46% of the COBE grid.
-RULES = Rules(ranges={"sst": UNIT_RANGES["°C"][:2]}, max_nan_fraction={"sst": 0.6}, grid=(NJ, NI),
-              fix="expected a COBE-SST month of sea-surface temperature; check the file, or fetch it again")
-
-
-@dataclass(frozen=True)
-class SstMonth:
-    """One decoded month: values (lat ascending, lon) in °C with NaN on land."""
-
-    month: np.datetime64
-    values: np.ndarray  # (NJ, NI) float32
-    unit: str
-    source: SourceFile
-    sample: bool = False  # the file carries SAMPLE_MARK: written by the sample generator, not by JMA
-    stats: RunningStats | None = None  # of `values`, summarized while decoded: the commit's statistics, no second pass
-
-
-def month_of_name(path: Path) -> np.datetime64:
-    """The month a file name `sstYYYYMM.grb` promises."""
-    found = FILE_NAME.fullmatch(path.name)
-    if not found or not 1 <= int(found.group(2)) <= 12:
-        raise SourceError(path, "unexpected file name", fix="COBE-SST files are named sstYYYYMM.grb, e.g. sst189101.grb")
-    return np.datetime64(f"{found.group(1)}-{found.group(2)}", "M")
-
-
-def _keys(handle: int, names: Sequence[str]) -> dict[str, object]:
-    """Typed getters: ecCodes' generic `codes_get` looks up each key's type first (2x slower)."""
-    import eccodes
-
-    def get(name: str) -> object:
-        if name in ("shortName", "gridType"):
-            return eccodes.codes_get_string(handle, name)
-        if name.endswith("InDegrees") or name in ("missingValue", "offset"):
-            return eccodes.codes_get_double(handle, name)
-        return eccodes.codes_get_long(handle, name)
-
-    return {name: get(name) for name in names}
-
-
-def _check_grid(path: Path, handle: int) -> dict[str, object]:
-    keys = _keys(
-        handle,
-        ["gridType", "Ni", "Nj", "iDirectionIncrementInDegrees", "jDirectionIncrementInDegrees",
-         "longitudeOfFirstGridPointInDegrees", "latitudeOfFirstGridPointInDegrees",
-         "latitudeOfLastGridPointInDegrees", "iScansNegatively", "jScansPositively", "jPointsAreConsecutive"],
-    )
-    lat_first, lat_last = keys["latitudeOfFirstGridPointInDegrees"], keys["latitudeOfLastGridPointInDegrees"]
-    expected = (
-        keys["gridType"] == "regular_ll" and (keys["Ni"], keys["Nj"]) == (NI, NJ)
-        and keys["iDirectionIncrementInDegrees"] == keys["jDirectionIncrementInDegrees"] == 1.0
-        and keys["longitudeOfFirstGridPointInDegrees"] in (0.5, 359.5)
-        and sorted([lat_first, lat_last]) == [-89.5, 89.5]
-    )
-    if not expected:
-        found = (f"{keys['gridType']} {keys['Ni']} x {keys['Nj']}, increments {keys['iDirectionIncrementInDegrees']}°"
-                 f" x {keys['jDirectionIncrementInDegrees']}°, first point {lat_first}°N {keys['longitudeOfFirstGridPointInDegrees']}°E")
-        raise SourceError(path, f"grid is {found}", fix=_FIX_GRID, line=1)
-    return keys
-
-
-def _to_celsius(path: Path, grid: np.ndarray) -> tuple[str, RunningStats]:
-    """Convert `grid` (float32, NaN = missing) to °C in place, judging the unit by its range.
-
-    Returns:
-        The unit the file was in, and the summary of the month's °C values: the commit's
-        statistics and what the rules check. Its min and max are the range that tells the
-        unit, so judging it costs no pass of its own; a converted month is summarized again,
-        as its stored values are the float32 sums.
-    """
-    stats = RunningStats.from_values(grid, axis=None)
-    if not stats.count:
-        return "°C", stats  # nothing to convert: the rules refuse a field without sea points
-    low, high = float(stats.min), float(stats.max)
-    for unit, (lowest, highest, offset) in UNIT_RANGES.items():
-        if lowest <= low and high <= highest:
-            if offset:
-                grid += np.float32(offset)
-                stats = RunningStats.from_values(grid, axis=None)
-            return unit, stats
-    raise SourceError(
-        path,
-        f"values range {low:.2f} .. {high:.2f} fit neither °C (-5..45), K (268..318) nor GDAL-shifted °C "
-        "(-278.15..-228.15)",
-        fix="expected sea-surface temperature; check the parameter and its units",
-        line=1,
-    )
-
-
-def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
-    """Decode one COBE-SST file with a raw ecCodes loop, validating it fully.
-
-    Args:
-        path: a file named sstYYYYMM.grb.
-        source: its `SourceFile`, when already hashed.
-
-    Raises:
-        SourceError: not GRIB, truncated, bytes before the message, more than one message,
-            another parameter or grid, a date that disagrees with the file name, values
-            that are not a plausible SST in any known unit.
-    """
-    import eccodes
-
-    path = Path(path)
-    named = month_of_name(path)
-    try:
-        with path.open("rb") as f:
-            handle = eccodes.codes_grib_new_from_file(f)
-            if handle is None:
-                raise SourceError(path, "not a GRIB file (no message found)", fix="pass COBE-SST .grb files")
-            try:
-                keys = _read_message(path, handle)
-                values = eccodes.codes_get_values(handle)
-            finally:
-                eccodes.codes_release(handle)
-            extra = eccodes.codes_grib_new_from_file(f) if keys["totalLength"] < path.stat().st_size else None
-            if extra is not None:
-                eccodes.codes_release(extra)
-                raise SourceError(path, "more than one GRIB message", fix="a COBE-SST file holds exactly one month", line=2)
-    except eccodes.GribInternalError as error:
-        with path.open("rb") as start:
-            magic = start.read(4)
-        if magic != b"GRIB":
-            raise SourceError(path, "not a GRIB file (no message at its start)", fix="pass COBE-SST .grb files") from error
-        raise SourceError(path, f"unreadable GRIB message ({error}): the file is truncated or corrupt",
-                          fix="download the file again", line=1) from error
-    except OSError as error:
-        raise SourceError(path, f"cannot read the file ({error.strerror})", fix="check the path") from error
-    dated = np.datetime64(f"{str(keys['dataDate'])[:4]}-{str(keys['dataDate'])[4:6]}", "M")
-    if dated != named:
-        raise SourceError(path, f"GRIB date {keys['dataDate']} is month {dated}, the file name says {named}",
-                          fix="rename the file after the month it holds", line=1)
-    flat = values.astype(np.float32)
-    if keys["bitmapPresent"]:
-        flat[values == keys["missingValue"]] = np.nan
-    grid = flat.reshape((NI, NJ)).T if keys["jPointsAreConsecutive"] else flat.reshape((NJ, NI))
-    if not keys["jScansPositively"]:
-        grid = grid[::-1]
-    if keys["iScansNegatively"]:
-        grid = grid[:, ::-1]
-    grid = np.ascontiguousarray(grid)
-    unit, stats = _to_celsius(path, grid)
-    if broken := problems(RULES, stats={"sst": stats}, grid=grid.shape):  # one line: the month is refused
-        raise SourceError(path, "; ".join(broken), fix=RULES.fix, line=1)
-    return SstMonth(month=named, values=grid, unit=unit, source=source or SourceFile.of(path),
-                    sample=all(keys[key] == value for key, value in SAMPLE_MARK.items()), stats=stats)
-
-
-def _read_message(path: Path, handle: int) -> dict[str, object]:
-    keys = _keys(handle, ["offset", "totalLength", "editionNumber", "dataDate", "missingValue", "bitmapPresent",
-                          *SAMPLE_MARK])
-    if keys["offset"]:
-        raise SourceError(path, f"{int(keys['offset'])} bytes precede the GRIB message (a WMO bulletin header?)",
-                          fix=f"strip them, e.g. tail -c +{int(keys['offset']) + 1} FILE > sstYYYYMM.grb", line=1)
-    # The raw GRIB1 numbers, not paramId: ecCodes resolves paramId through its parameter
-    # tables (370-550 µs a file, more than the rest of the checks together); shortName, a
-    # string, is read only to word the error.
-    edition = keys["editionNumber"]
-    if edition != 1 or _keys(handle, ["table2Version", "indicatorOfParameter"]) != SST_GRIB1:
-        name = _keys(handle, ["shortName"])["shortName"]
-        if edition != 1 and name == "sst":  # the right parameter in the wrong edition: say which is wrong
-            raise SourceError(path, f"GRIB edition {edition}; COBE-SST files are GRIB edition 1",
-                              fix="pass the files as JMA publishes them (`shoal fetch sst`), not a conversion", line=1)
-        edition_note = f"; this file is GRIB edition {edition}" if edition != 1 else ""
-        raise SourceError(path, f"parameter is {name!r}, not 'sst'",
-                          fix=f"expected sea-surface temperature (GRIB1 table 128 parameter 34){edition_note}", line=1)
-    return keys | _check_grid(path, handle)
 
 
 def expand(paths: Sequence[Path], *, follow_links: bool = False) -> tuple[list[Path], list[str]]:
@@ -268,7 +86,7 @@ def _digest(source: SourceFile) -> np.ndarray:
     return np.frombuffer(bytes.fromhex(source.sha256), dtype=np.uint8)
 
 
-def _stored_digests(current: xr.Dataset | None) -> dict[np.datetime64, str]:
+def stored_digests(current: xr.Dataset | None) -> dict[np.datetime64, str]:
     if current is None:
         return {}
     digests = current.source_sha256.values
@@ -296,7 +114,7 @@ def _template(months: np.ndarray) -> xr.Dataset:
     return dataset
 
 
-def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.datetime64]) -> np.ndarray:
+def prepare_axis(session: object, current: xr.Dataset | None, months: list[np.datetime64]) -> np.ndarray:
     """Make the time axis cover `months`: create it, append to it, or rebuild it.
 
     It writes no `sst` chunk of `months` (metadata and coordinates only, `compute=False`):
@@ -321,7 +139,7 @@ def _prepare_axis(session: object, current: xr.Dataset | None, months: list[np.d
         # are read first, as mode="w" replaces the arrays this session reads them from.
         rewritten = set(months)
         moved = [(run[0], current.sst[_slot(held, run[0]) : _slot(held, run[-1]) + 1].values)
-                 for run in _runs([m for m in _stored_digests(current) if m not in rewritten])]
+                 for run in _runs([m for m in stored_digests(current) if m not in rewritten])]
         digests = None if current is None else current.source_sha256.values
         _template(axis).to_zarr(session.store, mode="w", consolidated=False, compute=False, encoding=encoding)
         if digests is not None:
@@ -381,7 +199,7 @@ def _decode_all(pending: dict[np.datetime64, SourceFile], names: dict[np.datetim
     return decoded, failures
 
 
-def _write(session: object, axis: np.ndarray, decoded: list[SstMonth], *, digests: bool = True) -> None:
+def write_months(session: object, axis: np.ndarray, decoded: list[SstMonth], *, digests: bool = True) -> None:
     """Region-write decoded months (and, unless told not to, their sha256), a run of consecutive months at a time."""
     import xarray as xr
 
@@ -395,7 +213,7 @@ def _write(session: object, axis: np.ndarray, decoded: list[SstMonth], *, digest
                                       consolidated=False)
 
 
-def _write_digests(session: object, axis: np.ndarray, written: list[SstMonth]) -> None:
+def write_digests(session: object, axis: np.ndarray, written: list[SstMonth]) -> None:
     """The sha256 of the written months (sorted) in ONE region write over their span, keeping the months between.
 
     One write, as they share Zarr chunks of 1,200 months (a write per run cost ~1 s on 1,560
@@ -471,7 +289,7 @@ def _decoded_only(part: Decoded) -> Decoded:
 
 def _write_part(fork: ForkSession, axis: np.ndarray, part: Decoded) -> ForkSession:
     """On a worker: write a decoded part's fields (not their sha256: the driver writes those) into its own fork."""
-    _write(fork, axis, part[0], digests=False)
+    write_months(fork, axis, part[0], digests=False)
     return fork
 
 
@@ -503,10 +321,10 @@ def _spread(client: Client, session: ArraySession, current: xr.Dataset | None, p
     written.sort(key=lambda d: d.month)
     if written:
         base = session.fork()
-        axis = _prepare_axis(base, current, [d.month for d in written])
+        axis = prepare_axis(base, current, [d.month for d in written])
         session.merge(client.gather([client.submit(_write_part, cluster.copy_fork(base), axis, part, pure=False)
                                      for part in parts]))
-        _write_digests(session, axis, written)
+        write_digests(session, axis, written)
     return written, [failed[m] for m in sorted(failed)]
 
 
@@ -564,7 +382,7 @@ def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed
     failures = list(failed)
     with catalog.array_session(DATASET) as session:  # on a local home: other writers of sst wait
         current = session.current()
-        stored = _stored_digests(current)
+        stored = stored_digests(current)
         with ThreadPoolExecutor() as pool:  # hashlib releases the GIL: hash on every core
             sources = dict(zip(by_month, pool.map(SourceFile.of, by_month.values()), strict=True))
         unchanged = tuple(str(s.path) for m, s in sources.items() if stored.get(m) == s.sha256)
@@ -574,7 +392,7 @@ def _ingest_months(catalog: Catalog, by_month: dict[np.datetime64, Path], failed
         if client is None:
             written, bad = _decode_all(pending, by_month, done)
             if written:
-                _write(session, _prepare_axis(session, current, [d.month for d in written]), written)
+                write_months(session, prepare_axis(session, current, [d.month for d in written]), written)
         else:
             written, bad = _spread(client, session, current, pending, by_month, done)
         failures.extend(bad)

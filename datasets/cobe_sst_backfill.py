@@ -29,8 +29,9 @@ import numpy as np
 
 from shoal import cluster
 from shoal.arrays import resolve
-from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, SstMonth, _prepare_axis, _stored_digests, _write, month_stats,
-                                     _write_digests, decode_months, sample_months_of, without_values)
+from shoal.datasets.cobe_sst import (DATASET, MAX_RUN, decode_months, month_stats, prepare_axis, sample_months_of,
+                                     stored_digests, without_values, write_digests, write_months)
+from shoal.datasets.cobe_sst_grib import SstMonth
 from shoal.datasets.cobe_sst_fetch import month_urls
 from shoal.errors import SourceError
 from shoal.lineage import Provenance, SourceFile
@@ -71,7 +72,7 @@ def plan(catalog: Catalog, source: Path, start: str, end: str, *, force: bool = 
     present = [month for month in months if month not in failures]
     with ThreadPoolExecutor() as pool:  # hashlib releases the GIL
         sources = dict(zip(present, pool.map(SourceFile.of, [paths[m] for m in present]), strict=True))
-    stored = {} if not catalog.exists(DATASET) else _stored_digests(catalog.open_array(DATASET))
+    stored = {} if not catalog.exists(DATASET) else stored_digests(catalog.open_array(DATASET))
     unchanged = {m for m, s in sources.items() if stored.get(m) == s.sha256 and not force}
     return BackfillPlan(months=tuple(months), pending={m: s for m, s in sources.items() if m not in unchanged},
                         unchanged=tuple(str(sources[m].path) for m in sorted(unchanged)), failures=failures)
@@ -106,7 +107,7 @@ def write_chunk(work: ChunkWork) -> ChunkResult:
     Rerunning it rewrites the same slots of the same fork: a retry is safe.
     """
     decoded, failures = decode_months(work.sources)
-    _write(work.fork, work.axis, decoded, digests=False)
+    write_months(work.fork, work.axis, decoded, digests=False)
     return ChunkResult(decoded=tuple(without_values(d) for d in decoded), failures=failures, fork=work.fork)
 
 
@@ -133,11 +134,11 @@ class Backfill:
 
     def _start(self, backfill: BackfillPlan, *, spread: bool) -> None:
         current = self.session.current()
-        self.stored = _stored_digests(current)
+        self.stored = stored_digests(current)
         # On a cluster the axis goes into a fork: icechunk forks only a session without changes.
         self._base = self.session.fork() if spread and backfill.pending else None
         target = self._base if self._base is not None else self.session
-        self.axis = _prepare_axis(target, current, list(backfill.pending)) if backfill.pending else None
+        self.axis = prepare_axis(target, current, list(backfill.pending)) if backfill.pending else None
         self.written: list[SstMonth] = []  # without their values, once written
         self.failures = dict(backfill.failures)
         self._buffer: list[SstMonth] = []
@@ -173,7 +174,7 @@ class Backfill:
             self._flush()
 
     def _flush(self) -> None:
-        _write(self.session, self.axis, self._buffer, digests=False)
+        write_months(self.session, self.axis, self._buffer, digests=False)
         self.written += [without_values(d) for d in self._buffer]
         self._buffer = []
 
@@ -187,7 +188,7 @@ class Backfill:
             return IngestReport(DATASET, version, unchanged=self.plan.unchanged, failures=failed)
         if self._forks:
             self.session.merge(self._forks)
-        _write_digests(self.session, self.axis, written)
+        write_digests(self.session, self.axis, written)
         replaced = {str(d.month): {"old_sha256": self.stored[d.month], "new_sha256": d.source.sha256}
                     for d in written if d.month in self.stored}
         snapshot = self.session.commit(Provenance(

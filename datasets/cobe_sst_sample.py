@@ -14,7 +14,7 @@ the REAL Niño 3.4 series: with the default `--test-start 2005-01`, the ~190 mon
 table's end in 2020, which are far from independent (the scoring's moving 12-month blocks
 count them as ~16 years of evidence).
 
-Every file carries `shoal.datasets.cobe_sst.SAMPLE_MARK` (GRIB1 sub-centre 83, generating
+Every file carries `shoal.datasets.cobe_sst_grib.SAMPLE_MARK` (GRIB1 sub-centre 83, generating
 process 72): ingest records the months of marked files as the commit's "sample_months", and
 the ENSO hindcast plot says when its SST is this synthetic sample rather than COBE-SST.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shoal.datasets.cobe_sst import LAT, LON, NI, NJ, SAMPLE_MARK
+from shoal.datasets.cobe_sst_grib import LAT, LON, NI, NJ, SAMPLE_MARK
 from shoal.datasets.oni import SAMPLE as ONI_SAMPLE
 from shoal.datasets.oni import read_oni
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from shoal.catalog import Catalog
-from shoal.datasets import cobe_sst, higgs
+from shoal.datasets import cobe_sst, cobe_sst_grib, higgs
 from shoal.datasets.cobe_sst_sample import sample_fields, write_grib
 from shoal.rules import Rules, out_of_range, outside, range_checks, violations
 from shoal.stats import RunningStats
@@ -44,7 +44,7 @@ def test_an_sst_month_that_is_mostly_missing_is_one_failure_line_and_the_other_m
     assert 0.6 < missing < 1
     paths = [write_grib(tmp_path / f"sst{str(m).replace('-', '')}.grb", f, m) for m, f in zip(months, fields)]
     report = cobe_sst.ingest(catalog, paths)
-    assert report.failures == (f"{paths[1]}:1: sst expected at most 60% NaN, found {missing:.1%}; {cobe_sst.RULES.fix}",)
+    assert report.failures == (f"{paths[1]}:1: sst expected at most 60% NaN, found {missing:.1%}; {cobe_sst_grib.RULES.fix}",)
     assert report.committed == (str(paths[0]), str(paths[2]))
     stored = catalog.open_array("sst").sst.values
     np.testing.assert_array_equal(stored[[0, 2]], [cobe_sst.decode(paths[0]).values, cobe_sst.decode(paths[2]).values])
