@@ -33,19 +33,17 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
-import threading
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from shoal.commit_stats import Columns, columns_of_summary, polars_summary
+from shoal.datasets.higgs_text import GZIP, ZIP, BlockReader, HiggsLimits, LongLine, check_lines, line_too_long
 from shoal.errors import CatalogError, SchemaError, SourceError
-from shoal.lineage import HashingReader, Provenance, SourceFile
+from shoal.lineage import Provenance, SourceFile
 from shoal.rules import Rules, out_of_range, range_checks
 from shoal.splits import SPLITS
 from shoal.sources import FileDone, IngestReport, check_path, no_progress, register_source
@@ -73,10 +71,7 @@ B_TAGS = tuple(name for name in FEATURES if name.endswith("_b_tag"))
 COLUMNS = ("label", *FEATURES)
 SCHEMA = pa.schema([("row_id", pa.int64()), ("label", pa.int8()), *[(name, pa.float32()) for name in FEATURES]])
 HELD_OUT = 500_000  # rows of test, and of valid, in a full-size file (the paper's setup)
-BLOCK = 32 << 20  # bytes of text parsed at once by the block-wise path (~43,000 rows)
 FILE_ROWS = 1 << 18  # rows of one Parquet file of the streaming query (~30 MB)
-GZIP, ZIP = b"\x1f\x8b", b"PK\x03\x04"  # the first bytes of a gzip and of a zip file
-RATIO_FLOOR = 16 << 20  # text inflated before the ratio is judged: a small file of repeated rows may pack tighter
 _FIX = ("expected the UCI HIGGS format: 29 comma-separated numbers a line, the class (0 or 1) first; "
         "fetch the file again (`shoal fetch higgs`) or fix the line")
 _EXPECTED = "HIGGS.csv, HIGGS.csv.gz or the UCI zip"
@@ -87,96 +82,6 @@ NON_NEGATIVE = ("lepton_pT", "missing_energy_magnitude", "jet_1_pt", "jet_2_pt",
 # Checked on every row as it is parsed: the item is the whole file, and a bad row anywhere commits nothing.
 RULES = Rules(ranges={"label": (0.0, 1.0), **dict.fromkeys(NON_NEGATIVE, (0.0, math.inf))},
               max_nan_fraction=dict.fromkeys(COLUMNS, 0.0), columns=COLUMNS, fix=_FIX)
-
-
-@dataclass(frozen=True)
-class HiggsLimits:
-    """What a HIGGS file may hold before it is refused as hostile (read so far, and no further).
-
-    Attributes:
-        max_line_bytes: the longest line. A UCI line is at most ~760 bytes (29 numbers as
-            `%.18e`); 4 KiB leaves room for other number formats and refuses a file of one
-            endless line after one block.
-        max_ratio: the most bytes of text one compressed byte may inflate to, judged once
-            RATIO_FLOOR bytes are inflated (and at once from a zip member's declared sizes).
-            UCI's HIGGS.csv.gz inflates ~2.9 times; a gzip of zeros ~200-1000 times.
-    """
-
-    max_line_bytes: int = 4096
-    max_ratio: float = 20.0
-
-
-def _long_line(text: bytes | bytearray, limit: int, end: int | None = None) -> int:
-    """Where the first line longer than `limit` bytes starts in text[:end], or -1 (an unended last line counts so far).
-
-    One `rfind` per `limit` bytes: the last newline of each window of limit + 1 bytes
-    starts the next window, so the text is never scanned byte by byte in Python.
-    """
-    end = len(text) if end is None else end
-    start = 0  # where the line being checked starts
-    while end - start > limit:
-        newline = text.rfind(b"\n", start, start + limit + 1)
-        if newline < 0:
-            return start
-        start = newline + 1
-    return -1
-
-
-def _line_too_long(path: Path, limits: HiggsLimits, line: int) -> SchemaError:
-    return SchemaError(path, f"a line longer than {limits.max_line_bytes:,} bytes (a HIGGS line is under 1 KB)",
-                       fix="expected the UCI HIGGS text; fetch the file again (`shoal fetch higgs`), or raise "
-                           "HiggsLimits.max_line_bytes", line=line)
-
-
-class _LongLine(Exception):  # noqa: N818 (a signal between threads, never shown)
-    """A line over the limit starts right after the blocks handed out so far: the reader of the blocks numbers it."""
-
-
-def _too_packed(path: Path, text: int, packed: int, limits: HiggsLimits) -> SourceError:
-    return SourceError(path, f"{text:,} bytes of text from {packed:,} compressed bytes, more than "
-                             f"{limits.max_ratio:g} times (HIGGS.csv.gz inflates ~3 times), as a decompression "
-                             "bomb does",
-                       fix="fetch the file again (`shoal fetch higgs`), or raise HiggsLimits.max_ratio")
-
-
-class _Counted:
-    """A binary stream read through this counts the bytes read (the compressed side of an inflater)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw, self.size = raw, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.size += len(data)
-        return data
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:
-        count = self.raw.readinto(buffer)
-        self.size += count
-        return count
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self.raw.close()
-
-
-class _Inflated:
-    """An inflating stream that stops once its text outgrows `limits.max_ratio` times the compressed bytes read."""
-
-    def __init__(self, path: Path, stream: IO[bytes], packed: Callable[[], int], limits: HiggsLimits) -> None:
-        self.path, self.stream, self.packed, self.limits, self.text = path, stream, packed, limits, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size)
-        self.text += len(data)
-        if self.text > RATIO_FLOOR and self.text > self.limits.max_ratio * max(1, self.packed()):
-            raise _too_packed(self.path, self.text, self.packed(), self.limits)
-        return data
-
-    def close(self) -> None:
-        self.stream.close()
 
 
 def official_split(rows: int) -> tuple[int, int, int]:
@@ -190,109 +95,6 @@ def official_split(rows: int) -> tuple[int, int, int]:
         return rows - 2 * HELD_OUT, HELD_OUT, HELD_OUT
     held = max(1, rows // 4)
     return rows - 2 * held, held, held
-
-
-def _is_zip(raw: HashingReader) -> bool:
-    return raw.raw.peek(4)[:4] == ZIP
-
-
-def _text_stream(path: Path, raw: HashingReader, limits: HiggsLimits) -> IO[bytes]:
-    """The CSV text of a plain, gzip or zip file (`raw` reads the file itself), as a stream of bytes.
-
-    Plain and gzip files are read through `raw` from start to end; a zip is opened by name
-    (its directory is at the end). Inflating stops at a bomb (`limits.max_ratio`): a gzip
-    stream as its text outgrows the compressed bytes read, a zip member at once from its
-    declared sizes (zipfile inflates no more than the declared size).
-    """
-    from isal import igzip
-
-    if raw.raw.peek(2)[:2] == GZIP:
-        return _Inflated(path, igzip.IGzipFile(fileobj=raw, mode="rb"), lambda: raw.size, limits)
-    if _is_zip(raw):
-        archive = zipfile.ZipFile(path)
-        members = [m for m in archive.namelist() if m.lower().endswith((".csv", ".csv.gz"))]
-        if not members:
-            raise SourceError(path, f"the zip holds no .csv or .csv.gz member (it holds {archive.namelist()[:5]})",
-                              fix="pass the HIGGS.csv.gz UCI publishes, or a zip that wraps it")
-        info = archive.getinfo(members[0])
-        if info.file_size > RATIO_FLOOR and info.file_size > limits.max_ratio * max(1, info.compress_size):
-            raise _too_packed(path, info.file_size, info.compress_size, limits)
-        inner = archive.open(members[0])
-        if members[0].lower().endswith(".gz"):
-            counted = _Counted(inner)
-            return _Inflated(path, igzip.IGzipFile(fileobj=counted, mode="rb"), lambda: counted.size, limits)
-        return inner
-    return raw  # type: ignore[return-value]
-
-
-def _blocks(stream: IO[bytes], limits: HiggsLimits) -> Iterator[bytes]:
-    """Blocks of whole lines (each ends with a newline) of about BLOCK bytes.
-
-    Raises:
-        _LongLine: after a last block of the lines before it, a line over `limits.max_line_bytes`
-            (what is held of a line never exceeds the limit).
-    """
-    rest = b""
-    while chunk := stream.read(BLOCK):
-        data = rest + chunk
-        if (long := _long_line(data, limits.max_line_bytes)) >= 0:
-            if long:
-                yield data[:long]
-            raise _LongLine
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            yield data[:cut]
-        rest = data[cut:]
-    if rest.strip():
-        yield rest + b"\n"
-
-
-class _Reader:
-    """`_blocks` of a file, read and inflated in a thread `depth` blocks ahead of the caller.
-
-    The thread also hashes the file as it reads it (a zip, which is read out of order, is
-    hashed at the end): `source` is the file's lineage entry once the blocks are all out.
-    """
-
-    def __init__(self, path: Path, limits: HiggsLimits, depth: int = 2) -> None:
-        self.path, self.limits, self.depth, self.source = path, limits, depth, None
-
-    def _read(self, handoff: queue.Queue, stop: threading.Event) -> None:
-        try:
-            with self.path.open("rb") as file:
-                raw = HashingReader(file)
-                zipped, stream = _is_zip(raw), _text_stream(self.path, raw, self.limits)
-                try:
-                    for block in _blocks(stream, self.limits):
-                        while not stop.is_set():
-                            try:
-                                handoff.put(block, timeout=0.1)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-                finally:
-                    if stream is not raw:
-                        stream.close()
-                self.source = SourceFile.of(self.path) if zipped else raw.source(self.path)
-            handoff.put(None)
-        except BaseException as error:  # noqa: BLE001 (handed to the consumer, which raises it)
-            handoff.put(error)
-
-    def __iter__(self) -> Iterator[bytes]:
-        handoff: queue.Queue = queue.Queue(self.depth)
-        stop = threading.Event()
-        reader = threading.Thread(target=self._read, args=(handoff, stop), name=f"read {self.path.name}", daemon=True)
-        reader.start()
-        try:
-            while (item := handoff.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            reader.join()
 
 
 def _diagnose(path: Path, block: bytes, first_line: int) -> SchemaError:
@@ -330,7 +132,7 @@ def _good() -> pl.Expr:
     return pl.all_horizontal([*finite, pl.col("label").is_in([0.0, 1.0]), *range_checks(RULES, COLUMNS)]).fill_null(False)
 
 
-def _parse(path: Path, block: bytes, first_line: int) -> pl.DataFrame:
+def parse_block(path: Path, block: bytes, first_line: int) -> pl.DataFrame:
     """One block as label (float64) and 28 float32 columns, every value checked."""
     import polars as pl
 
@@ -345,22 +147,22 @@ def _parse(path: Path, block: bytes, first_line: int) -> pl.DataFrame:
     return frame
 
 
-def _rows(path: Path, reader: _Reader) -> Iterator[pa.Table]:
+def _rows(path: Path, reader: BlockReader) -> Iterator[pa.Table]:
     """The file's rows as Arrow tables of one block each, with row_id, without split."""
     import polars as pl
 
     row = 0
     try:
         for block in reader:
-            frame = _parse(path, block, row + 1)
+            frame = parse_block(path, block, row + 1)
             frame = frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=row)
             row += frame.height
             yield frame.with_columns(pl.col("row_id").cast(pl.Int64)).to_arrow()
-    except _LongLine:
-        raise _line_too_long(path, reader.limits, row + 1) from None
+    except LongLine:
+        raise line_too_long(path, reader.limits, row + 1) from None
 
 
-def _too_few(path: Path, rows: int) -> SourceError:
+def too_few(path: Path, rows: int) -> SourceError:
     return SourceError(path, "the file is empty" if not rows else f"only {rows} row(s)",
                        fix="pass the HIGGS file: at least 3 rows, one for each of train, valid and test")
 
@@ -369,14 +171,14 @@ class _Stream:
     """The record batches of a gzip or zip file, block by block; `rows` once read to the end."""
 
     def __init__(self, path: Path, limits: HiggsLimits) -> None:
-        self.path, self.rows, self.reader = path, 0, _Reader(path, limits)
+        self.path, self.rows, self.reader = path, 0, BlockReader(path, limits)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         for table in _rows(self.path, self.reader):
             self.rows += table.num_rows
             yield from table.cast(SCHEMA).combine_chunks().to_batches()
         if self.rows < 3:
-            raise _too_few(self.path, self.rows)
+            raise too_few(self.path, self.rows)
 
 
 def _sink(path: Path, folder: Path) -> Columns:
@@ -401,40 +203,11 @@ def _sink(path: Path, folder: Path) -> Columns:
 def _first_bad(path: Path, found: str, limits: HiggsLimits) -> SourceError:
     """The first bad line of a file the streaming query refused, found by reading it block by block."""
     rows = 0
-    for table in _rows(path, _Reader(path, limits)):  # raises SchemaError at the first bad line
+    for table in _rows(path, BlockReader(path, limits)):  # raises SchemaError at the first bad line
         rows += table.num_rows
     if rows < 3:
-        return _too_few(path, rows)
+        return too_few(path, rows)
     return SchemaError(path, f"the file did not parse: {found}", fix=_FIX)
-
-
-def _check_lines(path: Path, limits: HiggsLimits) -> None:
-    """Read a plain file once, before polars does: a line longer than `limits.max_line_bytes` raises with its number.
-
-    Polars holds a whole line in memory (and more: 2 GB for a 1 GB line), so it must never
-    see one. One buffer, refilled (~0.2 s a GB here), and the page cache is warm for the query.
-    """
-    limit = limits.max_line_bytes
-    buffer = bytearray(BLOCK + limit)
-    kept = offset = 0  # the bytes of an unended line at the buffer's start; the file offset of the buffer's start
-    with path.open("rb", buffering=0) as file:
-        while count := file.readinto(memoryview(buffer)[kept:]):
-            end = kept + count
-            if (long := _long_line(buffer, limit, end)) >= 0:
-                raise _line_too_long(path, limits, _lines_before(path, offset + long) + 1)
-            cut = buffer.rfind(b"\n", 0, end) + 1
-            buffer[: end - cut] = buffer[cut:end]  # what follows the last newline: at most `limit` bytes
-            kept, offset = end - cut, offset + cut
-
-
-def _lines_before(path: Path, offset: int) -> int:
-    """The newlines in the first `offset` bytes of a file."""
-    lines = 0
-    with path.open("rb") as file:
-        while offset > 0 and (piece := file.read(min(BLOCK, offset))):
-            lines += piece.count(b"\n")
-            offset -= len(piece)
-    return lines
 
 
 class _Query:
@@ -473,7 +246,7 @@ class _Query:
         files.sort()
         self.rows = sum(count for _, count, _ in files)
         if self.rows < 3:
-            raise _too_few(self.path, self.rows)
+            raise too_few(self.path, self.rows)
         return [file for _, _, file in files]
 
 
@@ -543,7 +316,7 @@ def ingest(catalog: Catalog, paths: Sequence[Path], *, progress: FileDone | None
             version = catalog.write_streamed(DATASET, stream, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, stream.reader.source, stream.rows)))
         else:
-            _check_lines(path, limits)
+            check_lines(path, limits)
             query = _spread(path, client) if client is not None else _Query(path, limits)
             version = catalog.write_files(DATASET, query.write, schema=SCHEMA, mode="overwrite", provenance=lambda: (
                 _provenance(path, query.source, query.rows)), stats=lambda: query.stats)

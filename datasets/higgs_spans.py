@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from shoal.commit_stats import Columns, arrow_stats, merge_columns
-from shoal.datasets.higgs import FILE_ROWS, _parse, _too_few
+from shoal.datasets.higgs import FILE_ROWS, parse_block, too_few
 from shoal.lineage import SourceFile
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _write_span(path: Path, span: tuple[int, int], first_row: int, folder: Path,
     """
     import polars as pl
 
-    frame = _parse(path, _read_span(path, span), first_row + 1)
+    frame = parse_block(path, _read_span(path, span), first_row + 1)
     frame = (frame.with_columns(pl.col("label").cast(pl.Int8)).with_row_index("row_id", offset=first_row)
              .with_columns(pl.col("row_id").cast(pl.Int64)))
     written = []
@@ -103,7 +103,7 @@ class Spread:
             counts = self.client.gather(self.client.map(_count_lines, [self.path] * len(spans), spans, pure=False))
             self.rows = sum(counts)
             if self.rows < 3:
-                raise _too_few(self.path, self.rows)
+                raise too_few(self.path, self.rows)
             firsts = np.cumsum([0, *counts[:-1]]).tolist()
             parts = [self.client.submit(_write_span, self.path, span, first, folder, number, pure=False)
                      for number, (span, first) in enumerate(zip(spans, firsts))]

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from shoal.datasets import higgs
+from shoal.datasets import higgs, higgs_text
 from shoal.datasets.higgs import COLUMNS, DATASET, FEATURES, ingest, official_split
 from shoal.lineage import SourceFile
 from tests.test_cli import _one_error_line, shoal
@@ -66,7 +66,7 @@ def test_the_official_split_holds_out_the_paper_tail_or_quarters_of_a_small_file
 @pytest.mark.parametrize("wrap", ["plain", "zip"])
 def test_row_numbers_run_in_file_order_across_files_and_blocks(catalog, first5: Path, monkeypatch, wrap: str) -> None:  # noqa: ANN001
     monkeypatch.setattr(higgs, "FILE_ROWS", 7)  # the streaming query writes many files
-    monkeypatch.setattr(higgs, "BLOCK", 3000)  # ~5 rows a block: the block-wise path reads many blocks
+    monkeypatch.setattr(higgs_text, "BLOCK", 3000)  # ~5 rows a block: the block-wise path reads many blocks
     path = _write(first5.parent / "many.csv", _lines(first5) * 30)
     if wrap == "zip":
         wrapped = first5.parent / "many.zip"

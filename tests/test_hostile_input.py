@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shoal.datasets import cobe_sst, higgs, speech_commands
+from shoal.datasets import cobe_sst, higgs, higgs_text, speech_commands
 from shoal.datasets.higgs import HiggsLimits
 from shoal.datasets.speech_commands import SpeechLimits
 from shoal.errors import SourceError
@@ -104,7 +104,7 @@ def test_a_line_longer_than_the_cap_is_refused_with_its_line_number(catalog, tmp
 @pytest.mark.parametrize(("block", "at"), [(700, 3), (1000, 12), (4096, 20), (64, 21)])
 def test_the_long_line_is_named_by_its_number_wherever_the_blocks_cut_the_text(catalog, tmp_path: Path, monkeypatch,  # noqa: ANN001
                                                                                block: int, at: int) -> None:
-    monkeypatch.setattr(higgs, "BLOCK", block)
+    monkeypatch.setattr(higgs_text, "BLOCK", block)
     path = _with_long_line(tmp_path / "HIGGS.csv", at=at, length=1_001)
     report = higgs.ingest(catalog, [path], limits=HiggsLimits(max_line_bytes=1_000))
     assert len(report.failures) == 1 and report.failures[0].startswith(f"{path}:{at}: a line longer than 1,000 bytes")
