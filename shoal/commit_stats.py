@@ -141,9 +141,10 @@ def polars_summary(frame: pl.LazyFrame, columns: Iterable[str], *, finite: bool 
     for name in columns:
         value = pl.col(name).cast(pl.Float64)  # float64 moments: polars' Float32 variance is ~1e-8 off numpy's
         value = value if finite else value.fill_nan(None)
-        exprs += [value.count().alias(f"{name}\0count"), value.mean().alias(f"{name}\0mean"),
-                  (value.var(ddof=0) * value.count()).alias(f"{name}\0m2"), value.min().alias(f"{name}\0min"),
-                  value.max().alias(f"{name}\0max"), value.null_count().alias(f"{name}\0nan_count")]
+        exact = pl.col(name) if finite else value  # count, min and max need no cast: they are exact in any dtype
+        exprs += [exact.count().alias(f"{name}\0count"), value.mean().alias(f"{name}\0mean"),
+                  (value.var(ddof=0) * exact.count()).alias(f"{name}\0m2"), exact.min().alias(f"{name}\0min"),
+                  exact.max().alias(f"{name}\0max"), exact.null_count().alias(f"{name}\0nan_count")]
     return frame.select(exprs)
 
 
@@ -157,6 +158,6 @@ def columns_of_summary(summary: pl.DataFrame) -> Columns:
         empty = count == 0
         columns[name] = RunningStats(
             count=count, mean=math.nan if empty else row[f"{name}\0mean"], m2=0.0 if empty else row[f"{name}\0m2"],
-            min=math.nan if empty else row[f"{name}\0min"], max=math.nan if empty else row[f"{name}\0max"],
+            min=math.nan if empty else float(row[f"{name}\0min"]), max=math.nan if empty else float(row[f"{name}\0max"]),
             nan_count=row[f"{name}\0nan_count"])
     return columns
