@@ -53,9 +53,13 @@ DataLoader's own cost per batch (its profiler scope in `__next__`, ~60-100 us), 
 copying the batch takes: 0.60x to 0.80x over three runs, whose spreads all hold 1 on this
 shared machine; at TabNet's 16,384 it disappears. Without workers or pinning the loader now
 runs the same steps (order, gather, the same seeded base-seed draw) in a plain generator
-(`shoal.loaders.Loader`, still a DataLoader for everything else). ENSO's warm epoch (32 MB of copies a batch,
-the same `take`s on both sides) measured 0.61x to 1.57x over four runs, three of whose
-spreads hold 1: the other jobs on these two cores move it more than the loader does. On-the-fly Speech is compute-bound (an STFT per clip): against a copy
+(`shoal.loaders.Loader`, still a DataLoader for everything else): 1.16x and 0.83x in its
+first two runs, the target met in both.
+ENSO's warm epoch (32 MB of copies a batch, the same `take`s on both sides) measured 0.61x
+to 1.57x over four runs on a loaded machine, three of whose spreads hold 1, and 0.99x on a
+quiet one. The machine itself changes speed by the hour: the run with the plain generator
+took the in-memory HIGGS epoch in 0.19 s where the runs before took 0.6-0.9 s; the ratios,
+timed side by side, are what compare across runs. On-the-fly Speech is compute-bound (an STFT per clip): against a copy
 from memory it runs at a few percent, by construction; materialize the version, or use
 workers, where that matters. A materialized Speech version first read the `speech` table's
 waveforms at every open although its datasets never use them (0.76x the plain read of its

@@ -11,10 +11,12 @@ starts, a new catalog, the same files as the ingest benchmarks (cached in `bench
 the 1,560 COBE-format GRIB months of `sst_ingest`, the 1,000,000-row HIGGS sample of
 `higgs_ingest` plain (statistics: a second polars query over the one scan) and gzipped
 (block-wise: each Parquet file summarized by its writer thread), and the 3,000-clip folder
-of `speech` (each file's numeric columns summarized by its writer thread). Six
-interleaved pairs per workload (ours, baseline, ours, ...); medians with their spread
-(min..max) and the verdict on the ratio. Target: speed-up >= 0.95x, i.e. ours at most 5%
-slower by the medians. The SST notes also give what summarizing one month costs in this
+of `speech` (each file's numeric columns summarized by its writer thread). Ten
+pairs per workload, in ABBA order (ours then baseline, then baseline then ours, ...), so a
+drift of the machine hits both sides alike. The cost is the median over the pairs of ours /
+baseline - 1, with a 95% bootstrap interval over pairs, in wall and in CPU time (user +
+system of every thread); the medians and their spread (min..max) are shown too. Target:
+ours at most 5% slower by the pairs' wall time. The SST notes also give what summarizing one month costs in this
 process (median over 200 decoded months) beside its decode.
 
 History. The first statistics per commit (f82cc40) summarized each SST month with the
@@ -35,6 +37,20 @@ measures both; in one process its summary query cost ~0.3 s over the sink alone 
 most of it the summary's `fill_nan(None)` on the 29 columns cast to Float64. A HIGGS file is
 committed only when every value is finite, so that step is dropped since
 (`polars_summary(finite=True)`); the month parts of `sst` are stored stacked since (one summary per column).
+Two runs of the ratio of medians on an otherwise idle machine, 1.5 hours apart (six, then
+ten alternating repeats), measured SST +3.3% then +10.2%, HIGGS +5.3% then +5.0%, .gz +5.7%
+then +11.0%, Speech -2.0% then +18.4%, every spread holding 1: the virtual machine's host
+moved single ingests by up to +-30% within a run, more than the statistics cost. Hence the
+pairs in ABBA order and the cost within pairs, with its interval, and the statistics' own
+work measured directly. Two runs of the pairs gave SST +7.2% (-2.6..+11.6%) and +12.5%
+(+5.8..+18.3%), HIGGS +6.5% and +8.1% (both intervals holding 0), .gz +5.2% and +5.5%
+(intervals from +1.1%), Speech -0.7% and +1.9%. The statistics' own work is 2.0-2.6% of a
+HIGGS ingest's CPU and ~0% of Speech's, but 3.7% of the SST ingest's: a month's summary
+(~190 µs, most of it dropping the 46% land NaN before the float64 passes) is 10-25% of its
+decode. Decoding the same 500 months in one process, alternately with each tree's `decode`,
+took 1.5-1.8 ms a month here against 1.26-1.36 ms at 397fe0f: the summary and the rules
+check are the whole difference of `decode` (diffed), so the SST target is missed by what
+summarizing a month costs; the next step is to make that summary cheaper or overlap it.
 """
 
 from __future__ import annotations
@@ -50,8 +66,12 @@ import time
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.run import Result, interleaved
+from bench.run import Comparison, Result, Timing
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / ".out"
@@ -59,7 +79,8 @@ BEFORE = "397fe0ff537f3acb809e081117ee28942ecbbd96"  # the parent of the statist
 FOLDERS = ("shoal", "datasets", "features", "models", "tasks", "flows")  # what setuptools maps into shoal
 INGEST_CODE = ("datasets", "shoal/catalog.py", "shoal/tables.py", "shoal/arrays.py", "shoal/lineage.py",
                "shoal/stats.py", "shoal/commit_stats.py", "shoal/rules.py", "shoal/sources.py")
-REPEATS = 6
+REPEATS = 10  # pairs; six left HIGGS within noise of the target on a quiet machine
+BOOTSTRAP = 2000
 MAX_SLOWER = 1.05
 
 
@@ -101,63 +122,142 @@ def ingest_once(tree: Path, source: str, paths: list[Path], expected: int, cpu: 
     return result["seconds"]
 
 
-def sst_month_costs() -> str:
-    """What summarizing one decoded month costs beside decoding it, in this process (median over 200 months)."""
-    from bench.bench_sst_ingest import sample_files
+def _cpu(work: Callable[[], object]) -> float:
+    """The median CPU seconds (user + system, every thread of this process) of three calls of `work`."""
+    spent = []
+    for _ in range(3):
+        start = time.process_time()
+        work()
+        spent.append(time.process_time() - start)
+    return statistics.median(spent)
+
+
+def sst_stats_work() -> tuple[float, str]:
+    """The CPU seconds of the 1,560 month summaries, from the median month over 200 decoded months."""
+    from bench.bench_sst_ingest import FILES, sample_files
     from shoal.datasets.cobe_sst import decode
     from shoal.stats import RunningStats
 
     decode_s, stats_s = [], []
     for path in sample_files()[:200]:
-        start = time.perf_counter()
+        start = time.process_time()
         month = decode(path)
-        decode_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        decode_s.append(time.process_time() - start)
+        start = time.process_time()
         RunningStats.from_values(month.values, axis=None)
-        stats_s.append(time.perf_counter() - start)
-    return (f"summarizing a month {statistics.median(stats_s) * 1e6:.0f} µs of its {statistics.median(decode_s) * 1e3:.1f}"
-            " ms decode (the summary included)")
+        stats_s.append(time.process_time() - start)
+    month = statistics.median(stats_s)
+    return FILES * month, (f"{FILES:,} month summaries of {month * 1e6:.0f} µs each, beside a decode of "
+                           f"{statistics.median(decode_s) * 1e3:.1f} ms that includes one")
 
 
-def workloads() -> list[tuple[str, str, list[Path], int, Callable[[], str]]]:
-    """(name, source, paths, what a run commits, extra notes) per workload, its data written once."""
+def _higgs_rows(path: Path) -> pa.Table:
+    import polars as pl
+
+    from shoal.datasets import higgs
+
+    schema = {"label": pl.Float64, **dict.fromkeys(higgs.FEATURES, pl.Float32)}
+    frame = pl.read_csv(path, has_header=False, new_columns=list(higgs.COLUMNS), schema=schema).with_row_index("row_id")
+    return frame.with_columns(pl.col("row_id").cast(pl.Int64), pl.col("label").cast(pl.Int8)).to_arrow().cast(higgs.SCHEMA)
+
+
+def higgs_query_work(path: Path) -> tuple[float, str]:
+    """The CPU seconds of the plain path's summary query (`polars_summary`) over the file's rows in memory."""
+    import polars as pl
+
+    from shoal.commit_stats import polars_summary
+    from shoal.datasets import higgs
+
+    rows = pl.from_arrow(_higgs_rows(path)).lazy()
+    return _cpu(lambda: polars_summary(rows, higgs.SCHEMA.names, finite=True).collect()), (
+        "the summary query over the rows in memory")
+
+
+def higgs_block_work(path: Path) -> tuple[float, str]:
+    """The CPU seconds of `arrow_stats` over the rows of a gzipped file, in the block-wise path's blocks."""
+    import gzip
+
+    from shoal.commit_stats import arrow_stats
+    from shoal.datasets.higgs_text import BLOCK
+
+    with gzip.open(path, "rb") as text:
+        line = len(text.readline())
+    rows = _higgs_rows(path)
+    block = BLOCK // line
+    batches = [rows.slice(start, block) for start in range(0, rows.num_rows, block)]
+    return _cpu(lambda: [arrow_stats(batch) for batch in batches]), f"arrow_stats of {len(batches)} blocks of ~{block:,} rows"
+
+
+def speech_work(folder: Path) -> tuple[float, str]:
+    """The CPU seconds of `arrow_stats` over the rows a folder's ingest writes."""
+    from shoal.catalog import Catalog
+    from shoal.commit_stats import arrow_stats
+    from shoal.datasets import speech_commands
+
+    with tempfile.TemporaryDirectory(dir=OUT) as scratch:
+        catalog = Catalog(Path(scratch, "home"))
+        assert speech_commands.ingest(catalog, [folder]).exit_code == 0
+        table = catalog.read_table("speech")
+    return _cpu(lambda: arrow_stats(table)), "arrow_stats of the clips' rows (the waveforms have none)"
+
+
+def workloads() -> list[tuple[str, str, list[Path], int, Callable[[], tuple[float, str]]]]:
+    """(name, source, paths, what a run commits, the statistics' own work) per workload, its data written once."""
     from bench.bench_higgs_ingest import sample
     from bench.bench_speech import CLIPS, bench_data
     from bench.bench_sst_ingest import CACHE, FILES, sample_files
 
     sample_files()
+    plain, packed, clips = sample(1_000_000), sample(1_000_000, "gzip"), bench_data()[0]
     return [
-        ("SST ingest, 1,560 GRIB files", "sst", [CACHE], FILES, sst_month_costs),
-        ("HIGGS ingest, 1,000,000 rows", "higgs", [sample(1_000_000)], 1, str),
-        ("HIGGS ingest, 1,000,000 rows .gz", "higgs", [sample(1_000_000, "gzip")], 1, str),
-        ("Speech ingest, 3,000 clips (folder)", "speech", [bench_data()[0]], CLIPS, str),
+        ("SST ingest, 1,560 GRIB files", "sst", [CACHE], FILES, sst_stats_work),
+        ("HIGGS ingest, 1,000,000 rows", "higgs", [plain], 1, lambda: higgs_query_work(plain)),
+        ("HIGGS ingest, 1,000,000 rows .gz", "higgs", [packed], 1, lambda: higgs_block_work(packed)),
+        ("Speech ingest, 3,000 clips (folder)", "speech", [clips], CLIPS, lambda: speech_work(clips)),
     ]
 
 
+def paired_cost(ours: list[float], baseline: list[float]) -> tuple[float, float, float]:
+    """The median over pairs of ours / baseline - 1 and its 95% bootstrap interval (pairs resampled, seeded).
+
+    A pair's two ingests run back to back, so what slows the machine for a while slows both:
+    the ratio within a pair is steadier than the ratio of two medians taken apart.
+    """
+    import numpy as np
+
+    ratios = np.array(ours) / np.array(baseline) - 1
+    draws = np.random.default_rng(0).choice(ratios, size=(BOOTSTRAP, len(ratios)))
+    low, high = np.percentile(np.median(draws, axis=1), [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
 def run() -> list[Result]:
-    """This checkout's ingests against the same ingests before statistics per commit, interleaved."""
+    """This checkout's ingests against the same ingests before statistics per commit, in pairs."""
     OUT.mkdir(parents=True, exist_ok=True)
     before = baseline_tree()
     changed = commits_since_baseline()
     results = []
     for name, source, paths, expected, extra in workloads():
-        ours_cpu: list[float] = []
-        baseline_cpu: list[float] = []
-        comparison = interleaved(lambda: ingest_once(ROOT, source, paths, expected, ours_cpu),  # noqa: B023 (called at once)
-                                 lambda: ingest_once(before, source, paths, expected, baseline_cpu),  # noqa: B023
-                                 repeats=REPEATS)
-        slower = comparison.ours.median / comparison.baseline.median - 1
-        cpu_ours, cpu_baseline = statistics.median(ours_cpu), statistics.median(baseline_cpu)
-        notes = (f"speed-up {comparison.summary}; ours {slower:+.1%} by the medians; CPU time (user + system) "
-                 f"{cpu_ours:.2f} s against {cpu_baseline:.2f} s, {cpu_ours / cpu_baseline - 1:+.1%} "
-                 f"({min(ours_cpu):.2f}..{max(ours_cpu):.2f} against {min(baseline_cpu):.2f}..{max(baseline_cpu):.2f}); "
+        wall: dict[str, list[float]] = {"ours": [], "baseline": []}
+        cpu: dict[str, list[float]] = {"ours": [], "baseline": []}
+        trees = {"ours": ROOT, "baseline": before}
+        for pair in range(REPEATS):
+            for side in ("ours", "baseline") if pair % 2 == 0 else ("baseline", "ours"):  # ABBA: drift cancels
+                wall[side].append(ingest_once(trees[side], source, paths, expected, cpu[side]))
+        cost, low, high = paired_cost(wall["ours"], wall["baseline"])
+        cpu_cost, cpu_low, cpu_high = paired_cost(cpu["ours"], cpu["baseline"])
+        comparison = Comparison(ours=Timing(tuple(wall["ours"])), baseline=Timing(tuple(wall["baseline"])))
+        notes = (f"ours {cost:+.1%} by the pairs (95% interval {low:+.1%} .. {high:+.1%}); CPU time (user + system) "
+                 f"{cpu_cost:+.1%} ({cpu_low:+.1%} .. {cpu_high:+.1%}), medians {statistics.median(cpu['ours']):.2f} s "
+                 f"against {statistics.median(cpu['baseline']):.2f} s; speed-up of the medians {comparison.summary}; "
                  f"{changed} commit(s) since {BEFORE[:7]} changed the ingest code")
-        if more := extra():
-            notes += f"; {more}"
+        work, how = extra()
+        notes += (f"; the statistics' own work: {work:.2f} s CPU, {work / statistics.median(cpu['ours']):.1%} of ours' "
+                  f"CPU ({how})")
         results.append(Result(name=name, ours_label="this checkout (statistics + rules on every commit)",
                               ours_seconds=comparison.ours.median, ours_spread=comparison.ours.spread,
                               baseline_label=f"{BEFORE[:7]}: the same ingest before statistics per commit",
                               baseline_seconds=comparison.baseline.median, baseline_spread=comparison.baseline.spread,
-                              target=f">= {1 / MAX_SLOWER:.2f}x (<= {MAX_SLOWER - 1:.0%} slower)",
-                              passed=comparison.ratio >= 1 / MAX_SLOWER, notes=notes))
+                              target=f"<= {MAX_SLOWER - 1:.0%} slower by the pairs",
+                              passed=cost <= MAX_SLOWER - 1, notes=notes))
     return results

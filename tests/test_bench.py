@@ -56,3 +56,14 @@ def test_timed_calls_once_and_returns_seconds() -> None:
     elapsed = timed(lambda: (calls.append(1), time.sleep(0.05)))()
     assert calls == [1]
     assert 0.05 <= elapsed < 5.0  # seconds, not ns or ms
+
+
+def test_the_paired_cost_is_the_median_ratio_within_pairs_not_the_ratio_of_medians() -> None:
+    from bench.bench_stats_cost import paired_cost
+
+    # The machine's state moves the times 3x from pair to pair; within every pair ours is 2% slower.
+    baseline = [1.0, 3.0, 2.0, 1.5, 2.5]
+    cost, low, high = paired_cost([1.02 * b for b in baseline], baseline)
+    assert cost == pytest.approx(0.02) and low == pytest.approx(0.02) and high == pytest.approx(0.02)
+    cost, low, high = paired_cost([1.0, 1.1, 0.9, 1.2, 1.0], [1.0] * 5)
+    assert cost == pytest.approx(0.0) and low < 0.0 < high
