@@ -22,10 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoal.errors import CatalogError, ShoalError
 from shoal.evaluation import Scoring, SkillTable, skill_table
+from shoal.feature_sets import FeatureSet  # what `Task.open_features` returns: part of the contract
 
 if TYPE_CHECKING:
     from shoal.catalog import Catalog
-    from shoal.feature_sets import FeatureSet
     from shoal.lineage import InputVersion
     from shoal.models.registry import ModelVersion
     from shoal.progress import Reporter
