@@ -64,8 +64,8 @@ class CommitStats:
         """The inverse of `to_dict` (either form)."""
         if "stacked" in data:
             stacked = {name: _arrays(RunningStats.from_dict(s)) for name, s in data["stacked"].items()}
-            return cls(mode=data["mode"], parts={key: {name: RunningStats(*(field[index] for field in fields))
-                                                       for name, fields in stacked.items()}
+            return cls(mode=data["mode"], parts={key: {name: RunningStats(*(array[index] for array in arrays))
+                                                       for name, arrays in stacked.items()}
                                                  for index, key in enumerate(data["keys"])})
         return cls(mode=data["mode"],
                    parts={part: {name: RunningStats.from_dict(s) for name, s in columns.items()}

@@ -28,10 +28,9 @@ from shoal.features.enso import DATASET as FEATURES
 from shoal.features.enso import PERIODS, PHASES, EnsoFeatureConfig, EnsoFeatures, IndexSeries, build, split_record
 from shoal.lineage import InputVersion, Provenance
 from shoal.stats import RunningStats
-from shoal.contract import (FeatureBuild, Predicted, Prepared, Task, TaskSettings, feature_loader, register_task,
-                            replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.evaluation import Metric, Scoring, accuracy_of, correlation_of, rmse_of, score
-from shoal.feature_sets import FeatureSet
 
 if TYPE_CHECKING:
     import torch

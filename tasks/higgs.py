@@ -19,12 +19,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from shoal.contract import (FeatureBuild, Predicted, Prepared, Task, TaskSettings, feature_loader, register_task,
-                            replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.datasets.higgs import FEATURES
 from shoal.errors import CatalogError
 from shoal.evaluation import Metric, Scoring, accuracy_of, roc_auc_of, score
-from shoal.feature_sets import FeatureSet
 from shoal.features.higgs import DATASET as FEATURE_TABLE
 from shoal.features.higgs import HiggsFeatures, HiggsSplit, build
 from shoal.lineage import InputVersion, Provenance

@@ -28,10 +28,9 @@ from shoal.errors import CatalogError
 from shoal.features.audio import DATASET as FEATURES
 from shoal.features.audio import AudioFeatureConfig, SpeechFeatures, build, split_record
 from shoal.lineage import InputVersion, Provenance
-from shoal.contract import (FeatureBuild, Predicted, Prepared, Task, TaskSettings, feature_loader, register_task,
-                            replacing)
+from shoal.contract import (FeatureBuild, FeatureSet, Predicted, Prepared, Task, TaskSettings, feature_loader,
+                            register_task, replacing)
 from shoal.evaluation import Metric, Scoring, accuracy_of, score
-from shoal.feature_sets import FeatureSet
 from shoal.splits import RandomSplitSettings
 
 if TYPE_CHECKING:
