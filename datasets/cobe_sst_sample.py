@@ -115,12 +115,14 @@ def write_grib(
     first_lon: float = 0.5,
     increment: float = 1.0,
     mark: bool = True,
+    bitmap: bool = True,
 ) -> Path:
     """Write one COBE-format GRIB1 message; `values` are (nj, ni), lat ascending, NaN = missing.
 
     The keyword arguments exist to write the unusual files of the tests: `add=273.15` for
     Kelvin, `north_to_south=False` for the other scanning mode, another parameter or grid,
-    `mark=False` for a file without SAMPLE_MARK that stands in for a real COBE-SST file.
+    `mark=False` for a file without SAMPLE_MARK that stands in for a real COBE-SST file,
+    `bitmap=False` for a field without missing points coded without a bitmap section.
     """
     import eccodes
 
@@ -132,7 +134,7 @@ def write_grib(
             "centre": 34, "table2Version": 128, "indicatorOfParameter": indicator_of_parameter,
             "Ni": ni, "Nj": nj, "jScansPositively": 0 if north_to_south else 1,
             "dataDate": int(str(month).replace("-", "") + "01"), "dataTime": 0,
-            "bitmapPresent": 1, "bitsPerValue": bits, **(SAMPLE_MARK if mark else {}),
+            "bitmapPresent": int(bitmap), "bitsPerValue": bits, **(SAMPLE_MARK if mark else {}),
         }.items():
             eccodes.codes_set_long(handle, key, value)
         last_lat = first_lat - (nj - 1) * increment

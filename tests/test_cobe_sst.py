@@ -12,7 +12,8 @@ from shoal.catalog import Catalog
 from shoal.commit_stats import CommitStats
 from shoal.datasets import cobe_sst
 from shoal.datasets.cobe_sst import LAT, LON, decode
-from shoal.datasets.cobe_sst_sample import box_mask, land_mask, months_between, nino34_mean, sample_fields, write_sample
+from shoal.datasets.cobe_sst_sample import (box_mask, land_mask, months_between, nino34_mean, sample_fields, write_grib,
+                                           write_sample)
 from shoal.errors import SourceError
 
 DATA = Path(__file__).parent / "data" / "cobe_sst"
@@ -50,6 +51,44 @@ def test_kelvin_gdal_shifted_and_south_to_north_files_decode_to_the_same_celsius
     expected = sample_fields(months_between("1982-01", "1982-06"))[int(month[-2:]) - 1]
     assert decoded.unit == unit
     np.testing.assert_allclose(decoded.values, expected, atol=PACKING + 1e-4)
+
+
+def test_months_with_different_land_masks_each_keep_their_own_missing_points(tmp_path: Path) -> None:
+    field = sample_fields(months_between("1982-01", "1982-01"))[0]
+    ice = field.copy()
+    ice[LAT > 60] = np.nan  # a winter's sea ice: another bitmap than the land's
+    plain = write_grib(tmp_path / "sst198201.grb", field, np.datetime64("1982-01"))
+    frozen = write_grib(tmp_path / "sst198202.grb", ice, np.datetime64("1982-02"))
+    for path, expected in [(plain, field), (frozen, ice), (plain, field)]:  # each bitmap read once, then reused
+        month = decode(path)
+        np.testing.assert_array_equal(np.isnan(month.values), np.isnan(expected))
+        assert int(month.stats.nan_count) == np.isnan(expected).sum() and int(month.stats.count) == (~np.isnan(expected)).sum()
+        np.testing.assert_allclose(month.values, expected, atol=PACKING)
+
+
+def test_a_field_coded_without_a_bitmap_decodes_every_point(tmp_path: Path) -> None:
+    field = np.nan_to_num(sample_fields(months_between("1982-01", "1982-01"))[0], nan=10.0)
+    path = write_grib(tmp_path / "sst198201.grb", field, np.datetime64("1982-01"), bitmap=False)
+    month = decode(path)
+    assert not np.isnan(month.values).any() and int(month.stats.nan_count) == 0
+    np.testing.assert_allclose(month.values, field, atol=PACKING)
+
+
+def test_a_bitmap_that_marks_more_points_than_the_file_holds_values_is_one_line(tmp_path: Path) -> None:
+    import eccodes
+
+    path = write_grib(tmp_path / "sst198201.grb", sample_fields(months_between("1982-01", "1982-01"))[0],
+                      np.datetime64("1982-01"))
+    with path.open("rb") as f:
+        handle = eccodes.codes_grib_new_from_file(f)
+        start, land = eccodes.codes_get_long(handle, "offsetSection3") + 6, eccodes.codes_get_array(handle, "bitmap")
+        eccodes.codes_release(handle)
+    data = bytearray(path.read_bytes())
+    point = int(np.flatnonzero(land == 0)[0])
+    data[start + point // 8] |= 0x80 >> (point % 8)  # one land point marked as holding a value
+    path.write_bytes(data)
+    with pytest.raises(SourceError, match=r"sst198201.grb:1: its bitmap marks (\d+) points .* but (\d+) values .*download"):
+        decode(path)
 
 
 @pytest.mark.parametrize(
