@@ -144,11 +144,9 @@ def sst_stats_work() -> tuple[float, str]:
     A month is summarized as `decode` does it: over its sea points' values (the NaN-free values
     ecCodes gives), its land points counted as NaN.
     """
-    from dataclasses import replace
-
     from bench.bench_sst_ingest import FILES, sample_files
     from shoal.datasets.cobe_sst import decode
-    from shoal.stats import RunningStats
+    from shoal.datasets.cobe_sst_grib import sea_stats
 
     decode_s, stats_s = [], []
     for path in sample_files()[:200]:
@@ -158,7 +156,7 @@ def sst_stats_work() -> tuple[float, str]:
         land = np.isnan(month.values)
         sea, missing = month.values[~land], int(land.sum())
         start = time.process_time()
-        replace(RunningStats.from_values(sea, axis=None), nan_count=missing)
+        sea_stats(sea, missing=missing)
         stats_s.append(time.process_time() - start)
     month = statistics.median(stats_s)
     return FILES * month, (f"{FILES:,} month summaries of {month * 1e6:.0f} µs each, beside a decode of "
@@ -237,8 +235,6 @@ def paired_cost(ours: list[float], baseline: list[float]) -> tuple[float, float,
     A pair's two ingests run back to back, so what slows the machine for a while slows both:
     the ratio within a pair is steadier than the ratio of two medians taken apart.
     """
-    import numpy as np
-
     ratios = np.array(ours) / np.array(baseline) - 1
     draws = np.random.default_rng(0).choice(ratios, size=(BOOTSTRAP, len(ratios)))
     low, high = np.percentile(np.median(draws, axis=1), [2.5, 97.5])

@@ -107,7 +107,7 @@ def _to_celsius(path: Path, present: np.ndarray, *, missing: int) -> tuple[str, 
         unit, so judging it costs no pass of its own; a converted month is summarized again,
         as its stored values are the float32 sums.
     """
-    stats = replace(RunningStats.from_values(present, axis=None), nan_count=missing)
+    stats = sea_stats(present, missing=missing)
     if not stats.count:
         return "°C", stats  # nothing to convert: the rules refuse a field without sea points
     low, high = float(stats.min), float(stats.max)
@@ -115,7 +115,7 @@ def _to_celsius(path: Path, present: np.ndarray, *, missing: int) -> tuple[str, 
         if lowest <= low and high <= highest:
             if offset:
                 present += np.float32(offset)
-                stats = replace(RunningStats.from_values(present, axis=None), nan_count=missing)
+                stats = sea_stats(present, missing=missing)
             return unit, stats
     raise SourceError(
         path,
@@ -126,12 +126,17 @@ def _to_celsius(path: Path, present: np.ndarray, *, missing: int) -> tuple[str, 
     )
 
 
+def sea_stats(present: np.ndarray, *, missing: int) -> RunningStats:
+    """The summary of a month as stored: its sea points' values, and its `missing` points (land, sea ice) as NaN."""
+    return replace(RunningStats.from_values(present, axis=None), nan_count=missing)
+
+
 _BITMAPS: dict[str, np.ndarray] = {}  # md5 of a bitmap section -> its points that hold a value (read-only)
 _MAX_BITMAPS = 16  # COBE-SST has one land mask for every month; a file with its own bitmap costs one read
 
 
-def _sea(handle: int) -> np.ndarray:
-    """The points of the grid that hold a value, from the message's bitmap section.
+def sea_points(handle: int) -> np.ndarray:
+    """The points of the grid that hold a value, from the message's bitmap section (read-only, flat, bool).
 
     ecCodes expands the bitmap into every value's slot (`values`) at ~0.45 ms a month, 2-3x
     the decoding of the values themselves; the bitmap is the same in every month of the series,
@@ -174,7 +179,7 @@ def decode(path: str | Path, *, source: SourceFile | None = None) -> SstMonth:
             try:
                 keys = _read_message(path, handle)
                 if keys["bitmapPresent"]:  # the values of the sea points alone, and where they lie
-                    coded, sea = eccodes.codes_get_array(handle, "codedValues"), _sea(handle)
+                    coded, sea = eccodes.codes_get_array(handle, "codedValues"), sea_points(handle)
                 else:  # every point holds a value
                     coded, sea = eccodes.codes_get_values(handle), None
             finally:
